@@ -1,0 +1,36 @@
+"""nmdeploy: take a trained PyTorch model to a fast sparse (2:4) INT8 TensorRT engine.
+
+The top-level names are resolved lazily so that ``import nmdeploy`` (and therefore
+``nmdeploy --help``) never imports torch, onnx or tensorrt.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "sparsify": "nmdeploy.sparsity.api",
+    "finalize": "nmdeploy.sparsity.api",
+    "Sparsifier": "nmdeploy.sparsity.api",
+    "nm_mask": "nmdeploy.sparsity.nm",
+    "maxq_mask": "nmdeploy.sparsity.nm",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nmdeploy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

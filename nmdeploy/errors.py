@@ -1,0 +1,40 @@
+"""The exceptions nmdeploy raises for anything a user can fix.
+
+Every message is one line that names the offending value, the rule it breaks and the fix.
+The CLI prints that line (exit code 1) instead of a traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NMDeployError",
+    "ConfigError",
+    "PatternError",
+    "LayerSelectionError",
+    "SparsityStateError",
+    "MissingDependencyError",
+]
+
+
+class NMDeployError(Exception):
+    """Base class: a problem in the user's input or environment, not a bug in nmdeploy."""
+
+
+class ConfigError(NMDeployError, ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+class PatternError(ConfigError):
+    """An N:M pattern is malformed, or a tensor cannot be grouped by it."""
+
+
+class LayerSelectionError(ConfigError):
+    """No layer of the model can be sparsified with the requested settings."""
+
+
+class SparsityStateError(NMDeployError, RuntimeError):
+    """An operation does not fit the model's current sparsity state (e.g. folding mid-schedule)."""
+
+
+class MissingDependencyError(NMDeployError, ImportError):
+    """An optional dependency (e.g. tensorrt) is not importable here."""
