@@ -1,0 +1,282 @@
+"""``sparsify()`` / ``finalize()``: make any PyTorch model N:M sparse inside its own training loop.
+
+    sp = nmdeploy.sparsify(model, pattern="2:4", method="maxq", end_epoch=30)
+    for epoch in range(epochs):
+        sp.set_epoch(epoch)
+        train_one_epoch(model, optimizer)      # unchanged user code
+    nmdeploy.finalize(model)                   # plain weights with exact N:M zeros
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from nmdeploy.errors import ConfigError, LayerSelectionError, SparsityStateError
+from nmdeploy.sparsity.methods import NMParametrization, get_method
+from nmdeploy.sparsity.methods.maxq import MaxQMask
+from nmdeploy.sparsity.pattern import Pattern, parse_pattern
+from nmdeploy.sparsity.report import LayerReport, SparsityReport
+from nmdeploy.sparsity.schedule import check_epochs, check_schedule, preserve_rate
+from nmdeploy.sparsity.targets import LayerTarget, select_layers
+
+__all__ = ["NotAcceleratedWarning", "Sparsifier", "sparsify", "finalize", "nm_parametrization"]
+
+_STATE_FORMAT = 1
+
+
+class NotAcceleratedWarning(UserWarning):
+    """The chosen N:M pattern does not imply 2:4, so sparse tensor cores cannot run it."""
+
+
+def nm_parametrization(module: nn.Module, param_name: str) -> NMParametrization | None:
+    """The nmdeploy parametrization on ``module.<param_name>``, if there is one."""
+    if not parametrize.is_parametrized(module, param_name):
+        return None
+    found = [p for p in module.parametrizations[param_name] if isinstance(p, NMParametrization)]
+    return found[0] if found else None
+
+
+class Sparsifier:
+    """Handle returned by :func:`sparsify`: schedule position, report and resumable state.
+
+    The masks themselves live in the model (parametrization buffers), so ``model.state_dict()``
+    carries them; ``Sparsifier.state_dict()`` adds the settings and the epoch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        pattern: Pattern,
+        method: str,
+        schedule: str,
+        start_epoch: int,
+        end_epoch: int,
+        targets: list[LayerTarget],
+        options: Mapping[str, Any],
+    ) -> None:
+        self.model = model
+        self.pattern = pattern
+        self.method = method
+        self.schedule = schedule
+        self.start_epoch = start_epoch
+        self.end_epoch = end_epoch
+        self.targets = tuple(targets)
+        self.options = dict(options)
+        self.epoch = 0
+        self._sad_reference: dict[str, torch.Tensor] = {}
+
+    # -- layers -----------------------------------------------------------------------------
+    @property
+    def sparse_layers(self) -> tuple[str, ...]:
+        """Qualified names of the layers being sparsified."""
+        return tuple(t.name for t in self.targets if t.eligible)
+
+    def _parametrized(self) -> list[tuple[LayerTarget, NMParametrization, torch.Tensor]]:
+        out = []
+        for t in self.targets:
+            p = nm_parametrization(t.module, t.param_name) if t.eligible else None
+            if p is not None:
+                out.append((t, p, t.module.parametrizations[t.param_name].original))
+        return out
+
+    # -- schedule ---------------------------------------------------------------------------
+    @property
+    def dense_fraction(self) -> float:
+        """Share of N:M blocks kept fully dense now (MaxQ's preserve rate; 0 for other methods)."""
+        if not get_method(self.method).uses_schedule:
+            return 0.0
+        return preserve_rate(self.schedule, self.epoch, self.start_epoch, self.end_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move MaxQ's incremental schedule to ``epoch`` (call it at the start of every epoch).
+
+        A no-op for the mask of other methods; for all methods it starts a new window for
+        the sparse-architecture-divergence (SAD) counts in :meth:`report`.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ConfigError(f"epoch={epoch!r} is invalid: need an integer >= 0")
+        self.epoch = epoch
+        fraction = self.dense_fraction
+        for _, p, weight in self._parametrized():
+            if isinstance(p, MaxQMask):
+                p.set_dense_fraction(fraction)
+        self._snapshot_masks()
+
+    def _snapshot_masks(self) -> None:
+        with torch.no_grad():
+            self._sad_reference = {t.name: p.hard_mask(w).clone() for t, p, w in self._parametrized()}
+
+    # -- report -----------------------------------------------------------------------------
+    def report(self) -> SparsityReport:
+        """Per-layer rows: name, type, shape, eligible, skip reason, zero share and SAD."""
+        rows = []
+        parametrized = {t.name: (p, w) for t, p, w in self._parametrized()}
+        with torch.no_grad():
+            for t in self.targets:
+                weight = getattr(t.module, t.param_name)  # what the layer computes with now
+                sparsity = float((weight == 0).sum()) / weight.numel()
+                sad = sad_fraction = None
+                if t.name in parametrized:
+                    p, original = parametrized[t.name]
+                    reference = self._sad_reference.get(t.name)
+                    if reference is not None:
+                        sad = int((p.hard_mask(original) != reference).sum())
+                        sad_fraction = sad / original.numel()
+                rows.append(
+                    LayerReport(t.name, t.type_name, t.shape, t.eligible, t.reason, t.detail, sparsity, sad, sad_fraction)
+                )
+        return SparsityReport(str(self.pattern), self.method, self.epoch, self.dense_fraction, tuple(rows))
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Settings and schedule position; the masks are in ``model.state_dict()``."""
+        return {
+            "format": _STATE_FORMAT,
+            "pattern": str(self.pattern),
+            "method": self.method,
+            "schedule": self.schedule,
+            "start_epoch": self.start_epoch,
+            "end_epoch": self.end_epoch,
+            "epoch": self.epoch,
+            "layers": list(self.sparse_layers),
+            "options": dict(self.options),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the schedule position saved by :meth:`state_dict` after checking it fits."""
+        if not isinstance(state, Mapping) or state.get("format") != _STATE_FORMAT:
+            raise SparsityStateError(
+                "sparsifier state is not from Sparsifier.state_dict() (format 1); save sp.state_dict() beside the model"
+            )
+        mine = self.state_dict()
+        for key in ("pattern", "method", "schedule", "start_epoch", "end_epoch", "layers", "options"):
+            if state.get(key) != mine[key]:
+                shown = "differ" if key == "layers" else f"{state.get(key)!r} vs {mine[key]!r}"
+                raise SparsityStateError(
+                    f"sparsifier state does not match this model: {key} {shown}; "
+                    "call sparsify() with the settings the checkpoint was made with"
+                )
+        self.set_epoch(state["epoch"])
+
+    def __repr__(self) -> str:
+        return (
+            f"Sparsifier(method={self.method!r}, pattern='{self.pattern}', epoch={self.epoch}, "
+            f"layers={len(self.sparse_layers)})"
+        )
+
+
+def sparsify(
+    model: nn.Module,
+    pattern: str | tuple[int, int] = "2:4",
+    method: str = "maxq",
+    schedule: str = "linear",
+    start_epoch: int = 0,
+    end_epoch: int = 30,
+    include: object = None,
+    exclude: object = "auto",
+    *,
+    options: Mapping[str, Any] | None = None,
+) -> Sparsifier:
+    """Make ``model``'s eligible layers N:M sparse with ``method``, in place.
+
+    Args:
+        model: any ``nn.Module``; its Linear, Conv1d/2d/3d (grouped too) and packed
+            MultiheadAttention projections are candidates, grouped along the input dimension.
+        pattern: ``"N:M"`` (or ``(n, m)``), ``0 < n < m <= 32``. Patterns that do not imply
+            2:4 (e.g. 4:8) work for research but are not hardware-accelerated (warning).
+        method: ``maxq``, ``srste``, ``ste``, ``asp`` or ``dense`` (METHODS.md).
+        schedule, start_epoch, end_epoch: MaxQ's incremental schedule: the share of dense
+            blocks falls from 1 at ``start_epoch`` to 0 at ``end_epoch`` (``linear``,
+            ``cubic``, ``cos``, ``exp``); ``0, 0`` means fully N:M from the first step.
+        include: glob pattern(s) on module names to restrict the candidates.
+        exclude: glob pattern(s) to keep dense; ``"auto"`` keeps the first and the last
+            weighted layer dense; ``()`` sparsifies them too.
+        options: method options, e.g. ``{"decay": 1e-4}`` for srste/maxq or ``{"tau": 2e-2}``.
+
+    Returns:
+        A :class:`Sparsifier`; call ``set_epoch(epoch)`` at the start of every epoch.
+    """
+    nm = parse_pattern(pattern)
+    spec = get_method(method)
+    check_schedule(schedule)
+    check_epochs(start_epoch, end_epoch)
+    config = spec.make_config(options)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    already = [n for n, mod in model.named_modules() if _has_nm_parametrization(mod)]
+    if already:
+        raise SparsityStateError(
+            f"model is already sparsified (layer {already[0]!r}); call nmdeploy.finalize(model) "
+            "first, or load the checkpoint into a fresh model"
+        )
+    targets = select_layers(model, nm.m, include, exclude)
+    if not any(t.eligible for t in targets):
+        listing = "; ".join(f"{t.name or '(model)'} {t.type_name}{list(t.shape)}: {t.reason} ({t.detail})" for t in targets)
+        raise LayerSelectionError(
+            f"no layer of the model can be made {nm} sparse: {listing or 'the model has no weighted layer'}; "
+            "fix: pass exclude=() to include the first/last layer or change include/exclude or the pattern"
+        )
+    if not nm.hardware_2_4:
+        warnings.warn(
+            f"pattern {nm} does not imply 2:4, so sparse tensor cores cannot accelerate it; "
+            "use 2:4, 1:4, 2:8, 1:16 or 2:16 for deployment",
+            NotAcceleratedWarning,
+            stacklevel=2,
+        )
+    for target in targets:
+        if not target.eligible:
+            continue
+        weight = getattr(target.module, target.param_name)
+        parametrization = spec.factory(nm.n, nm.m, weight, config)
+        if parametrization is not None:
+            parametrization.train(model.training)
+            parametrize.register_parametrization(target.module, target.param_name, parametrization, unsafe=True)
+    sp = Sparsifier(model, nm, method, schedule, start_epoch, end_epoch, targets, dict(options or {}))
+    sp.set_epoch(0)
+    return sp
+
+
+def _has_nm_parametrization(module: nn.Module) -> bool:
+    return parametrize.is_parametrized(module) and any(
+        nm_parametrization(module, name) is not None for name in module.parametrizations
+    )
+
+
+def finalize(model: nn.Module) -> nn.Module:
+    """Fold every nmdeploy mask into a plain weight with exact zeros; returns ``model``.
+
+    MaxQ multipliers are folded in (METHODS.md §3.8); the layers become ordinary modules with
+    their original parameter objects. Nothing is changed unless every layer can be folded:
+    a MaxQ layer mid-schedule (dense blocks left) raises :class:`SparsityStateError`.
+    """
+    work = []
+    for name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for param_name in list(module.parametrizations):
+            p = nm_parametrization(module, param_name)
+            if p is None:
+                continue
+            if len(module.parametrizations[param_name]) != 1:
+                raise SparsityStateError(
+                    f"layer {name!r} stacks other parametrizations on {param_name}; remove them before finalize()"
+                )
+            work.append((name, module, param_name, p))
+    folded = []
+    with torch.no_grad():
+        for name, module, param_name, p in work:  # compute everything first: all or nothing
+            original = module.parametrizations[param_name].original
+            try:
+                folded.append(p.fold(original))
+            except SparsityStateError as exc:
+                raise SparsityStateError(f"layer {name!r}: {exc}") from None
+        for (name, module, param_name, p), weight in zip(work, folded):
+            parametrize.remove_parametrizations(module, param_name, leave_parametrized=False)
+            getattr(module, param_name).copy_(weight)
+    return model

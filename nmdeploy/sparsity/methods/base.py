@@ -1,0 +1,80 @@
+"""What every sparsification method shares: the parametrization base class and the
+straight-through masked-weight function with the sparse-refined (SR) decay term."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from nmdeploy.errors import ConfigError
+
+__all__ = ["SR_DECAY", "NMParametrization", "check_decay", "masked_weight_ste"]
+
+SR_DECAY = 2e-4  # lambda_W of the SR-STE reference code and of MaxQ (--decay 0.0002)
+
+
+def check_decay(method: str, decay: object) -> None:
+    """Raise :class:`ConfigError` unless the SR decay is a number >= 0."""
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not decay >= 0:
+        raise ConfigError(f"{method} option decay={decay!r} is invalid: need a number >= 0, e.g. 2e-4")
+
+
+class _MaskedWeightSTE(torch.autograd.Function):
+    """``w_eff = w * mask`` with a straight-through gradient plus SR-STE's decay.
+
+    Backward returns ``dL/dw_eff + decay * (mask == 0) * w`` (METHODS.md §2, §3.6): the task
+    gradient reaches every weight unchanged and only the pruned weights are pulled to zero.
+    The term is added here, inside backward, so it works with any optimizer. Under
+    ``torch.amp.GradScaler`` the task gradient is scaled but this term is not, so after
+    unscaling the decay is weaker by the scale factor; use bfloat16 autocast (no scaler)
+    or a smaller loss scale if that matters.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, mask: torch.Tensor, decay: float) -> torch.Tensor:
+        ctx.decay = decay
+        if decay:
+            ctx.save_for_backward(weight, mask)
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        if not ctx.decay:
+            return grad, None, None
+        weight, mask = ctx.saved_tensors
+        pruned = ~mask if mask.dtype == torch.bool else mask == 0
+        return grad.addcmul(weight, pruned, value=ctx.decay), None, None
+
+
+def masked_weight_ste(weight: torch.Tensor, mask: torch.Tensor, decay: float) -> torch.Tensor:
+    """Apply ``mask`` (bool or float) to ``weight`` with the STE + SR gradient rule."""
+    return _MaskedWeightSTE.apply(weight, mask, decay)
+
+
+class NMParametrization(nn.Module):
+    """Base for the per-layer parametrizations that make a weight N:M sparse while training.
+
+    Registered with ``torch.nn.utils.parametrize`` on the layer's weight, so the dense weight
+    stays the optimised parameter (same object: existing optimizers keep working) and mask
+    buffers live in the model's ``state_dict``.
+    """
+
+    method: ClassVar[str] = ""
+
+    def __init__(self, n: int, m: int) -> None:
+        super().__init__()
+        self.n = n
+        self.m = m
+
+    def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
+        """The 0/1 N:M topology now (bool), used for sparse-architecture-divergence counts."""
+        raise NotImplementedError
+
+    def fold(self, weight: torch.Tensor) -> torch.Tensor:
+        """The plain deploy weight, with exact zeros where the mask drops weights."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"method={self.method}, pattern={self.n}:{self.m}"

@@ -1,0 +1,93 @@
+"""MaxQ (Xiang et al., CVPR 2024; METHODS.md §3), the V2Pro "Soft" variant the paper's
+ImageNet runs use.
+
+Each training forward rebuilds the soft mask ``M_NM * (1 + Q_filter + Q_kernel)`` from the
+current weight and the current dense fraction p (set per epoch by the schedule), stores it
+in the ``mask`` buffer and multiplies the weight by it with a straight-through gradient
+plus the SR decay on pruned weights. Evaluation uses the stored mask; on the switch from
+training to evaluation it is refreshed once from the current weight, which is what the
+reference's end-of-epoch ``show_zero_num_and_update_mask`` achieves before validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nmdeploy.errors import SparsityStateError
+from nmdeploy.sparsity.methods.base import SR_DECAY, NMParametrization, check_decay, masked_weight_ste
+from nmdeploy.sparsity.methods.registry import register
+from nmdeploy.sparsity.nm import DEFAULT_TAU, check_maxq_options, maxq_parts, nm_keep
+
+__all__ = ["MaxQConfig", "MaxQMask"]
+
+
+@dataclass(frozen=True)
+class MaxQConfig:
+    """``decay``: SR term on pruned weights (2e-4); ``tau``: sigmoid temperature (1e-2, absolute)."""
+
+    decay: float = SR_DECAY
+    tau: float = DEFAULT_TAU
+
+    def __post_init__(self) -> None:
+        check_decay("maxq", self.decay)
+        check_maxq_options(0.0, self.tau)
+
+
+class MaxQMask(NMParametrization):
+    """Soft N:M mask rebuilt every training forward; buffers ``mask`` and ``dense_fraction``."""
+
+    method = "maxq"
+
+    def __init__(self, n: int, m: int, weight: torch.Tensor, decay: float, tau: float) -> None:
+        super().__init__(n, m)
+        self.decay = float(decay)
+        self.tau = float(tau)
+        # Persistent, so one checkpoint resumes with the identical mask and schedule position.
+        self.register_buffer("dense_fraction", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mask", self._soft_mask(weight.detach()))
+        self._stale = False
+
+    def _soft_mask(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            kept, multiplier = maxq_parts(weight, self.n, self.m, float(self.dense_fraction), self.tau)
+            return (kept * multiplier).to(weight.dtype)
+
+    def train(self, mode: bool = True) -> "MaxQMask":
+        if self.training and not mode:
+            self._stale = True  # refresh from the final weights at the first eval forward
+        return super().train(mode)
+
+    def set_dense_fraction(self, value: float) -> None:
+        self.dense_fraction.fill_(value)
+        self._stale = True
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.training or self._stale:
+            # Assigned, not copied in place: an earlier graph may still hold the old mask.
+            self.mask = self._soft_mask(weight)
+            self._stale = False
+        return masked_weight_ste(weight, self.mask, self.decay)
+
+    def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
+        return nm_keep(weight, self.n, self.m)  # SAD is measured on M_NM (METHODS.md §5)
+
+    def fold(self, weight: torch.Tensor) -> torch.Tensor:
+        p = float(self.dense_fraction)
+        if p > 0:
+            raise SparsityStateError(
+                f"cannot fold a MaxQ layer while {p:.0%} of its blocks are still dense; "
+                "finish the schedule first (call sp.set_epoch(e) with e >= end_epoch)"
+            )
+        self.mask = self._soft_mask(weight)  # fold what the final weights give
+        self._stale = False
+        return weight * self.mask
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, decay={self.decay:g}, tau={self.tau:g}"
+
+
+@register("maxq", MaxQConfig, uses_schedule=True)
+def make_maxq(n: int, m: int, weight: torch.Tensor, config: MaxQConfig) -> MaxQMask:
+    return MaxQMask(n, m, weight, config.decay, config.tau)
