@@ -9,9 +9,13 @@ without a copy.
 Ties are deterministic everywhere (METHODS.md §1.1 PROPOSAL): among equal magnitudes the
 lower index ranks higher, so masks are identical across runs and devices.
 
-Speed matters: the MaxQ mask is rebuilt on every training forward. Sorting is the slow
-part on CPU, so each axis query does a single ``kthvalue`` (linear time) and only falls
-back to a cumulative count when the threshold value is tied.
+Speed matters because MaxQ rebuilds its mask on every training forward
+(benchmarks/overhead.py). What that costs on CPU, measured, and how it shapes this file:
+- sorting is avoided: a group's n-th largest comes from a min/max network (m = 4) or
+  ``kthvalue``, and each axis query needs a single ``kthvalue``; the exact tie-breaking
+  path runs only when a count shows a tie at the threshold;
+- indicators are float 0/1 tensors written by ``torch.gt(..., out=float)``: comparisons
+  that produce bool tensors, ``torch.where`` and float-by-bool products cost 4-20x more.
 """
 
 from __future__ import annotations
@@ -29,13 +33,13 @@ __all__ = [
     "check_maxq_options",
     "maxq_mask",
     "maxq_parts",
-    "nm_keep",
+    "nm_indicator",
     "nm_mask",
     "soft_nm_mask",
 ]
 
 DEFAULT_TAU = 1e-2  # MaxQ's sigmoid temperature; absolute, as in the reference code
-_PAIRWISE_MAX_M = 4  # up to this m, ranks come from slice comparisons; above it, from topk
+_BIG = 1e30  # pushes dropped entries above every kept one when taking a row minimum
 
 
 def check_groupable(shape: torch.Size | tuple[int, ...], m: int, what: str = "weight") -> None:
@@ -51,23 +55,42 @@ def check_groupable(shape: torch.Size | tuple[int, ...], m: int, what: str = "we
         )
 
 
+def check_maxq_options(dense_fraction: object, tau: object) -> None:
+    """Raise :class:`ConfigError` unless 0 <= dense_fraction <= 1 and tau > 0."""
+    if isinstance(dense_fraction, bool) or not isinstance(dense_fraction, (int, float)) or not 0 <= dense_fraction <= 1:
+        raise ConfigError(f"dense_fraction={dense_fraction!r} is out of range: need a number 0 <= dense_fraction <= 1")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
+        raise ConfigError(f"tau={tau!r} is invalid: need a number tau > 0 (MaxQ uses 1e-2)")
+
+
+def _check_args(weight: object, n: int, m: int) -> None:
+    check_nm(n, m)
+    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+        raise ConfigError(f"weight must be a floating-point torch.Tensor, got {type(weight).__name__}")
+    check_groupable(weight.shape, m)
+
+
 def _grouped(t: torch.Tensor, m: int) -> torch.Tensor:
     """View ``[out, in, *kernel]`` as ``[out, in/m, m, kernel_positions]`` (no copy when contiguous)."""
     return t.reshape(t.shape[0], t.shape[1] // m, m, -1)
 
 
 def _magnitudes(weight: torch.Tensor) -> torch.Tensor:
-    """|w| detached, in float32 for half types so comparisons and the sigmoid are exact enough."""
+    """|w| detached; half types become float32 (exact) so ties and the sigmoid behave the same."""
     a = weight.detach().abs()
     return a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
+
+
+def _count(indicator: torch.Tensor) -> int:
+    """Number of ones in a float 0/1 tensor (float64 accumulation keeps it exact)."""
+    return int(indicator.sum(dtype=torch.float64))
 
 
 def _order_keys(a: torch.Tensor, dim: int) -> torch.Tensor:
     """Distinct int64 keys that order ``a`` (float32, >= 0) by value, ties to the lower index.
 
     A non-negative float32's bit pattern read as an integer sorts like the float; appending
-    the reversed index along ``dim`` makes every key unique, so any selection routine
-    (topk, kthvalue) becomes deterministic.
+    the reversed index along ``dim`` makes every key unique, so ``topk`` becomes deterministic.
     """
     length = a.shape[dim]
     shape = [1] * a.dim()
@@ -76,74 +99,89 @@ def _order_keys(a: torch.Tensor, dim: int) -> torch.Tensor:
     return a.contiguous().view(torch.int32).to(torch.int64) * length + rev_index
 
 
-def _top_n_in_groups(a4: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Boolean mask of the ``n`` largest entries of every group along dim 2 of ``a4``."""
-    if m <= _PAIRWISE_MAX_M:
-        # rank_k = number of group members that beat member k; a tie goes to the lower index.
-        cols = a4.unbind(2)
-        ranks = [torch.zeros_like(cols[0], dtype=torch.uint8) for _ in range(m)]
-        for j in range(m):
-            for k in range(j + 1, m):
-                j_wins = cols[j] >= cols[k]
-                ranks[k] += j_wins
-                ranks[j] += ~j_wins
-        return torch.stack([r < n for r in ranks], dim=2)
+def _nth_largest_of_4(cols: tuple[torch.Tensor, ...], n: int) -> torch.Tensor:
+    """The n-th largest of four tensors, elementwise, with a min/max sorting network."""
+    a, b, c, d = cols
+    if n == 1:
+        return torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+    hi1, lo1 = torch.maximum(a, b), torch.minimum(a, b)
+    hi2, lo2 = torch.maximum(c, d), torch.minimum(c, d)
+    if n == 2:
+        return torch.maximum(torch.minimum(hi1, hi2), torch.maximum(lo1, lo2))
+    return torch.minimum(torch.maximum(lo1, lo2), torch.minimum(hi1, hi2))  # n == 3
+
+
+def _top_n_exact(a4: torch.Tensor, n: int) -> torch.Tensor:
+    """Top-n of every group (dim 2), ties to the lower index; the path taken when a tie is seen."""
     if a4.dtype == torch.float32:
-        keys = _order_keys(a4, dim=2)
-        index = keys.topk(n, dim=2, sorted=False).indices
+        index = _order_keys(a4, dim=2).topk(n, dim=2, sorted=False).indices
     else:  # float64: keys would overflow; a stable descending sort keeps ties to the lower index
         index = a4.sort(dim=2, descending=True, stable=True).indices[:, :, :n]
-    return torch.zeros(a4.shape, dtype=torch.bool, device=a4.device).scatter_(2, index, True)
+    return torch.zeros_like(a4).scatter_(2, index, 1.0)
+
+
+def _top_n_in_groups(a4: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Float 0/1 indicator of the ``n`` largest entries of every group along dim 2 of ``a4``.
+
+    Fast path: each group's n-th largest value (sorting network for m = 4, else
+    ``kthvalue``), keep what is >= it. That keeps more than n only where the n-th value is
+    tied; one count detects it and the exact tie-breaking path takes over.
+    """
+    if m == 4:
+        nth = _nth_largest_of_4(a4.unbind(2), n).unsqueeze(2)
+    elif m == 2:
+        nth = torch.maximum(a4[:, :, :1], a4[:, :, 1:])
+    else:
+        nth = a4.kthvalue(m - n + 1, dim=2, keepdim=True).values
+    kept = torch.ge(a4, nth, out=torch.empty_like(a4))
+    if _count(kept) != n * (a4.numel() // m):
+        return _top_n_exact(a4, n)
+    return kept
 
 
 def _lowest_blocks(block_sums: torch.Tensor, count: int) -> torch.Tensor:
-    """Boolean mask over ``block_sums`` (any shape) of the ``count`` smallest, ties to the lower flat index."""
+    """Float 0/1 indicator of the ``count`` smallest block sums, ties to the lower flat index."""
     flat = block_sums.reshape(-1)
     if count >= flat.numel():
-        return torch.ones_like(block_sums, dtype=torch.bool)
+        return torch.ones_like(block_sums)
     value = flat.kthvalue(count).values
     chosen = flat < value
     missing = count - int(chosen.sum())
     if missing > 0:
         tied = flat == value
         chosen |= tied & (tied.cumsum(0) <= missing)
-    return chosen.view(block_sums.shape)
+    return chosen.view(block_sums.shape).to(block_sums.dtype)
 
 
-def _axis_query(a: torch.Tensor, dim: int, n: int, m: int, tau: float) -> torch.Tensor:
-    """MaxQ's importance term Q along ``dim`` of the 2-D magnitude tensor ``a``.
+def _axis_query(a: torch.Tensor, n: int, m: int, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """MaxQ's importance term Q for every row of the 2-D magnitude tensor ``a``, as two factors.
 
-    For each population P (a line along ``dim``) of length L, with i = floor((m-n)/m * L):
-    the i smallest entries get 0; the others get sigmoid((|w| - t) / tau), where t is the
-    midpoint between the i-th and (i+1)-th smallest value (METHODS.md §3.4).
+    For a row (population P) of length L, with i = floor((m-n)/m * L): the i smallest entries
+    get Q = 0; the others get sigmoid((|w| - t) / tau), where t is the midpoint between the
+    i-th and (i+1)-th smallest value (METHODS.md §3.4). Returns the float indicator
+    ``rank > i`` and the sigmoid, so the caller folds Q into one ``addcmul``.
     """
-    length = a.shape[dim]
+    length = a.shape[1]
     drop = (m - n) * length // m  # exact floor of rho * L
     assert 0 < drop < length, "unreachable for 0 < n < m and L >= m"
-    low = a.kthvalue(drop, dim=dim, keepdim=True).values  # a_(i), the largest dropped value
-    keep = a > low
-    n_keep_missing = (length - drop) - keep.sum(dim=dim, keepdim=True)
-    inf = torch.tensor(float("inf"), dtype=a.dtype, device=a.device)
-    high = torch.where(keep, a, inf).amin(dim=dim, keepdim=True)  # a_(i+1) unless tied
-    if bool((n_keep_missing > 0).any()):
-        # a_(i) == a_(i+1): keep the lowest-index copies of the tied value
+    low = a.kthvalue(drop, dim=1, keepdim=True).values  # a_(i), the largest dropped value
+    keep = torch.gt(a, low, out=torch.empty_like(a))
+    if _count(keep) == (length - drop) * a.shape[0]:
+        dropped = torch.le(a, low, out=torch.empty_like(a))
+    else:  # a_(i) == a_(i+1) in some row: keep the lowest-index copies of the tied value
+        missing = (length - drop) - keep.sum(dim=1, keepdim=True)
         tied = a == low
-        keep |= tied & (tied.cumsum(dim) <= n_keep_missing)
-        high = torch.where(n_keep_missing > 0, low, high)
-    threshold = (low + high) * 0.5
-    return keep * torch.sigmoid((a - threshold) / tau)
+        keep += (tied & (tied.cumsum(1) <= missing)).to(a.dtype)
+        dropped = 1.0 - keep
+    high = torch.addcmul(a, dropped, dropped, value=_BIG).amin(dim=1, keepdim=True)  # a_(i+1)
+    # sigmoid((a - t) / tau) with t = (low + high) / 2: one fused add, an in-place sigmoid
+    return keep, torch.add((low + high) * (-0.5 / tau), a, alpha=1.0 / tau).sigmoid_()
 
 
-def _check_args(weight: torch.Tensor, n: int, m: int) -> None:
-    check_nm(n, m)
-    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
-        raise ConfigError(f"weight must be a floating-point torch.Tensor, got {type(weight).__name__}")
-    check_groupable(weight.shape, m)
-
-
-def nm_keep(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """:func:`nm_mask` without argument checks, for the per-step training path."""
-    return _top_n_in_groups(_grouped(_magnitudes(weight), m), n, m).reshape(weight.shape)
+def nm_indicator(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Float 0/1 N:M mask in ``weight``'s dtype, without argument checks (training path)."""
+    kept = _top_n_in_groups(_grouped(_magnitudes(weight), m), n, m)
+    return kept.view(weight.shape).to(weight.dtype)
 
 
 def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -152,24 +190,27 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     Returns a bool tensor of ``weight``'s shape, True where a weight is kept.
     """
     _check_args(weight, n, m)
-    return nm_keep(weight, n, m)
+    return nm_indicator(weight, n, m) > 0
 
 
 def maxq_parts(
     weight: torch.Tensor, n: int, m: int, dense_fraction: float, tau: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`soft_nm_mask` without argument checks, for the per-step training path."""
+    """Float (kept 0/1, multiplier) of MaxQ's mask, without argument checks (training path)."""
     a = _magnitudes(weight)
     a4 = _grouped(a, m)
     kept = _top_n_in_groups(a4, n, m)
     n_dense = math.floor(dense_fraction * (a.numel() // m))
-    if n_dense > 0:
-        kept |= _lowest_blocks(a4.sum(dim=2), n_dense).unsqueeze(2)
+    if n_dense > 0:  # incremental schedule: the lowest-L1 blocks stay fully dense
+        kept = torch.maximum(kept, _lowest_blocks(a4.sum(dim=2), n_dense).unsqueeze(2))
     out_channels, positions = a4.shape[0], a4.shape[3]
-    multiplier = 1.0 + _axis_query(a.reshape(out_channels, -1), 1, n, m, tau)  # filter axis
-    if positions > 1:  # kernel axis: one population per kernel position
-        multiplier += _axis_query(a.reshape(-1, positions), 0, n, m, tau).view(multiplier.shape)
-    return kept.reshape(weight.shape), multiplier.view(weight.shape)
+    # filter axis: one population per output channel; multiplier = 1 + Q_filter
+    one = torch.ones((), dtype=a.dtype, device=a.device)
+    multiplier = torch.addcmul(one, *_axis_query(a.reshape(out_channels, -1), n, m, tau))
+    if positions > 1:  # kernel axis: one population per kernel position, as a contiguous row
+        keep, sig = _axis_query(a.reshape(-1, positions).t().contiguous(), n, m, tau)
+        multiplier.view(-1, positions).addcmul_(keep.t(), sig.t())
+    return kept.view(weight.shape), multiplier.view(weight.shape)
 
 
 def soft_nm_mask(
@@ -183,17 +224,8 @@ def soft_nm_mask(
     """
     _check_args(weight, n, m)
     check_maxq_options(dense_fraction, tau)
-    return maxq_parts(weight, n, m, dense_fraction, tau)
-
-
-def check_maxq_options(dense_fraction: float, tau: float) -> None:
-    """Raise :class:`ConfigError` unless 0 <= dense_fraction <= 1 and tau > 0."""
-    if not (isinstance(dense_fraction, (int, float)) and 0.0 <= dense_fraction <= 1.0):
-        raise ConfigError(
-            f"dense_fraction={dense_fraction!r} is out of range: need a number 0 <= dense_fraction <= 1"
-        )
-    if not (isinstance(tau, (int, float)) and tau > 0):
-        raise ConfigError(f"tau={tau!r} is invalid: need a number tau > 0 (MaxQ uses 1e-2)")
+    kept, multiplier = maxq_parts(weight, n, m, dense_fraction, tau)
+    return kept > 0, multiplier
 
 
 def maxq_mask(
@@ -208,5 +240,7 @@ def maxq_mask(
     multiplier can round up to exactly 3 or 2). Applying the kernel axis to every
     multi-position kernel (not only 3x3) is nmdeploy's extension (METHODS.md §3.4 PROPOSAL).
     """
-    kept, multiplier = soft_nm_mask(weight, n, m, dense_fraction, tau)
+    _check_args(weight, n, m)
+    check_maxq_options(dense_fraction, tau)
+    kept, multiplier = maxq_parts(weight, n, m, dense_fraction, tau)
     return (kept * multiplier).to(weight.dtype)

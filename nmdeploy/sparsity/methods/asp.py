@@ -13,7 +13,7 @@ import torch
 
 from nmdeploy.sparsity.methods.base import NMParametrization
 from nmdeploy.sparsity.methods.registry import register
-from nmdeploy.sparsity.nm import nm_keep
+from nmdeploy.sparsity.nm import nm_indicator
 
 __all__ = ["ASPConfig", "ASPMask"]
 
@@ -24,19 +24,19 @@ class ASPConfig:
 
 
 class ASPMask(NMParametrization):
-    """Fixed boolean ``mask`` buffer, applied in every forward."""
+    """Fixed 0/1 ``mask`` buffer in the weight's dtype (float products are cheap), applied in every forward."""
 
     method = "asp"
 
     def __init__(self, n: int, m: int, weight: torch.Tensor) -> None:
         super().__init__(n, m)
-        self.register_buffer("mask", nm_keep(weight, n, m))
+        self.register_buffer("mask", nm_indicator(weight.detach(), n, m))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.mask
+        return self.mask > 0
 
     def fold(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask

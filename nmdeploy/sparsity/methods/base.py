@@ -44,12 +44,12 @@ class _MaskedWeightSTE(torch.autograd.Function):
         if not ctx.decay:
             return grad, None, None
         weight, mask = ctx.saved_tensors
-        pruned = ~mask if mask.dtype == torch.bool else mask == 0
+        pruned = torch.eq(mask, 0, out=torch.empty_like(mask))  # float 0/1: much faster than bool
         return grad.addcmul(weight, pruned, value=ctx.decay), None, None
 
 
 def masked_weight_ste(weight: torch.Tensor, mask: torch.Tensor, decay: float) -> torch.Tensor:
-    """Apply ``mask`` (bool or float) to ``weight`` with the STE + SR gradient rule."""
+    """Apply the float ``mask`` (0/1 or MaxQ's soft mask) to ``weight`` with the STE + SR rule."""
     return _MaskedWeightSTE.apply(weight, mask, decay)
 
 
@@ -69,7 +69,7 @@ class NMParametrization(nn.Module):
         self.m = m
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
-        """The 0/1 N:M topology now (bool), used for sparse-architecture-divergence counts."""
+        """The N:M topology now (bool), used for sparse-architecture-divergence counts."""
         raise NotImplementedError
 
     def fold(self, weight: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 from nmdeploy.errors import SparsityStateError
 from nmdeploy.sparsity.methods.base import SR_DECAY, NMParametrization, check_decay, masked_weight_ste
 from nmdeploy.sparsity.methods.registry import register
-from nmdeploy.sparsity.nm import DEFAULT_TAU, check_maxq_options, maxq_parts, nm_keep
+from nmdeploy.sparsity.nm import DEFAULT_TAU, check_maxq_options, maxq_parts, nm_indicator
 
 __all__ = ["MaxQConfig", "MaxQMask"]
 
@@ -71,7 +71,7 @@ class MaxQMask(NMParametrization):
         return masked_weight_ste(weight, self.mask, self.decay)
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
-        return nm_keep(weight, self.n, self.m)  # SAD is measured on M_NM (METHODS.md §5)
+        return nm_indicator(weight, self.n, self.m) > 0  # SAD is measured on M_NM (METHODS.md §5)
 
     def fold(self, weight: torch.Tensor) -> torch.Tensor:
         p = float(self.dense_fraction)

@@ -13,7 +13,7 @@ import torch
 
 from nmdeploy.sparsity.methods.base import SR_DECAY, NMParametrization, check_decay, masked_weight_ste
 from nmdeploy.sparsity.methods.registry import register
-from nmdeploy.sparsity.nm import nm_keep
+from nmdeploy.sparsity.nm import nm_indicator
 
 __all__ = ["SRSTEConfig", "STEConfig", "SRSTEMask"]
 
@@ -43,13 +43,13 @@ class SRSTEMask(NMParametrization):
         self.decay = float(decay)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return masked_weight_ste(weight, nm_keep(weight, self.n, self.m), self.decay)
+        return masked_weight_ste(weight, nm_indicator(weight, self.n, self.m), self.decay)
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
-        return nm_keep(weight, self.n, self.m)
+        return nm_indicator(weight, self.n, self.m) > 0
 
     def fold(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * nm_keep(weight, self.n, self.m)
+        return weight * nm_indicator(weight, self.n, self.m)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, decay={self.decay:g}"
