@@ -2,7 +2,7 @@
 
 from nmdeploy.sparsity.api import NotAcceleratedWarning, Sparsifier, finalize, sparsify
 from nmdeploy.sparsity.methods import method_names
-from nmdeploy.sparsity.nm import maxq_mask, nm_mask, soft_nm_mask
+from nmdeploy.sparsity.nm import is_nm_sparse, maxq_mask, nm_mask, soft_nm_mask
 from nmdeploy.sparsity.pattern import Pattern, implies_2_4, parse_pattern
 from nmdeploy.sparsity.report import LayerReport, SparsityReport
 from nmdeploy.sparsity.schedule import SCHEDULES, preserve_rate
@@ -19,6 +19,7 @@ __all__ = [
     "SparsityReport",
     "finalize",
     "implies_2_4",
+    "is_nm_sparse",
     "maxq_mask",
     "method_names",
     "nm_mask",

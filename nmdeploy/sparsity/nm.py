@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_TAU",
     "check_groupable",
     "check_maxq_options",
+    "is_nm_sparse",
     "maxq_mask",
     "maxq_parts",
     "nm_indicator",
@@ -191,6 +192,13 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """
     _check_args(weight, n, m)
     return nm_indicator(weight, n, m) > 0
+
+
+def is_nm_sparse(weight: torch.Tensor, n: int, m: int) -> bool:
+    """True when every group of ``m`` along dim 1 holds at most ``n`` non-zeros."""
+    _check_args(weight, n, m)
+    nonzero = _grouped(weight.detach() != 0, m)
+    return bool((nonzero.sum(dim=2) <= n).all())
 
 
 def maxq_parts(

@@ -1,0 +1,1 @@
+"""Recipes, stages and artifacts (for now: the synthetic sparsify demo)."""

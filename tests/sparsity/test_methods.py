@@ -1,0 +1,117 @@
+"""Forward and backward rules of each method (METHODS.md §2-§4), checked against closed forms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import nmdeploy
+from nmdeploy.sparsity import maxq_mask, nm_mask
+from nmdeploy.sparsity.methods.base import SR_DECAY
+
+
+def _linear(seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(16, 8)
+
+
+def _weight(layer: nn.Module) -> torch.Tensor:
+    return layer.parametrizations.weight.original
+
+
+def _task_gradient(layer: nn.Linear, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """dL/dW_eff for L = sum(r * layer(x)) is r^T x, whatever the mask."""
+    return r.t() @ x
+
+
+@pytest.mark.parametrize("method, decay", [("srste", SR_DECAY), ("ste", 0.0), ("srste", 0.01)])
+def test_srste_gradient_is_task_gradient_plus_decay_on_pruned(method, decay, device):
+    layer = _linear().to(device)
+    options = {"decay": decay} if method == "srste" else None
+    nmdeploy.sparsify(layer, method=method, exclude=(), options=options)
+    x, r = torch.randn(5, 16, device=device), torch.randn(5, 8, device=device)
+    w = _weight(layer).detach().clone()
+    (layer(x) * r).sum().backward()
+    pruned = (~nm_mask(w, 2, 4)).to(w.dtype)
+    expected = _task_gradient(layer, x, r) + decay * pruned * w
+    torch.testing.assert_close(_weight(layer).grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_srste_forward_uses_the_hard_mask_of_the_current_weight():
+    layer = _linear()
+    nmdeploy.sparsify(layer, method="srste", exclude=())
+    with torch.no_grad():
+        _weight(layer).mul_(torch.linspace(0.5, 2, 16))  # change the weights: mask must follow
+    w = _weight(layer).detach()
+    torch.testing.assert_close(layer.weight, w * nm_mask(w, 2, 4))
+
+
+def test_maxq_forward_and_gradient():
+    layer = _linear()
+    nmdeploy.sparsify(layer, method="maxq", exclude=(), start_epoch=0, end_epoch=0)
+    x, r = torch.randn(5, 16), torch.randn(5, 8)
+    w = _weight(layer).detach().clone()
+    soft = maxq_mask(w, 2, 4)
+    out = layer(x)
+    torch.testing.assert_close(out, x @ (w * soft).t() + layer.bias)
+    (out * r).sum().backward()
+    expected = _task_gradient(layer, x, r) + SR_DECAY * (soft == 0).float() * w
+    torch.testing.assert_close(_weight(layer).grad, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.parametrizations.weight[0].mask, soft)  # stored for eval
+
+
+def test_maxq_eval_uses_the_stored_mask_refreshed_once_when_leaving_training():
+    layer = _linear()
+    nmdeploy.sparsify(layer, method="maxq", exclude=(), start_epoch=0, end_epoch=0)
+    layer(torch.randn(2, 16))
+    layer.eval()
+    w = _weight(layer).detach().clone()
+    torch.testing.assert_close(layer.weight, w * maxq_mask(w, 2, 4))  # refreshed on train -> eval
+    with torch.no_grad():
+        _weight(layer).mul_(2)  # eval mode: no recomputation, the stored mask stays
+    torch.testing.assert_close(layer.weight, 2 * w * maxq_mask(w, 2, 4))
+
+
+def test_maxq_schedule_keeps_dense_blocks_until_end_epoch():
+    layer = _linear()
+    sp = nmdeploy.sparsify(layer, method="maxq", exclude=(), start_epoch=0, end_epoch=4)
+    zero_share = []
+    for epoch in range(6):
+        sp.set_epoch(epoch)
+        zero_share.append(float((layer.weight == 0).float().mean()))
+    assert zero_share == [0.0, 0.125, 0.25, 0.375, 0.5, 0.5]
+    assert sp.report().dense_fraction == 0.0
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_asp_pruned_weights_stay_exactly_zero(optimizer):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    initial = model[2].weight.detach().clone()
+    nmdeploy.sparsify(model, method="asp")
+    mask = nm_mask(initial, 2, 4)
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+        if optimizer == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=0.01)
+    )
+    for _ in range(5):
+        opt.zero_grad()
+        model(torch.randn(8, 16)).pow(2).mean().backward()
+        opt.step()
+    w = _weight(model[2])
+    assert torch.all(w[~mask] == 0)
+    assert torch.all(w[mask] != initial[mask])  # kept weights did train
+    assert torch.equal(model[2].weight != 0, mask)
+
+
+def test_dense_method_changes_nothing():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sp = nmdeploy.sparsify(model, method="dense")
+    assert sp.sparse_layers == ("1",)
+    assert list(model.state_dict()) == list(before)
+    assert not hasattr(model[1], "parametrizations")
+    assert sp.report()["1"].sparsity == 0.0 and sp.report()["1"].sad is None
