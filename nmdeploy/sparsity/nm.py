@@ -41,6 +41,8 @@ __all__ = [
 
 DEFAULT_TAU = 1e-2  # MaxQ's sigmoid temperature; absolute, as in the reference code
 _BIG = 1e30  # pushes dropped entries above every kept one when taking a row minimum
+_HINT_MIN_NUMEL = 16384  # below this, one kthvalue is as cheap as the hinted search
+_MAX_HINT_DISTANCE = 64  # a hint this far off (in ranks) is not worth the topk
 
 
 def check_groupable(shape: torch.Size | tuple[int, ...], m: int, what: str = "weight") -> None:
@@ -82,9 +84,18 @@ def _magnitudes(weight: torch.Tensor) -> torch.Tensor:
     return a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
 
 
+_EXACT_FLOAT_SUM = 2**24  # float32 adds 0/1 values exactly while the total stays below this
+
+
 def _count(indicator: torch.Tensor) -> int:
-    """Number of ones in a float 0/1 tensor (float64 accumulation keeps it exact)."""
-    return int(indicator.sum(dtype=torch.float64))
+    """Number of ones in a float 0/1 tensor.
+
+    A float32 sum is exact below 2**24 and far cheaper than ``sum(dtype=float64)``, which
+    converts the whole tensor first; larger tensors use ``count_nonzero``.
+    """
+    if indicator.numel() < _EXACT_FLOAT_SUM and indicator.dtype in (torch.float32, torch.float64):
+        return int(indicator.sum())
+    return int(indicator.count_nonzero())
 
 
 def _order_keys(a: torch.Tensor, dim: int) -> torch.Tensor:
@@ -154,29 +165,79 @@ def _lowest_blocks(block_sums: torch.Tensor, count: int) -> torch.Tensor:
     return chosen.view(block_sums.shape).to(block_sums.dtype)
 
 
-def _axis_query(a: torch.Tensor, n: int, m: int, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """MaxQ's importance term Q for every row of the 2-D magnitude tensor ``a``, as two factors.
+def _boundary_from_hint(
+    a: torch.Tensor, dim: int, drop: int, hint: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Exact (keep, a_(i), a_(i+1)) per line along ``dim``, found near ``hint`` (last step's thresholds).
 
-    For a row (population P) of length L, with i = floor((m-n)/m * L): the i smallest entries
-    get Q = 0; the others get sigmoid((|w| - t) / tau), where t is the midpoint between the
-    i-th and (i+1)-th smallest value (METHODS.md §3.4). Returns the float indicator
-    ``rank > i`` and the sigmoid, so the caller folds Q into one ``addcmul``.
+    Between two optimizer steps only a few weights cross a line's threshold. Count how many
+    entries lie above the old threshold: the difference d to the wanted count says the new
+    boundary is the d-th entry above it (d > 0) or the -d-th below it (d < 0), which a
+    ``topk`` with a small k finds far faster than a full selection. The result depends only
+    on ``a``: the hint changes the speed, never the answer. Returns None (use the full
+    selection) when the hint is far off or the boundary value is tied.
     """
-    length = a.shape[1]
+    wanted = a.shape[dim] - drop
+    above = torch.gt(a, hint, out=torch.empty_like(a))
+    diff = above.sum(dim=dim, keepdim=True).sub_(wanted)  # exact: a line is shorter than 2**24
+    k = int(diff.abs().max()) + 1
+    if k > _MAX_HINT_DISTANCE:
+        return None
+    below = 1.0 - above
+    # entries above the hint, smallest first; entries at or below it, largest first
+    up = torch.add(a, below, alpha=_BIG).topk(k, dim=dim, largest=False).values
+    down = torch.add(a, above, alpha=-_BIG).topk(k, dim=dim).values
+    d = diff.long()
+    low = torch.where(d > 0, up.gather(dim, (d - 1).clamp(min=0)), down.gather(dim, (-d).clamp(min=0)))
+    high = torch.where(d >= 0, up.gather(dim, d.clamp(min=0)), down.gather(dim, (-d - 1).clamp(min=0)))
+    if bool((low == high).any()):
+        return None
+    return torch.gt(a, low, out=above), low, high
+
+
+def _axis_query(
+    a: torch.Tensor, dim: int, n: int, m: int, tau: float, hints: dict | None = None, key: str = ""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MaxQ's importance term Q along ``dim`` of the 2-D magnitude tensor ``a``, as two factors.
+
+    For a line (population P) of length L, with i = floor((m-n)/m * L): the i smallest
+    entries get Q = 0; the others get sigmoid((|w| - t) / tau), where t is the midpoint
+    between the i-th and (i+1)-th smallest value (METHODS.md §3.4). Returns the float
+    indicator ``rank > i`` and the sigmoid, so the caller folds Q into one ``addcmul``.
+    ``hints`` (a dict the caller keeps between steps) only speeds up finding the boundary.
+    """
+    length = a.shape[dim]
     drop = (m - n) * length // m  # exact floor of rho * L
     assert 0 < drop < length, "unreachable for 0 < n < m and L >= m"
-    low = a.kthvalue(drop, dim=1, keepdim=True).values  # a_(i), the largest dropped value
-    keep = torch.gt(a, low, out=torch.empty_like(a))
-    if _count(keep) == (length - drop) * a.shape[0]:
-        dropped = torch.le(a, low, out=torch.empty_like(a))
-    else:  # a_(i) == a_(i+1) in some row: keep the lowest-index copies of the tied value
-        missing = (length - drop) - keep.sum(dim=1, keepdim=True)
-        tied = a == low
-        keep += (tied & (tied.cumsum(1) <= missing)).to(a.dtype)
-        dropped = 1.0 - keep
-    high = torch.addcmul(a, dropped, dropped, value=_BIG).amin(dim=1, keepdim=True)  # a_(i+1)
-    # sigmoid((a - t) / tau) with t = (low + high) / 2: one fused add, an in-place sigmoid
-    return keep, torch.add((low + high) * (-0.5 / tau), a, alpha=1.0 / tau).sigmoid_()
+    found = None
+    hint = hints.get(key) if hints is not None and a.numel() >= _HINT_MIN_NUMEL else None
+    if hint is not None and hint.shape == _line_stat_shape(a, dim) and hint.device == a.device and hint.dtype == a.dtype:
+        found = _boundary_from_hint(a, dim, drop, hint)
+    if found is not None:
+        keep, low, high = found
+    else:
+        low = a.kthvalue(drop, dim=dim, keepdim=True).values  # a_(i), the largest dropped value
+        keep = torch.gt(a, low, out=torch.empty_like(a))
+        if _count(keep) == (length - drop) * (a.numel() // length):
+            dropped = torch.le(a, low, out=torch.empty_like(a))
+        else:  # a_(i) == a_(i+1) on some line: keep the lowest-index copies of the tied value
+            missing = (length - drop) - keep.sum(dim=dim, keepdim=True)
+            tied = a == low
+            keep += (tied & (tied.cumsum(dim) <= missing)).to(a.dtype)
+            dropped = 1.0 - keep
+        high = torch.add(a, dropped, alpha=_BIG).amin(dim=dim, keepdim=True)  # a_(i+1)
+    threshold = (low + high) * 0.5
+    if hints is not None:
+        hints[key] = threshold
+    # sigmoid((a - t) / tau) as one fused add and an in-place sigmoid
+    return keep, torch.add(threshold * (-1.0 / tau), a, alpha=1.0 / tau).sigmoid_()
+
+
+def _line_stat_shape(a: torch.Tensor, dim: int) -> torch.Size:
+    """Shape of a per-line statistic of ``a`` along ``dim`` (kept dimension of size 1)."""
+    shape = list(a.shape)
+    shape[dim] = 1
+    return torch.Size(shape)
 
 
 def nm_indicator(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -202,9 +263,13 @@ def is_nm_sparse(weight: torch.Tensor, n: int, m: int) -> bool:
 
 
 def maxq_parts(
-    weight: torch.Tensor, n: int, m: int, dense_fraction: float, tau: float
+    weight: torch.Tensor, n: int, m: int, dense_fraction: float, tau: float, hints: dict | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float (kept 0/1, multiplier) of MaxQ's mask, without argument checks (training path)."""
+    """Float (kept 0/1, multiplier) of MaxQ's mask, without argument checks (training path).
+
+    ``hints``: a dict kept by the caller between calls on the same layer; it makes the
+    per-step recomputation faster and never changes the result.
+    """
     a = _magnitudes(weight)
     a4 = _grouped(a, m)
     kept = _top_n_in_groups(a4, n, m)
@@ -213,11 +278,11 @@ def maxq_parts(
         kept = torch.maximum(kept, _lowest_blocks(a4.sum(dim=2), n_dense).unsqueeze(2))
     out_channels, positions = a4.shape[0], a4.shape[3]
     # filter axis: one population per output channel; multiplier = 1 + Q_filter
-    one = torch.ones((), dtype=a.dtype, device=a.device)
-    multiplier = torch.addcmul(one, *_axis_query(a.reshape(out_channels, -1), n, m, tau))
-    if positions > 1:  # kernel axis: one population per kernel position, as a contiguous row
-        keep, sig = _axis_query(a.reshape(-1, positions).t().contiguous(), n, m, tau)
-        multiplier.view(-1, positions).addcmul_(keep.t(), sig.t())
+    keep, sig = _axis_query(a.reshape(out_channels, -1), 1, n, m, tau, hints, "filter")
+    multiplier = sig.mul_(keep).add_(1.0)
+    if positions > 1:  # kernel axis: one population per kernel position (a column here)
+        keep, sig = _axis_query(a.reshape(-1, positions), 0, n, m, tau, hints, "kernel")
+        multiplier.view(-1, positions).addcmul_(keep, sig)
     return kept.view(weight.shape), multiplier.view(weight.shape)
 
 

@@ -44,6 +44,7 @@ class MaxQMask(NMParametrization):
         super().__init__(n, m)
         self.decay = float(decay)
         self.tau = float(tau)
+        self._hints: dict = {}  # speeds up the next recomputation; never changes its result
         # Persistent, so one checkpoint resumes with the identical mask and schedule position.
         self.register_buffer("dense_fraction", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mask", self._soft_mask(weight.detach()))
@@ -51,7 +52,7 @@ class MaxQMask(NMParametrization):
 
     def _soft_mask(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            kept, multiplier = maxq_parts(weight, self.n, self.m, float(self.dense_fraction), self.tau)
+            kept, multiplier = maxq_parts(weight, self.n, self.m, float(self.dense_fraction), self.tau, self._hints)
             return (kept * multiplier).to(weight.dtype)
 
     def train(self, mode: bool = True) -> "MaxQMask":

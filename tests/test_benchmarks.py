@@ -1,0 +1,24 @@
+"""The benchmark scripts keep running, and their baselines compute what they claim to."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.overhead import SortedMaxQMask, main
+from nmdeploy.sparsity import maxq_mask
+
+
+def test_sorted_maxq_baseline_computes_the_same_mask():
+    torch.manual_seed(0)
+    for w in (torch.randn(32, 16, 3, 3), torch.randn(16, 32)):
+        baseline = SortedMaxQMask(2, 4, w, 2e-4, 1e-2)._soft_mask(w)
+        library = maxq_mask(w, 2, 4)
+        assert torch.equal(baseline != 0, library != 0)
+        torch.testing.assert_close(baseline, library, rtol=0, atol=1e-5)
+
+
+def test_overhead_benchmark_runs(capsys):
+    assert main(["--widths", "16,32,64", "--rounds", "2", "--warmup", "1", "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    for method in ("dense", "maxq", "maxq-ramp", "maxq-sort", "srste", "ste", "asp"):
+        assert f" {method} " in out
