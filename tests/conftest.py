@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "nmdeploy", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
+    "nmdeploy", deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("nmdeploy")
 

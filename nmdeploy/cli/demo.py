@@ -26,7 +26,7 @@ def demo(method: str, pattern: str, epochs: int, dense_epochs: int, seed: int, a
     from rich.progress import Progress
     from rich.table import Table
 
-    from nmdeploy.pipeline.demo import run_demo
+    from nmdeploy.pipeline.demo import run_demo, train_dense
     from nmdeploy.sparsity import method_names, parse_pattern
 
     parse_pattern(pattern)  # fail before any training on a bad pattern
@@ -34,10 +34,12 @@ def demo(method: str, pattern: str, epochs: int, dense_epochs: int, seed: int, a
     console = Console(stderr=as_json)
     results = []
     with Progress(console=console, transient=True, disable=as_json) as progress:
+        task = progress.add_task("dense training", total=dense_epochs)
+        dense = train_dense(dense_epochs, seed, on_epoch=lambda *_: progress.advance(task))
         for name in methods:
-            task = progress.add_task(f"{name} {pattern}", total=dense_epochs + epochs)
+            task = progress.add_task(f"{name} {pattern}", total=epochs)
             results.append(
-                run_demo(name, pattern, epochs, dense_epochs, seed, on_epoch=lambda *_: progress.advance(task))
+                run_demo(name, pattern, epochs, dense_epochs, seed, lambda *_: progress.advance(task), dense)
             )
     if as_json:
         click.echo(json.dumps([{

@@ -16,7 +16,7 @@ from torch import nn
 
 from nmdeploy.sparsity import SparsityReport, finalize, is_nm_sparse, parse_pattern, sparsify
 
-__all__ = ["DemoResult", "DemoNet", "make_task", "run_demo"]
+__all__ = ["DemoResult", "DemoNet", "make_task", "run_demo", "train_dense"]
 
 
 class DemoNet(nn.Module):
@@ -69,20 +69,10 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
         optimizer.step()
 
 
-def run_demo(
-    method: str = "maxq",
-    pattern: str = "2:4",
-    epochs: int = 4,
-    dense_epochs: int = 3,
-    seed: int = 0,
-    on_epoch: Callable[[str, int], None] | None = None,
-) -> DemoResult:
-    """Train a dense DemoNet, then fine-tune it N:M sparse with ``method`` and finalize it.
-
-    MaxQ's schedule ramps over the first half of the fine-tuning epochs. ``on_epoch(phase,
-    epoch)`` is called after every epoch (the CLI drives a progress bar with it).
-    """
-    nm = parse_pattern(pattern)
+def train_dense(
+    dense_epochs: int = 3, seed: int = 0, on_epoch: Callable[[str, int], None] | None = None
+) -> tuple[nn.Module, float]:
+    """Train the dense starting point; returns (model, test accuracy)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x, y, x_test, y_test = make_task(seed)
@@ -92,20 +82,42 @@ def run_demo(
         _train_epoch(model, optimizer, x, y, 64, gen)
         if on_epoch:
             on_epoch("dense", epoch)
-    dense_accuracy = accuracy(model, x_test, y_test)
+    return model, accuracy(model, x_test, y_test)
 
-    sparse_model = copy.deepcopy(model)
-    sp = sparsify(sparse_model, pattern=pattern, method=method, start_epoch=0, end_epoch=epochs // 2)
-    optimizer = torch.optim.SGD(sparse_model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+
+def run_demo(
+    method: str = "maxq",
+    pattern: str = "2:4",
+    epochs: int = 4,
+    dense_epochs: int = 3,
+    seed: int = 0,
+    on_epoch: Callable[[str, int], None] | None = None,
+    dense: tuple[nn.Module, float] | None = None,
+) -> DemoResult:
+    """Fine-tune a dense DemoNet N:M sparse with ``method`` and finalize it.
+
+    ``dense``: a (model, accuracy) pair from :func:`train_dense` to start from (it is not
+    modified); trained here otherwise. MaxQ's schedule ramps over the first half of the
+    fine-tuning epochs. ``on_epoch(phase, epoch)`` is called after every epoch (the CLI
+    drives a progress bar with it).
+    """
+    nm = parse_pattern(pattern)
+    dense_model, dense_accuracy = dense or train_dense(dense_epochs, seed, on_epoch)
+    torch.manual_seed(seed + 1)
+    gen = torch.Generator().manual_seed(seed + 1)
+    x, y, x_test, y_test = make_task(seed)
+    model = copy.deepcopy(dense_model)
+    sp = sparsify(model, pattern=pattern, method=method, start_epoch=0, end_epoch=epochs // 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
     for epoch in range(epochs):
         sp.set_epoch(epoch)
-        _train_epoch(sparse_model, optimizer, x, y, 64, gen)
+        _train_epoch(model, optimizer, x, y, 64, gen)
         if on_epoch:
             on_epoch(method, epoch)
     sp.set_epoch(epochs)
     report = sp.report()
-    finalize(sparse_model)
+    finalize(model)
     exact = method == "dense" or all(
         is_nm_sparse(getattr(t.module, t.param_name), nm.n, nm.m) for t in sp.targets if t.eligible
     )
-    return DemoResult(method, str(nm), dense_accuracy, accuracy(sparse_model, x_test, y_test), report, exact)
+    return DemoResult(method, str(nm), dense_accuracy, accuracy(model, x_test, y_test), report, exact)

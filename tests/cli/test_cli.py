@@ -78,3 +78,14 @@ def test_demo_json():
     (row,) = json.loads(result.stdout)
     assert row["method"] == "srste" and row["pattern"] == "2:4" and row["exact_nm"] is True
     assert [layer["name"] for layer in row["layers"]] == ["stem.0", "conv1.0", "conv2.0", "head.1", "head.3"]
+
+
+@pytest.mark.parametrize("args", [[], ["demo"]])
+def test_readme_cli_reference_is_current(args):
+    """README's help blocks are the real --help output (regenerate them when this fails)."""
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    text = CliRunner().invoke(cli, [*args, "--help"], prog_name="nmdeploy", terminal_width=100).output
+    marker = "<!-- help: " + " ".join(["nmdeploy", *args]) + " -->\n```text\n"
+    assert marker + text.rstrip("\n") + "\n```" in readme.read_text()

@@ -106,17 +106,9 @@ def test_nm_mask_rejects_bad_patterns_and_integer_weights():
 # ---- maxq_mask -------------------------------------------------------------------------
 
 
-@given(weights(ties=False), st.sampled_from([0.0, 0.3, 1.0]))
+@given(weights(), st.sampled_from([0.0, 0.3, 0.5, 1.0]))
 def test_maxq_matches_brute_force(case, dense_fraction):
-    n, m, w = case
-    kept, mult = soft_nm_mask(w, n, m, dense_fraction=dense_fraction)
-    ref_kept, ref_mult = maxq_ref(w.numpy(), n, m, dense_fraction)
-    np.testing.assert_array_equal(kept.numpy(), ref_kept)
-    np.testing.assert_allclose(mult.numpy(), ref_mult, rtol=0, atol=1e-5)
-
-
-@given(weights(ties=True), st.sampled_from([0.0, 0.5]))
-def test_maxq_matches_brute_force_with_ties(case, dense_fraction):
+    """With and without ties (the strategy draws both), with and without dense blocks."""
     n, m, w = case
     kept, mult = soft_nm_mask(w, n, m, dense_fraction=dense_fraction)
     ref_kept, ref_mult = maxq_ref(w.numpy(), n, m, dense_fraction)
