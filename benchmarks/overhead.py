@@ -38,8 +38,8 @@ class SortedMaxQMask(MaxQMask):
     """MaxQ computed the direct way (METHODS.md §3.9): a full sort per group, per filter and
     per kernel position, then scatters. Same mask; here only as the speed baseline."""
 
-    def _soft_mask(self, weight: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+    def _soft_mask(self, weight: torch.Tensor, nm: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.no_grad():  # ignores a batched N:M indicator: everything is sorted here
             n, m, a = self.n, self.m, weight.detach().abs()
             out, cin = a.shape[:2]
             blocks = a.reshape(out, cin, -1).transpose(1, 2).reshape(-1, m)

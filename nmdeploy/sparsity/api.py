@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch.nn.utils import parametrize
 from nmdeploy.errors import ConfigError, LayerSelectionError, SparsityStateError
 from nmdeploy.sparsity.methods import NMParametrization, get_method
 from nmdeploy.sparsity.methods.maxq import MaxQMask
+from nmdeploy.sparsity.nm import nm_indicators
 from nmdeploy.sparsity.pattern import Pattern, parse_pattern
 from nmdeploy.sparsity.report import LayerReport, SparsityReport
 from nmdeploy.sparsity.schedule import check_epochs, check_schedule, preserve_rate
@@ -28,6 +30,8 @@ from nmdeploy.sparsity.targets import LayerTarget, select_layers
 __all__ = ["NotAcceleratedWarning", "Sparsifier", "sparsify", "finalize", "nm_parametrization"]
 
 _STATE_FORMAT = 1
+# model -> hook handles, so finalize() can remove what sparsify() added (a registry, nothing else)
+_HOOKS: weakref.WeakKeyDictionary[nn.Module, list[Any]] = weakref.WeakKeyDictionary()
 
 
 class NotAcceleratedWarning(UserWarning):
@@ -237,9 +241,50 @@ def sparsify(
         if parametrization is not None:
             parametrization.train(model.training)
             parametrize.register_parametrization(target.module, target.param_name, parametrization, unsafe=True)
+    if spec.name in ("maxq", "srste", "ste"):  # methods that rebuild masks in every forward
+        _HOOKS[model] = [model.register_forward_pre_hook(_prepare_masks), model.register_forward_hook(_release_masks)]
     sp = Sparsifier(model, nm, method, schedule, start_epoch, end_epoch, targets, dict(options or {}))
     sp.set_epoch(0)
     return sp
+
+
+def _recomputing(model: nn.Module) -> list[tuple[NMParametrization, torch.Tensor]]:
+    """(parametrization, original weight) of every layer whose next forward rebuilds its mask."""
+    found = []
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for plist in module.parametrizations.values():
+                p = plist[0]
+                if isinstance(p, NMParametrization) and p.recomputes():
+                    found.append((p, plist.original))
+    return found
+
+
+def _prepare_masks(model: nn.Module, args: Any) -> None:
+    """Forward pre-hook: build every mask this forward needs, in one batched pass.
+
+    Right after the optimizer step the weights are still in cache, and stacking all layers'
+    N:M groups costs a handful of tensor ops instead of a dozen per layer. Each result is
+    tied to the weight's storage and version, so a layer whose weight changed since (or one
+    called outside this model's forward) simply computes its own mask: same numbers.
+    """
+    found = _recomputing(model)
+    by_pattern: dict[tuple[int, int], list[tuple[NMParametrization, torch.Tensor]]] = {}
+    for p, weight in found:
+        by_pattern.setdefault((p.n, p.m), []).append((p, weight))
+    with torch.no_grad():
+        for (n, m), items in by_pattern.items():
+            for (p, weight), nm in zip(items, nm_indicators([w for _, w in items], n, m)):
+                p.prepare(weight, nm)
+
+
+def _release_masks(model: nn.Module, args: Any, output: Any) -> None:
+    """Forward hook: drop the prepared masks so nothing outlives this forward."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for plist in module.parametrizations.values():
+                if isinstance(plist[0], NMParametrization):
+                    plist[0]._prepared = None
 
 
 def _has_nm_parametrization(module: nn.Module) -> bool:
@@ -279,4 +324,6 @@ def finalize(model: nn.Module) -> nn.Module:
         for (name, module, param_name, p), weight in zip(work, folded):
             parametrize.remove_parametrizations(module, param_name, leave_parametrized=False)
             getattr(module, param_name).copy_(weight)
+    for handle in _HOOKS.pop(model, []):
+        handle.remove()
     return model

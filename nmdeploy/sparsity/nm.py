@@ -21,6 +21,7 @@ Speed matters because MaxQ rebuilds its mask on every training forward
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -35,6 +36,7 @@ __all__ = [
     "maxq_mask",
     "maxq_parts",
     "nm_indicator",
+    "nm_indicators",
     "nm_mask",
     "soft_nm_mask",
 ]
@@ -246,6 +248,28 @@ def nm_indicator(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return kept.view(weight.shape).to(weight.dtype)
 
 
+def nm_indicators(weights: Sequence[torch.Tensor], n: int, m: int) -> list[torch.Tensor]:
+    """:func:`nm_indicator` of several weights at once: the same results from a handful of ops.
+
+    Weights that share device, dtype and kernel-position count are stacked into one batch of
+    groups, so a model's masks cost about as many tensor ops as one layer's.
+    """
+    out: list[torch.Tensor] = [torch.empty(0)] * len(weights)
+    batches: dict[tuple, list[int]] = {}
+    for i, w in enumerate(weights):
+        positions = w.numel() // (w.shape[0] * w.shape[1])
+        batches.setdefault((w.device, w.dtype, positions), []).append(i)
+    for (_, _, positions), members in batches.items():
+        parts = [weights[i].detach().reshape(-1, m, positions) for i in members]
+        a = torch.cat(parts).abs_() if len(parts) > 1 else parts[0].abs()
+        if a.dtype in (torch.float16, torch.bfloat16):
+            a = a.float()
+        kept = _top_n_in_groups(a.unsqueeze(0), n, m).view(-1)
+        for i, chunk in zip(members, kept.split([weights[i].numel() for i in members])):
+            out[i] = chunk.view(weights[i].shape).to(weights[i].dtype)
+    return out
+
+
 def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep the ``n`` largest |w| of every group of ``m`` along dim 1.
 
@@ -263,16 +287,23 @@ def is_nm_sparse(weight: torch.Tensor, n: int, m: int) -> bool:
 
 
 def maxq_parts(
-    weight: torch.Tensor, n: int, m: int, dense_fraction: float, tau: float, hints: dict | None = None
+    weight: torch.Tensor,
+    n: int,
+    m: int,
+    dense_fraction: float,
+    tau: float,
+    hints: dict | None = None,
+    nm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Float (kept 0/1, multiplier) of MaxQ's mask, without argument checks (training path).
 
     ``hints``: a dict kept by the caller between calls on the same layer; it makes the
-    per-step recomputation faster and never changes the result.
+    per-step recomputation faster and never changes the result. ``nm``: the layer's
+    :func:`nm_indicator`, when already computed (e.g. batched with other layers).
     """
     a = _magnitudes(weight)
     a4 = _grouped(a, m)
-    kept = _top_n_in_groups(a4, n, m)
+    kept = _top_n_in_groups(a4, n, m) if nm is None else _grouped(nm.to(a.dtype), m)
     n_dense = math.floor(dense_fraction * (a.numel() // m))
     if n_dense > 0:  # incremental schedule: the lowest-L1 blocks stay fully dense
         kept = torch.maximum(kept, _lowest_blocks(a4.sum(dim=2), n_dense).unsqueeze(2))

@@ -285,3 +285,75 @@ def test_report_counts_sad_since_the_last_epoch():
 
 def test_method_names_are_the_contract():
     assert method_names() == ("maxq", "srste", "ste", "asp", "dense")
+
+
+# ---- masks prepared in one batch at the start of the model's forward ----------------------
+
+
+class SelfEditing(nn.Module):
+    """Changes a layer's weight inside its own forward, after the pre-forward hook ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.b.parametrizations.weight.original.mul_(torch.linspace(-1, 1, 16))
+        return self.c(self.b(self.a(x)))
+
+
+@pytest.mark.parametrize("method", ["srste", "maxq"])
+def test_prepared_masks_are_never_stale(method):
+    torch.manual_seed(0)
+    model = SelfEditing()
+    nmdeploy.sparsify(model, method=method, exclude=(), start_epoch=0, end_epoch=0)
+    x = torch.randn(3, 16)
+
+    def expected() -> torch.Tensor:
+        h = x
+        for layer in (model.a, model.b, model.c):
+            w = layer.parametrizations.weight.original.detach()
+            mask = nmdeploy.maxq_mask(w, 2, 4) if method == "maxq" else nmdeploy.nm_mask(w, 2, 4).float()
+            h = nn.functional.linear(h, w * mask, layer.bias)
+        return h
+
+    out = model(x)  # b's weight changes after the batch was prepared: b must use the new one
+    torch.testing.assert_close(out, expected())
+    assert all(p._prepared is None for p in _nm_parametrizations(model))  # nothing outlives forward
+    with torch.no_grad():  # an edit through .data bumps no version counter
+        model.a.parametrizations.weight.original.data.mul_(-3)
+        model.b.parametrizations.weight.original.data.copy_(torch.randn(16, 16))
+    torch.testing.assert_close(model(x), expected())
+
+
+def _nm_parametrizations(model: nn.Module) -> list:
+    return [m.parametrizations.weight[0] for m in model.modules() if hasattr(m, "parametrizations")]
+
+
+@pytest.mark.parametrize("method", ["srste", "ste", "maxq"])
+def test_whole_model_forward_equals_layer_by_layer(method):
+    """The batched pre-forward path and the per-layer path give bit-identical outputs and grads."""
+    torch.manual_seed(0)
+    model = _net(0)
+    nmdeploy.sparsify(model, method=method, start_epoch=0, end_epoch=0)
+    x = torch.randn(4, 3, 4, 4)
+    out = model(x)
+    out.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    layer_by_layer = x
+    for layer in model:  # calling the children directly skips the model's hooks
+        layer_by_layer = layer(layer_by_layer)
+    layer_by_layer.sum().backward()
+    assert torch.equal(out, layer_by_layer)
+    for got, expected in zip([p.grad for p in model.parameters()], grads):
+        assert torch.equal(got, expected)
+
+
+def test_finalize_removes_the_forward_hooks():
+    model = _net(0)
+    nmdeploy.sparsify(model, method="srste", start_epoch=0, end_epoch=0)
+    assert len(model._forward_pre_hooks) == 1 and len(model._forward_hooks) == 1
+    nmdeploy.finalize(model)
+    assert len(model._forward_pre_hooks) == 0 and len(model._forward_hooks) == 0

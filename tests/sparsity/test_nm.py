@@ -199,3 +199,12 @@ def test_maxq_hints_change_speed_never_the_result(case, step, seed):
         nm_module._HINT_MIN_NUMEL = old
     expected = nm_module.maxq_parts(moved, n, m, 0.0, 1e-2)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+@given(st.lists(weights(patterns=[(2, 4)]), min_size=1, max_size=4), st.sampled_from([torch.float32, torch.float64]))
+def test_batched_indicators_equal_one_at_a_time(cases, dtype):
+    from nmdeploy.sparsity.nm import nm_indicator, nm_indicators
+
+    ws = [w.to(dtype) for _, _, w in cases]
+    for got, w in zip(nm_indicators(ws, 2, 4), ws):
+        assert got.dtype == w.dtype and torch.equal(got, nm_indicator(w, 2, 4))

@@ -67,6 +67,25 @@ class NMParametrization(nn.Module):
         super().__init__()
         self.n = n
         self.m = m
+        # (weight version, weight storage, value) left by the model's pre-forward hook
+        self._prepared: tuple[int, int, torch.Tensor] | None = None
+
+    def recomputes(self) -> bool:
+        """Whether the next forward rebuilds the mask from the weight (then it can be batched)."""
+        return False
+
+    def prepare(self, weight: torch.Tensor, nm: torch.Tensor) -> None:
+        """Take this forward's mask work, given the layer's N:M indicator computed in a batch."""
+
+    def _prepared_for(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The prepared value if it was made from exactly this weight (same storage and version)."""
+        prepared = self._prepared
+        if prepared is not None and prepared[0] == weight._version and prepared[1] == weight.data_ptr():
+            return prepared[2]
+        return None
+
+    def _remember(self, weight: torch.Tensor, value: torch.Tensor) -> None:
+        self._prepared = (weight._version, weight.data_ptr(), value)
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         """The N:M topology now (bool), used for sparse-architecture-divergence counts."""

@@ -50,10 +50,19 @@ class MaxQMask(NMParametrization):
         self.register_buffer("mask", self._soft_mask(weight.detach()))
         self._stale = False
 
-    def _soft_mask(self, weight: torch.Tensor) -> torch.Tensor:
+    def _soft_mask(self, weight: torch.Tensor, nm: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
-            kept, multiplier = maxq_parts(weight, self.n, self.m, float(self.dense_fraction), self.tau, self._hints)
+            p = float(self.dense_fraction)
+            kept, multiplier = maxq_parts(weight, self.n, self.m, p, self.tau, self._hints, nm)
             return (kept * multiplier).to(weight.dtype)
+
+    def recomputes(self) -> bool:
+        return self.training or self._stale
+
+    def prepare(self, weight: torch.Tensor, nm: torch.Tensor) -> None:
+        self.mask = self._soft_mask(weight, nm)
+        self._stale = False
+        self._remember(weight, self.mask)
 
     def train(self, mode: bool = True) -> "MaxQMask":
         if self.training and not mode:
@@ -65,7 +74,7 @@ class MaxQMask(NMParametrization):
         self._stale = True
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.training or self._stale:
+        if (self.training or self._stale) and self._prepared_for(weight) is None:
             # Assigned, not copied in place: an earlier graph may still hold the old mask.
             self.mask = self._soft_mask(weight)
             self._stale = False

@@ -42,8 +42,17 @@ class SRSTEMask(NMParametrization):
         super().__init__(n, m)
         self.decay = float(decay)
 
+    def recomputes(self) -> bool:
+        return True
+
+    def prepare(self, weight: torch.Tensor, nm: torch.Tensor) -> None:
+        self._remember(weight, nm)
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return masked_weight_ste(weight, nm_indicator(weight, self.n, self.m), self.decay)
+        mask = self._prepared_for(weight)
+        if mask is None:
+            mask = nm_indicator(weight, self.n, self.m)
+        return masked_weight_ste(weight, mask, self.decay)
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         return nm_indicator(weight, self.n, self.m) > 0
