@@ -30,8 +30,10 @@ from nmdeploy.sparsity.targets import LayerTarget, select_layers
 __all__ = ["NotAcceleratedWarning", "Sparsifier", "sparsify", "finalize", "nm_parametrization"]
 
 _STATE_FORMAT = 1
-# model -> hook handles, so finalize() can remove what sparsify() added (a registry, nothing else)
+# Registries keyed by model: the hook handles sparsify() added (for finalize() to remove), and
+# each model's parametrization lists, so the per-forward hooks need not walk the module tree.
 _HOOKS: weakref.WeakKeyDictionary[nn.Module, list[Any]] = weakref.WeakKeyDictionary()
+_LAYERS: weakref.WeakKeyDictionary[nn.Module, list[nn.Module]] = weakref.WeakKeyDictionary()
 
 
 class NotAcceleratedWarning(UserWarning):
@@ -248,16 +250,25 @@ def sparsify(
     return sp
 
 
+def _parametrization_lists(model: nn.Module) -> list[nn.Module]:
+    """The model's ParametrizationLists that hold an nmdeploy parametrization (cached per model;
+    a deep copy of a sparsified model gets its own entry on first use)."""
+    found = _LAYERS.get(model)
+    if found is None:
+        found = [
+            plist
+            for module in model.modules()
+            if parametrize.is_parametrized(module)
+            for plist in module.parametrizations.values()
+            if isinstance(plist[0], NMParametrization)
+        ]
+        _LAYERS[model] = found
+    return found
+
+
 def _recomputing(model: nn.Module) -> list[tuple[NMParametrization, torch.Tensor]]:
     """(parametrization, original weight) of every layer whose next forward rebuilds its mask."""
-    found = []
-    for module in model.modules():
-        if parametrize.is_parametrized(module):
-            for plist in module.parametrizations.values():
-                p = plist[0]
-                if isinstance(p, NMParametrization) and p.recomputes():
-                    found.append((p, plist.original))
-    return found
+    return [(plist[0], plist.original) for plist in _parametrization_lists(model) if plist[0].recomputes()]
 
 
 def _prepare_masks(model: nn.Module, args: Any) -> None:
@@ -280,11 +291,8 @@ def _prepare_masks(model: nn.Module, args: Any) -> None:
 
 def _release_masks(model: nn.Module, args: Any, output: Any) -> None:
     """Forward hook: drop the prepared masks so nothing outlives this forward."""
-    for module in model.modules():
-        if parametrize.is_parametrized(module):
-            for plist in module.parametrizations.values():
-                if isinstance(plist[0], NMParametrization):
-                    plist[0]._prepared = None
+    for plist in _parametrization_lists(model):
+        plist[0]._prepared = None
 
 
 def _has_nm_parametrization(module: nn.Module) -> bool:
@@ -326,4 +334,5 @@ def finalize(model: nn.Module) -> nn.Module:
             getattr(module, param_name).copy_(weight)
     for handle in _HOOKS.pop(model, []):
         handle.remove()
+    _LAYERS.pop(model, None)
     return model
