@@ -39,7 +39,7 @@ def demo(method: str, pattern: str, epochs: int, dense_epochs: int, seed: int, a
         for name in methods:
             task = progress.add_task(f"{name} {pattern}", total=epochs)
             results.append(
-                run_demo(name, pattern, epochs, dense_epochs, seed, lambda *_: progress.advance(task), dense)
+                run_demo(name, pattern, epochs, dense_epochs, seed, lambda *_, t=task: progress.advance(t), dense)
             )
     if as_json:
         click.echo(json.dumps([{

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import warnings
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ from torch.nn.utils import parametrize
 from nmdeploy.errors import ConfigError, LayerSelectionError, SparsityStateError
 from nmdeploy.sparsity.methods import NMParametrization, get_method
 from nmdeploy.sparsity.methods.maxq import MaxQMask
-from nmdeploy.sparsity.nm import nm_indicators
+from nmdeploy.sparsity.batching import attach_batching, detach_batching
 from nmdeploy.sparsity.pattern import Pattern, parse_pattern
 from nmdeploy.sparsity.report import LayerReport, SparsityReport
 from nmdeploy.sparsity.schedule import check_epochs, check_schedule, preserve_rate
@@ -30,10 +29,6 @@ from nmdeploy.sparsity.targets import LayerTarget, select_layers
 __all__ = ["NotAcceleratedWarning", "Sparsifier", "sparsify", "finalize", "nm_parametrization"]
 
 _STATE_FORMAT = 1
-# Registries keyed by model: the hook handles sparsify() added (for finalize() to remove), and
-# each model's parametrization lists, so the per-forward hooks need not walk the module tree.
-_HOOKS: weakref.WeakKeyDictionary[nn.Module, list[Any]] = weakref.WeakKeyDictionary()
-_LAYERS: weakref.WeakKeyDictionary[nn.Module, list[nn.Module]] = weakref.WeakKeyDictionary()
 
 
 class NotAcceleratedWarning(UserWarning):
@@ -109,7 +104,7 @@ class Sparsifier:
             raise ConfigError(f"epoch={epoch!r} is invalid: need an integer >= 0")
         self.epoch = epoch
         fraction = self.dense_fraction
-        for _, p, weight in self._parametrized():
+        for _, p, _weight in self._parametrized():
             if isinstance(p, MaxQMask):
                 p.set_dense_fraction(fraction)
         self._snapshot_masks()
@@ -244,55 +239,10 @@ def sparsify(
             parametrization.train(model.training)
             parametrize.register_parametrization(target.module, target.param_name, parametrization, unsafe=True)
     if spec.name in ("maxq", "srste", "ste"):  # methods that rebuild masks in every forward
-        _HOOKS[model] = [model.register_forward_pre_hook(_prepare_masks), model.register_forward_hook(_release_masks)]
+        attach_batching(model)
     sp = Sparsifier(model, nm, method, schedule, start_epoch, end_epoch, targets, dict(options or {}))
     sp.set_epoch(0)
     return sp
-
-
-def _parametrization_lists(model: nn.Module) -> list[nn.Module]:
-    """The model's ParametrizationLists that hold an nmdeploy parametrization (cached per model;
-    a deep copy of a sparsified model gets its own entry on first use)."""
-    found = _LAYERS.get(model)
-    if found is None:
-        found = [
-            plist
-            for module in model.modules()
-            if parametrize.is_parametrized(module)
-            for plist in module.parametrizations.values()
-            if isinstance(plist[0], NMParametrization)
-        ]
-        _LAYERS[model] = found
-    return found
-
-
-def _recomputing(model: nn.Module) -> list[tuple[NMParametrization, torch.Tensor]]:
-    """(parametrization, original weight) of every layer whose next forward rebuilds its mask."""
-    return [(plist[0], plist.original) for plist in _parametrization_lists(model) if plist[0].recomputes()]
-
-
-def _prepare_masks(model: nn.Module, args: Any) -> None:
-    """Forward pre-hook: build every mask this forward needs, in one batched pass.
-
-    Right after the optimizer step the weights are still in cache, and stacking all layers'
-    N:M groups costs a handful of tensor ops instead of a dozen per layer. Each result is
-    tied to the weight's storage and version, so a layer whose weight changed since (or one
-    called outside this model's forward) simply computes its own mask: same numbers.
-    """
-    found = _recomputing(model)
-    by_pattern: dict[tuple[int, int], list[tuple[NMParametrization, torch.Tensor]]] = {}
-    for p, weight in found:
-        by_pattern.setdefault((p.n, p.m), []).append((p, weight))
-    with torch.no_grad():
-        for (n, m), items in by_pattern.items():
-            for (p, weight), nm in zip(items, nm_indicators([w for _, w in items], n, m)):
-                p.prepare(weight, nm)
-
-
-def _release_masks(model: nn.Module, args: Any, output: Any) -> None:
-    """Forward hook: drop the prepared masks so nothing outlives this forward."""
-    for plist in _parametrization_lists(model):
-        plist[0]._prepared = None
 
 
 def _has_nm_parametrization(module: nn.Module) -> bool:
@@ -329,10 +279,8 @@ def finalize(model: nn.Module) -> nn.Module:
                 folded.append(p.fold(original))
             except SparsityStateError as exc:
                 raise SparsityStateError(f"layer {name!r}: {exc}") from None
-        for (name, module, param_name, p), weight in zip(work, folded):
+        for (_name, module, param_name, _p), weight in zip(work, folded):
             parametrize.remove_parametrizations(module, param_name, leave_parametrized=False)
             getattr(module, param_name).copy_(weight)
-    for handle in _HOOKS.pop(model, []):
-        handle.remove()
-    _LAYERS.pop(model, None)
+    detach_batching(model)
     return model
