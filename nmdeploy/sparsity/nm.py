@@ -182,13 +182,15 @@ def _boundary_from_hint(
     wanted = a.shape[dim] - drop
     above = torch.gt(a, hint, out=torch.empty_like(a))
     diff = above.sum(dim=dim, keepdim=True).sub_(wanted)  # exact: a line is shorter than 2**24
-    k = int(diff.abs().max()) + 1
-    if k > _MAX_HINT_DISTANCE:
+    k_up, k_down = int(diff.max().clamp(min=0)) + 1, int((-diff).max().clamp(min=0)) + 1
+    if max(k_up, k_down) > _MAX_HINT_DISTANCE:
         return None
-    below = 1.0 - above
     # entries above the hint, smallest first; entries at or below it, largest first
-    up = torch.add(a, below, alpha=_BIG).topk(k, dim=dim, largest=False).values
-    down = torch.add(a, above, alpha=-_BIG).topk(k, dim=dim).values
+    # (a plain min / max when only the nearest one is needed)
+    shifted = torch.add(a, 1.0 - above, alpha=_BIG)
+    up = shifted.amin(dim=dim, keepdim=True) if k_up == 1 else shifted.topk(k_up, dim=dim, largest=False).values
+    shifted = torch.add(a, above, alpha=-_BIG)
+    down = shifted.amax(dim=dim, keepdim=True) if k_down == 1 else shifted.topk(k_down, dim=dim).values
     d = diff.long()
     low = torch.where(d > 0, up.gather(dim, (d - 1).clamp(min=0)), down.gather(dim, (-d).clamp(min=0)))
     high = torch.where(d >= 0, up.gather(dim, d.clamp(min=0)), down.gather(dim, (-d - 1).clamp(min=0)))
