@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import nmdeploy
-from nmdeploy.sparsity import maxq_mask, nm_mask
+from nmdeploy.sparsity import is_nm_sparse, maxq_mask, nm_mask
 from nmdeploy.sparsity.methods.base import SR_DECAY
 
 
@@ -115,3 +115,30 @@ def test_dense_method_changes_nothing():
     assert list(model.state_dict()) == list(before)
     assert not hasattr(model[1], "parametrizations")
     assert sp.report()["1"].sparsity == 0.0 and sp.report()["1"].sad is None
+
+
+@pytest.mark.parametrize("method", ["maxq", "srste", "ste", "asp", "dense"])
+def test_train_finalize_on_every_device(method, device):
+    """The whole loop on the CPU and, where there is one, on a GPU: same code, no device branches."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 16, 32), nn.ReLU(), nn.Linear(32, 10),
+    ).to(device)
+    sp = nmdeploy.sparsify(model, method=method, start_epoch=0, end_epoch=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = torch.randn(16, 3, 4, 4, device=device), torch.randint(0, 10, (16,), device=device)
+    for epoch in range(3):
+        sp.set_epoch(epoch)
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    model.eval()
+    expected = model(x)
+    nmdeploy.finalize(model)
+    torch.testing.assert_close(model(x), expected)
+    for name in sp.sparse_layers:
+        w = model.get_submodule(name).weight
+        assert w.device.type == device
+        assert is_nm_sparse(w, 2, 4) is (method != "dense"), name
