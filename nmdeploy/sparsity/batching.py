@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nmdeploy.sparsity.methods import NMParametrization
-from nmdeploy.sparsity.nm import nm_indicators
+from nmdeploy.sparsity.methods.maxq import MaxQMask
+from nmdeploy.sparsity.nm import maxq_masks_same_shape, nm_indicators
 
 __all__ = ["attach_batching", "detach_batching"]
 
@@ -27,6 +28,8 @@ __all__ = ["attach_batching", "detach_batching"]
 # model's parametrization lists, so the per-forward hooks need not walk the module tree.
 _HOOKS: weakref.WeakKeyDictionary[nn.Module, list[Any]] = weakref.WeakKeyDictionary()
 _LAYERS: weakref.WeakKeyDictionary[nn.Module, list[nn.Module]] = weakref.WeakKeyDictionary()
+# model -> {tuple of layer ids: warm-start hints} for MaxQ layers batched by shape
+_GROUP_HINTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], dict]] = weakref.WeakKeyDictionary()
 
 
 def attach_batching(model: nn.Module) -> None:
@@ -39,6 +42,7 @@ def detach_batching(model: nn.Module) -> None:
     for handle in _HOOKS.pop(model, []):
         handle.remove()
     _LAYERS.pop(model, None)
+    _GROUP_HINTS.pop(model, None)
 
 
 def _parametrization_lists(model: nn.Module) -> list[nn.Module]:
@@ -64,14 +68,28 @@ def _recomputing(model: nn.Module) -> list[tuple[NMParametrization, torch.Tensor
 
 def _prepare_masks(model: nn.Module, args: Any) -> None:
     """Forward pre-hook: build every mask this forward needs, in one batched pass."""
-    found = _recomputing(model)
     by_pattern: dict[tuple[int, int], list[tuple[NMParametrization, torch.Tensor]]] = {}
-    for p, weight in found:
+    for p, weight in _recomputing(model):
         by_pattern.setdefault((p.n, p.m), []).append((p, weight))
     with torch.no_grad():
         for (n, m), items in by_pattern.items():
-            for (p, weight), nm in zip(items, nm_indicators([w for _, w in items], n, m)):
-                p.prepare(weight, nm)
+            nms = nm_indicators([w for _, w in items], n, m)
+            same_shape: dict[tuple, list[tuple[MaxQMask, torch.Tensor, torch.Tensor]]] = {}
+            for (p, weight), nm in zip(items, nms):
+                if isinstance(p, MaxQMask) and float(p.dense_fraction) == 0:
+                    key = (tuple(weight.shape), weight.device, weight.dtype, p.tau)
+                    same_shape.setdefault(key, []).append((p, weight, nm))
+                else:
+                    p.prepare(weight, nm)
+            for (_, _, _, tau), group in same_shape.items():
+                if len(group) == 1:
+                    p, weight, nm = group[0]
+                    p.prepare(weight, nm)
+                    continue
+                hints = _GROUP_HINTS.setdefault(model, {}).setdefault(tuple(id(g[0]) for g in group), {})
+                masks = maxq_masks_same_shape([g[1] for g in group], n, m, tau, [g[2] for g in group], hints)
+                for (p, weight, _), mask in zip(group, masks):
+                    p.adopt(weight, mask)
 
 
 def _release_masks(model: nn.Module, args: Any, output: Any) -> None:

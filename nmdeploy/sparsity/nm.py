@@ -34,6 +34,7 @@ __all__ = [
     "check_maxq_options",
     "is_nm_sparse",
     "maxq_mask",
+    "maxq_masks_same_shape",
     "maxq_parts",
     "nm_indicator",
     "nm_indicators",
@@ -317,6 +318,32 @@ def maxq_parts(
         keep, sig = _axis_query(a.reshape(-1, positions), 0, n, m, tau, hints, "kernel")
         multiplier.view(-1, positions).addcmul_(keep, sig)
     return kept.view(weight.shape), multiplier.view(weight.shape)
+
+
+def maxq_masks_same_shape(
+    weights: Sequence[torch.Tensor], n: int, m: int, tau: float, nms: Sequence[torch.Tensor], hints: dict | None = None
+) -> list[torch.Tensor]:
+    """MaxQ soft masks of several same-shaped weights (no dense blocks) sharing every tensor op.
+
+    Each layer keeps its own populations: filter rows stack naturally; each (layer, kernel
+    position) becomes one column of an ``[out * in, layers * positions]`` view. ``nms`` are
+    the layers' N:M indicators. The zeros equal those of one :func:`maxq_parts` per layer
+    exactly; the multipliers to rounding (an elementwise kernel may round the last bit
+    differently in its vector body and its scalar tail, which fall elsewhere for other sizes).
+    """
+    count, shape = len(weights), weights[0].shape
+    a = _magnitudes(torch.stack([w.detach() for w in weights]))  # [layers, out, in, *kernel]
+    positions = a[0, 0, 0].numel()
+    keep, sig = _axis_query(a.reshape(count * shape[0], -1), 1, n, m, tau, hints, "filter")
+    multiplier = sig.mul_(keep).add_(1.0).view(count, -1, positions)
+    if positions > 1:
+        by_column = a.reshape(count, -1, positions).permute(1, 0, 2).reshape(-1, count * positions)
+        keep, sig = _axis_query(by_column, 0, n, m, tau, hints, "kernel")
+        per_layer = (-1, count, positions)  # same addcmul as maxq_parts: same rounding
+        multiplier.addcmul_(keep.view(per_layer).permute(1, 0, 2), sig.view(per_layer).permute(1, 0, 2))
+    kept = torch.stack([nm.to(a.dtype) for nm in nms]).view(multiplier.shape)
+    masks = (kept * multiplier).view(count, *shape)
+    return [mask.to(w.dtype) for mask, w in zip(masks, weights)]
 
 
 def soft_nm_mask(

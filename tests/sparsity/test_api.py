@@ -331,11 +331,21 @@ def _nm_parametrizations(model: nn.Module) -> list:
     return [m.parametrizations.weight[0] for m in model.modules() if hasattr(m, "parametrizations")]
 
 
-@pytest.mark.parametrize("method", ["srste", "ste", "maxq"])
-def test_whole_model_forward_equals_layer_by_layer(method):
-    """The batched pre-forward path and the per-layer path give bit-identical outputs and grads."""
+def _repeated_shapes_net() -> nn.Module:
     torch.manual_seed(0)
-    model = _net(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1),
+        nn.Conv2d(16, 16, 1), nn.Conv2d(16, 16, 1), nn.Flatten(), nn.Linear(16 * 16, 16), nn.Linear(16, 16),
+        nn.Linear(16, 10),
+    )
+
+
+@pytest.mark.parametrize("make", [lambda: _net(0), _repeated_shapes_net], ids=["mixed", "repeated-shapes"])
+@pytest.mark.parametrize("method", ["srste", "ste", "maxq"])
+def test_whole_model_forward_equals_layer_by_layer(method, make):
+    """The batched pre-forward path and the per-layer path agree: masks' zeros exactly, values
+    to rounding (MaxQ multipliers from differently sized tensors may differ in the last bit)."""
+    model = make()
     nmdeploy.sparsify(model, method=method, start_epoch=0, end_epoch=0)
     x = torch.randn(4, 3, 4, 4)
     out = model(x)
@@ -346,9 +356,10 @@ def test_whole_model_forward_equals_layer_by_layer(method):
     for layer in model:  # calling the children directly skips the model's hooks
         layer_by_layer = layer(layer_by_layer)
     layer_by_layer.sum().backward()
-    assert torch.equal(out, layer_by_layer)
+    exact = method != "maxq"
+    torch.testing.assert_close(out, layer_by_layer, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6)
     for got, expected in zip([p.grad for p in model.parameters()], grads):
-        assert torch.equal(got, expected)
+        torch.testing.assert_close(got, expected, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6)
 
 
 def test_finalize_removes_the_forward_hooks():

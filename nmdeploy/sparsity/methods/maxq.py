@@ -60,9 +60,13 @@ class MaxQMask(NMParametrization):
         return self.training or self._stale
 
     def prepare(self, weight: torch.Tensor, nm: torch.Tensor) -> None:
-        self.mask = self._soft_mask(weight, nm)
+        self.adopt(weight, self._soft_mask(weight, nm))
+
+    def adopt(self, weight: torch.Tensor, mask: torch.Tensor) -> None:
+        """Use ``mask``, computed for exactly this ``weight`` (batched with other layers)."""
+        self.mask = mask
         self._stale = False
-        self._remember(weight, self.mask)
+        self._remember(weight, mask)
 
     def train(self, mode: bool = True) -> "MaxQMask":
         if self.training and not mode:
