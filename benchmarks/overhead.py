@@ -20,6 +20,7 @@ import random
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -122,6 +123,41 @@ def measure(widths: tuple[int, ...], methods: list[str], batch: int, rounds: int
     }
 
 
+def plot(results: dict[str, dict], path: Path, title: str) -> None:
+    """Bar chart of each method's step-time ratio per model, with quartile whiskers and targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    models = list(results)
+    methods = [m for m in next(iter(results.values()))["rows"] if m != "dense"]
+    width = 0.8 / len(models)
+    for i, model in enumerate(models):
+        rows = results[model]["rows"]
+        xs = [j + i * width for j in range(len(methods))]
+        ratios = [rows[m]["ratio"] for m in methods]
+        errors = [[r - rows[m]["iqr"][0] for m, r in zip(methods, ratios)],
+                  [rows[m]["iqr"][1] - r for m, r in zip(methods, ratios)]]
+        ax.bar(xs, ratios, width, yerr=errors, capsize=3, label=model)
+    for k, (name, target) in enumerate((n, t) for n, t in TARGETS.items() if n in methods):
+        j = methods.index(name)
+        ax.hlines(target, j - width / 2, j + 0.8 - width / 2, colors="black", linestyles="dashed",
+                  label="target" if k == 0 else None)
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_ylim(0.8, max(1.2, ax.get_ylim()[1]))
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(methods))], methods)
+    ax.set_ylabel("train step time / dense")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def _quartiles(values: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(values, n=4)
     return q[0], q[2]
@@ -142,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     console = Console()
     lines = []
+    results = {}
     for spec in args.widths.split(";"):
         widths = tuple(int(w) for w in spec.split(","))
         result = measure(widths, methods, args.batch, args.rounds, args.warmup, args.seed)
+        results[f"FashionResNet{widths}"] = result
         table = Table(title=f"FashionResNet{widths}, {result['params']:,} parameters, batch {args.batch}")
         for col in ("method", "median step (ms)", "x dense (paired median)", "quartiles", "target"):
             table.add_column(col, justify="right" if col != "method" else "left")
@@ -174,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
         threads = f"{args.threads} thread" + ("s" if args.threads != 1 else "")
+        picture = f"overhead-{args.threads}thread.png"
+        plot(results, Path(__file__).with_name(picture), f"Sparse training overhead, CPU, {threads}")
+        body += f"\n\n![step time relative to dense, {threads}]({picture})"
         write_section(f"Training-step overhead, {threads} (benchmarks/overhead.py)", body)
     return 0
 
