@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+# CI replays the same examples every run (no flaky submissions); local runs explore new ones.
 settings.register_profile(
-    "nmdeploy", deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow]
+    "nmdeploy",
+    deadline=None,
+    max_examples=80,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=os.environ.get("CI", "").lower() in ("1", "true"),
 )
-settings.load_profile("nmdeploy")
+settings.register_profile("thorough", parent=settings.get_profile("nmdeploy"), max_examples=1500)
+settings.load_profile(os.environ.get("NMDEPLOY_HYPOTHESIS", "nmdeploy"))  # "thorough" for long hunts
 
 
 def _cuda_available() -> bool:
