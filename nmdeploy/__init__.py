@@ -18,6 +18,8 @@ _LAZY = {
     "Sparsifier": "nmdeploy.sparsity.api",
     "nm_mask": "nmdeploy.sparsity.nm",
     "maxq_mask": "nmdeploy.sparsity.nm",
+    "export_onnx": "nmdeploy.export.onnx",
+    "verify_onnx": "nmdeploy.export.verify",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -13,11 +13,15 @@ __all__ = [
     "LayerSelectionError",
     "SparsityStateError",
     "MissingDependencyError",
+    "InputError",
+    "ExportError",
 ]
 
 
 class NMDeployError(Exception):
     """Base class: a problem in the user's input or environment, not a bug in nmdeploy."""
+
+    exit_code = 1  # what the CLI exits with
 
 
 class ConfigError(NMDeployError, ValueError):
@@ -38,3 +42,13 @@ class SparsityStateError(NMDeployError, RuntimeError):
 
 class MissingDependencyError(NMDeployError, ImportError):
     """An optional dependency (e.g. tensorrt) is not importable here."""
+
+
+class InputError(NMDeployError):
+    """A file the user gave cannot be read as what it should be (exit code 2 on the CLI)."""
+
+    exit_code = 2
+
+
+class ExportError(NMDeployError):
+    """ONNX export failed or the exported model does not match the PyTorch model."""

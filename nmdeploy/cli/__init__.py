@@ -29,7 +29,9 @@ class _Group(click.Group):
         except NMDeployError as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
-            raise click.ClickException(str(exc)) from None
+            error = click.ClickException(str(exc))
+            error.exit_code = exc.exit_code
+            raise error from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,8 +56,11 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 
 def _register() -> None:
     from nmdeploy.cli.demo import demo
+    from nmdeploy.cli.export import export
+    from nmdeploy.cli.verify import verify
 
-    cli.add_command(demo)
+    for command in (demo, export, verify):
+        cli.add_command(command)
 
 
 _register()

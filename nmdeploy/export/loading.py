@@ -1,0 +1,98 @@
+"""Build a model from a spec and load a checkpoint into it (for the CLI)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nmdeploy.errors import InputError
+
+__all__ = ["BUILTIN_MODELS", "build_model", "load_checkpoint"]
+
+# Built-in example names -> "module:callable" (the examples live in the source checkout).
+BUILTIN_MODELS = {"fashion-resnet": "examples.fashion_mnist.model:FashionResNet"}
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def build_model(spec: str) -> nn.Module:
+    """``spec``: a built-in example name or ``package.module:callable`` returning an nn.Module."""
+    target = BUILTIN_MODELS.get(spec, spec)
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise InputError(
+            f"model spec {spec!r} is not 'package.module:callable' nor a built-in ({', '.join(BUILTIN_MODELS)})"
+        )
+    for folder in (str(Path.cwd()), str(_REPO_ROOT)):  # like `python -m`: the current folder first
+        if folder not in sys.path:
+            sys.path.append(folder)
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"model spec {spec!r} cannot be imported ({exc}); check the module path and name") from None
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model spec {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load ``path`` into ``model``: a state_dict, ``{"model": ...}`` or ``{"model": ..., "sparsity": ...}``.
+
+    A checkpoint saved mid-sparsification holds nmdeploy's mask buffers; its ``sparsity``
+    entry (``Sparsifier.state_dict()``) says how to sparsify the fresh model so they fit.
+    Loaded with ``weights_only=True``: a checkpoint can never run code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint file")
+    try:
+        data: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    state = data.get("model", data) if isinstance(data, Mapping) else None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path} holds no state_dict; save model.state_dict() or {{'model': ..., 'sparsity': ...}}")
+    sparse = any(".parametrizations." in key for key in state)
+    if sparse:
+        settings = data.get("sparsity") if isinstance(data, Mapping) else None
+        if not isinstance(settings, Mapping):
+            raise InputError(
+                f"{path} holds nmdeploy masks but no 'sparsity' entry; save "
+                "{'model': model.state_dict(), 'sparsity': sp.state_dict()}"
+            )
+        sp = _sparsify_like(model, settings)
+        sp.load_state_dict(settings)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"{path} does not fit the model: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+def _sparsify_like(model: nn.Module, settings: Mapping[str, Any]) -> Any:
+    """Sparsify ``model`` so that exactly the checkpoint's layers carry masks."""
+    from nmdeploy.sparsity import sparsify
+
+    layers = list(settings.get("layers", []))
+    return sparsify(
+        model,
+        pattern=settings["pattern"],
+        method=settings["method"],
+        schedule=settings["schedule"],
+        start_epoch=settings["start_epoch"],
+        end_epoch=settings["end_epoch"],
+        include=[_escape(name) for name in layers] or None,
+        exclude=(),
+        options=settings.get("options") or None,
+    )
+
+
+def _escape(name: str) -> str:
+    """A module name as an fnmatch pattern that matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)

@@ -1,0 +1,147 @@
+"""ONNX export of a (sparsified) PyTorch model, checked against PyTorch with onnxruntime.
+
+The caller's model is never touched: a copy is finalized (masks folded into plain weights
+with exact zeros) and exported in eval mode with the dynamo exporter, which keeps parameter
+names (``layer1.0.conv1.weight``) so verify reports name the layers users know, and folds
+BatchNorm into the convolutions (zeros survive: a per-channel scale keeps them at zero).
+The file is written to a temporary folder beside the target and moved into place only after
+``onnx.checker`` and the parity check pass, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from nmdeploy.errors import ExportError
+from nmdeploy.sparsity.api import finalize
+
+__all__ = ["ExportReport", "OutputParity", "export_onnx"]
+
+_SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf caps a file at 2 GB; keep a margin for the graph
+
+
+@dataclass(frozen=True)
+class OutputParity:
+    name: str
+    max_abs_error: float
+    cosine: float
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: str
+    opset: int
+    external_data: bool
+    size_bytes: int
+    inputs: tuple[str, ...]
+    parity: tuple[OutputParity, ...]
+
+
+def _as_tuple(sample_input: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    if isinstance(sample_input, torch.Tensor):
+        return (sample_input,)
+    if isinstance(sample_input, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in sample_input):
+        return tuple(sample_input)
+    raise ExportError(f"sample_input must be a tensor or a tuple of tensors, got {type(sample_input).__name__}")
+
+
+def _flatten(output: object) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _flatten(item)]
+    if isinstance(output, dict):
+        return [t for item in output.values() for t in _flatten(item)]
+    raise ExportError(f"model output of type {type(output).__name__} is not a tensor, tuple or dict of tensors")
+
+
+def _parity(reference: list[torch.Tensor], onnx_path: Path, args: tuple[torch.Tensor, ...]) -> tuple[list[str], list[OutputParity]]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    outputs = session.run(None, {name: t.detach().cpu().numpy() for name, t in zip(names, args)})
+    parity = []
+    for meta, got, ref in zip(session.get_outputs(), outputs, reference):
+        ref_np = ref.detach().cpu().numpy().astype(np.float64)
+        got = np.asarray(got, dtype=np.float64)
+        if got.shape != ref_np.shape:
+            raise ExportError(f"ONNX output {meta.name!r} has shape {list(got.shape)}, PyTorch {list(ref_np.shape)}")
+        denom = np.linalg.norm(got) * np.linalg.norm(ref_np)
+        cosine = float((got * ref_np).sum() / denom) if denom else float(np.array_equal(got, ref_np))
+        parity.append(OutputParity(meta.name, float(np.abs(got - ref_np).max(initial=0.0)), cosine))
+    return names, parity
+
+
+def export_onnx(
+    model: nn.Module,
+    sample_input: torch.Tensor | tuple[torch.Tensor, ...],
+    path: str | Path,
+    dynamic_batch: bool = True,
+    opset: int | None = None,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> ExportReport:
+    """Export ``model`` to ``path`` and check it against PyTorch on ``sample_input``.
+
+    A sparsified model is finalized on a copy first. ``dynamic_batch`` makes dim 0 of every
+    input symbolic. Parity fails when an output differs by more than
+    ``atol + rtol * max|reference|``; nothing is written then.
+    """
+    args = _as_tuple(sample_input)
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ExportError(f"output path {path} should end in .onnx")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the output folder {path.parent}: {exc.strerror}") from None
+    work = finalize(copy.deepcopy(model)).eval()
+    with torch.no_grad():
+        reference = _flatten(work(*args))
+    size = sum(t.numel() * t.element_size() for t in work.state_dict().values())
+    external = size > _SINGLE_FILE_LIMIT
+    dynamic = tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if dynamic_batch else None
+    log = io.StringIO()
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as tmp:
+        target = Path(tmp) / path.name
+        try:
+            with contextlib.redirect_stdout(log), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    work, args, str(target), dynamo=True, dynamic_shapes=dynamic, opset_version=opset, external_data=external
+                )
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"torch.onnx.export failed: {detail}") from None
+        import onnx
+
+        try:
+            onnx.checker.check_model(str(target))
+        except Exception as exc:
+            raise ExportError(f"the exported model fails onnx.checker: {str(exc).splitlines()[0]}") from None
+        names, parity = _parity(reference, target, args)
+        for ref, p in zip(reference, parity):
+            limit = atol + rtol * float(ref.detach().abs().max()) if ref.numel() else atol
+            if not p.max_abs_error <= limit:
+                raise ExportError(
+                    f"ONNX output {p.name!r} differs from PyTorch by {p.max_abs_error:.3g} (cosine {p.cosine:.6f}), "
+                    f"above the tolerance {limit:.3g}; nothing was written"
+                )
+        opset_version = next((o.version for o in onnx.load(str(target), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), 0)
+        written = sorted(Path(tmp).iterdir())
+        for file in written:  # the model and, above 2 GB, its external data beside it
+            os.replace(file, path.parent / file.name)
+    size_bytes = sum((path.parent / f.name).stat().st_size for f in written)
+    return ExportReport(str(path), opset_version, external, size_bytes, tuple(names), tuple(parity))

@@ -1,0 +1,277 @@
+"""The 2:4 layout verifier: is every constant weight N:M along the axis TensorRT reduces over?
+
+For each Conv, ConvTranspose, Gemm and MatMul input that is a constant (an initializer or a
+Constant node, reached back through Cast, Identity, QuantizeLinear, DequantizeLinear and
+Transpose, whose permutation moves the axis), the verifier reports the N:M facts of that
+weight along the reduction axis (TENSORRT.md §3):
+
+Conv W ``[K, C/g, *k]`` axis 1 · ConvTranspose W ``[C, K/g, *k]`` axis 0 · Gemm A axis 1
+(0 with transA) · Gemm B axis 0 (1 with transB: how torch exports nn.Linear) · MatMul
+constant B ``[..., K, N]`` axis -2 · MatMul constant A axis -1.
+
+Unlike ``polygraphy inspect sparsity`` it checks int8 weights too (behind DequantizeLinear,
+zero = the zero point), reports every violating group count and the first bad index,
+returns a structured report and fails (exit code 1) when a required layer is not N:M.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from nmdeploy.errors import InputError, PatternError
+from nmdeploy.export.nmcheck import check_tensor
+from nmdeploy.sparsity.pattern import Pattern, parse_pattern
+
+__all__ = ["LayerCheck", "SkippedInput", "VerifyReport", "verify_onnx", "verify_model"]
+
+# op -> {input index: (reduction axis, attribute that flips it to the other axis)}
+_WEIGHT_INPUTS: dict[str, dict[int, tuple[int, str | None]]] = {
+    "Conv": {1: (1, None)},
+    "ConvTranspose": {1: (0, None)},
+    "Gemm": {0: (1, "transA"), 1: (0, "transB")},
+    "MatMul": {0: (-1, None), 1: (-2, None)},
+}
+_PASS_THROUGH = ("Cast", "Identity", "QuantizeLinear", "DequantizeLinear", "Transpose")
+_SMALL_CHANNELS = 256  # below this TensorRT usually keeps dense kernels (TENSORRT.md §4)
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """One constant weight of a weighted op. ``axis`` is in the stored tensor's dims."""
+
+    node: str
+    op: str
+    weight: str
+    shape: tuple[int, ...]
+    dtype: str
+    axis: int
+    groups: int
+    violations: int
+    first_violation: tuple[int, ...] | None
+    observed: str
+    sparsity: float
+    hw_2of4: bool
+    required: bool
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.violations == 0
+
+
+@dataclass(frozen=True)
+class SkippedInput:
+    node: str
+    op: str
+    input: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    model: str
+    pattern: str
+    require: str
+    layers: tuple[LayerCheck, ...]
+    skipped: tuple[SkippedInput, ...] = field(default=())
+
+    @property
+    def failures(self) -> tuple[LayerCheck, ...]:
+        """Required layers with at least one violating group."""
+        return tuple(layer for layer in self.layers if layer.required and not layer.ok)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "nmdeploy.verify/1",
+            "model": self.model,
+            "pattern": self.pattern,
+            "require": self.require,
+            "ok": self.ok,
+            "layers": [asdict(layer) | {"ok": layer.ok} for layer in self.layers],
+            "skipped": [asdict(s) for s in self.skipped],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+class _Scope:
+    """Constants and producers visible in one graph (outer graphs' too, for subgraphs)."""
+
+    def __init__(self, graph: onnx.GraphProto, outer: _Scope | None = None) -> None:
+        self.constants: dict[str, onnx.TensorProto] = dict(outer.constants) if outer else {}
+        self.producers: dict[str, onnx.NodeProto] = dict(outer.producers) if outer else {}
+        for init in graph.initializer:
+            self.constants[init.name] = init
+        for node in graph.node:
+            if node.op_type == "Constant":
+                value = next((a.t for a in node.attribute if a.name == "value"), None)
+                if value is not None and node.output:
+                    self.constants[node.output[0]] = value
+            for out in node.output:
+                self.producers[out] = node
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _trace(name: str, scope: _Scope) -> tuple[str, np.ndarray, list[onnx.NodeProto], np.ndarray | int] | None:
+    """Follow ``name`` back through pass-through ops to a constant.
+
+    Returns (constant name, values, the pass-through nodes from the op back to the constant,
+    what counts as zero in the constant), or None when the input is not a constant weight.
+    """
+    chain: list[onnx.NodeProto] = []
+    zero: np.ndarray | int = 0
+    while name not in scope.constants:
+        node = scope.producers.get(name)
+        if node is None or node.op_type not in _PASS_THROUGH:
+            return None
+        chain.append(node)
+        name = node.input[0]
+    values = numpy_helper.to_array(scope.constants[name])
+    if chain and chain[-1].op_type == "DequantizeLinear" and len(chain[-1].input) > 2 and chain[-1].input[2]:
+        zp = scope.constants.get(chain[-1].input[2])
+        if zp is not None:  # per-axis zero points broadcast along the DequantizeLinear axis
+            zp_values = numpy_helper.to_array(zp)
+            if zp_values.ndim == 1 and values.ndim > 1:
+                shape = [1] * values.ndim
+                shape[_attr(chain[-1], "axis", 1) % values.ndim] = zp_values.size
+                zp_values = zp_values.reshape(shape)
+            zero = zp_values
+    return name, values, chain, zero
+
+
+def _source_axis(op_axis: int, rank: int, chain: list[onnx.NodeProto]) -> int:
+    """The op's reduction axis, mapped back through Transposes to the constant's dims."""
+    axis = op_axis % rank
+    for node in chain:
+        if node.op_type == "Transpose":
+            perm = _attr(node, "perm", list(range(rank))[::-1])
+            axis = perm[axis]
+    return axis
+
+
+def _note(op: str, shape: tuple[int, ...], axis: int, hw: bool, node: onnx.NodeProto) -> str:
+    """Why a 2:4 layer may still get a dense kernel (TENSORRT.md §3-4); empty when none applies."""
+    if not hw:
+        return ""
+    if op == "ConvTranspose" or (op == "Conv" and _attr(node, "group", 1) > 1):
+        return "2:4, but TensorRT sparse kernels for grouped/transposed conv are unverified"
+    if op == "MatMul" and len(shape) > 2:
+        return "2:4, but batched MatMul weights are not on TensorRT's sparse path"
+    outputs = shape[0] if op == "Conv" else shape[1 - axis]
+    if min(shape[axis], outputs) < _SMALL_CHANNELS:
+        return f"2:4, but small ({shape[axis]} in, {outputs} out): TensorRT often keeps dense kernels below ~256"
+    return ""
+
+
+def _walk(
+    graph: onnx.GraphProto, scope: _Scope, prefix: str, nm: Pattern, require: str | None,
+    layers: list[LayerCheck], skipped: list[SkippedInput],
+) -> None:
+    for index, node in enumerate(graph.node):
+        name = prefix + (node.name or f"{node.op_type}_{index}")
+        for attr in node.attribute:  # If / Loop / Scan bodies are checked too
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                _walk(sub, _Scope(sub, scope), f"{name}/{attr.name}/", nm, require, layers, skipped)
+        for input_index, (op_axis, flip) in _WEIGHT_INPUTS.get(node.op_type, {}).items():
+            if input_index >= len(node.input) or not node.input[input_index]:
+                continue
+            found = _trace(node.input[input_index], scope)
+            if found is None:
+                continue  # an activation, not a constant weight
+            weight, values, chain, zero = found
+            if values.ndim < 2:
+                skipped.append(SkippedInput(name, node.op_type, weight, f"{values.ndim}-D constant, not a weight matrix"))
+                continue
+            axis = op_axis
+            if flip and _attr(node, flip, 0):
+                axis = 1 - op_axis
+            axis = _source_axis(axis, values.ndim, chain)
+            result = check_tensor(values, axis, nm.n, nm.m, zero)
+            observed = "dense" if result.sparsity == 0 or result.max_nonzeros >= nm.m else f"{result.max_nonzeros}:{nm.m}"
+            if require is None:
+                required = result.zero_groups > 0  # a layer with any N:M-sparse group must be N:M
+            elif require == "all":
+                required = True
+            else:
+                required = bool(re.search(require, name) or re.search(require, weight))
+            note = _note(node.op_type, tuple(values.shape), axis, result.hw_2of4, node)
+            layers.append(
+                LayerCheck(
+                    name, node.op_type, weight, tuple(int(d) for d in values.shape), str(values.dtype), axis,
+                    result.groups, result.violations, result.first_violation, observed,
+                    round(result.sparsity, 6), result.hw_2of4, required, note,
+                )
+            )
+
+
+def verify_model(model: onnx.ModelProto, pattern: str | Pattern = "2:4", require: str | None = None, name: str = "") -> VerifyReport:
+    """Verify an in-memory ONNX model (external data already loaded)."""
+    nm = parse_pattern(pattern)
+    if require not in (None, "all"):
+        try:
+            re.compile(require)  # type: ignore[arg-type]
+        except re.error as exc:
+            raise PatternError(f"--require {require!r} is not a regular expression ({exc}); use 'all' or a name regex") from None
+    layers: list[LayerCheck] = []
+    skipped: list[SkippedInput] = []
+    _walk(model.graph, _Scope(model.graph), "", nm, require, layers, skipped)
+    return VerifyReport(name, str(nm), require or "sparse-layers", tuple(layers), tuple(skipped))
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file with its external data, turning every failure into one-line InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; pass the path of an .onnx model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning-like errors vary by version
+        raise InputError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__}); pass a complete .onnx file"
+        ) from None
+    if not model.graph.node and not model.graph.initializer and not model.opset_import:
+        raise InputError(f"{path} is not an ONNX model (no graph); pass a complete .onnx file")
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = ExternalDataInfo(tensor).location
+            if not (path.parent / location).is_file():
+                raise InputError(f"{path}: external data {location!r} is missing; keep it beside the model")
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except (FileNotFoundError, OSError) as exc:
+        missing = getattr(exc, "filename", None) or str(exc)
+        raise InputError(f"{path}: external data {Path(str(missing)).name!r} is missing; keep it beside the model") from None
+    except Exception as exc:
+        raise InputError(f"{path}: external data cannot be read ({exc}); keep it beside the model") from None
+    return model
+
+
+def verify_onnx(path: str | Path, pattern: str | Pattern = "2:4", require: str | None = None) -> VerifyReport:
+    """Check every constant weight of ``path`` for the N:M ``pattern`` along TensorRT's axis.
+
+    ``require``: None (default) = every layer with any N:M group must be fully N:M (a
+    half-sparse layer is a bug); ``"all"`` = every layer; otherwise a regex on node or
+    weight names.
+    """
+    return verify_model(load_onnx(path), pattern, require, str(path))
