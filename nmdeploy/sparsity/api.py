@@ -251,6 +251,26 @@ def _has_nm_parametrization(module: nn.Module) -> bool:
     )
 
 
+def _unparametrize(module: nn.Module, param_name: str, weight: torch.Tensor) -> None:
+    """Put the original Parameter back, holding ``weight``, without touching any class object.
+
+    ``parametrize.remove_parametrizations`` deletes the property from the module's class, and
+    a deep copy of a parametrized module shares that class: finalizing a copy (as export does)
+    would break the original. Here the module gets a class of its own instead.
+    """
+    original = module.parametrizations[param_name].original
+    original.copy_(weight)
+    del module.parametrizations[param_name]
+    parametrized_cls = module.__class__
+    if len(module.parametrizations) == 0:
+        delattr(module, "parametrizations")
+        module.__class__ = parametrized_cls.__bases__[0]
+    else:  # other tensors stay parametrized: same class minus this tensor's property
+        namespace = {k: v for k, v in parametrized_cls.__dict__.items() if k != param_name}
+        module.__class__ = type(parametrized_cls.__name__, parametrized_cls.__bases__, namespace)
+    module.register_parameter(param_name, original)
+
+
 def finalize(model: nn.Module) -> nn.Module:
     """Fold every nmdeploy mask into a plain weight with exact zeros; returns ``model``.
 
@@ -280,7 +300,6 @@ def finalize(model: nn.Module) -> nn.Module:
             except SparsityStateError as exc:
                 raise SparsityStateError(f"layer {name!r}: {exc}") from None
         for (_name, module, param_name, _p), weight in zip(work, folded):
-            parametrize.remove_parametrizations(module, param_name, leave_parametrized=False)
-            getattr(module, param_name).copy_(weight)
+            _unparametrize(module, param_name, weight)
     detach_batching(model)
     return model

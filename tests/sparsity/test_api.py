@@ -368,3 +368,20 @@ def test_finalize_removes_the_forward_hooks():
     assert len(model._forward_pre_hooks) == 1 and len(model._forward_hooks) == 1
     nmdeploy.finalize(model)
     assert len(model._forward_pre_hooks) == 0 and len(model._forward_hooks) == 0
+
+
+def test_finalizing_a_deep_copy_leaves_the_original_working():
+    """torch's remove_parametrizations edits a class that deep copies share; finalize must not."""
+    import copy
+
+    model = _net(0)
+    nmdeploy.sparsify(model, method="maxq", start_epoch=0, end_epoch=0)
+    x = torch.randn(2, 3, 4, 4)
+    model.eval()
+    expected = model(x)
+    twin = nmdeploy.finalize(copy.deepcopy(model))
+    torch.testing.assert_close(model(x), expected)  # the original still has its masks
+    assert hasattr(model[2], "parametrizations") and not hasattr(twin[2], "parametrizations")
+    torch.testing.assert_close(twin(x), expected, rtol=1e-5, atol=1e-6)
+    nmdeploy.finalize(model)
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
