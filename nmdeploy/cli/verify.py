@@ -45,7 +45,7 @@ def verify(model: Path, pattern: str, json_path: Path | None, require: str | Non
         os.replace(tmp, json_path)
     console = Console()
     if not report.layers:
-        console.print(f"{model}: no Conv/ConvTranspose/Gemm/MatMul with a constant weight; nothing to check")
+        click.echo(f"{model}: no Conv/ConvTranspose/Gemm/MatMul with a constant weight; nothing to check")
         return _exit(True)
     table = Table(title=f"{model}: {report.pattern} along the axis TensorRT reduces over")
     for col in ("weight", "op", "shape", "axis", "pattern", "zeros", "bad groups", "first bad", "2:4 hw", "required"):
@@ -61,14 +61,14 @@ def verify(model: Path, pattern: str, json_path: Path | None, require: str | Non
     console.print(table)
     notes = [r for r in report.layers if r.note]
     for r in notes:
-        console.print(f"* {r.weight}: {r.note}", highlight=False)
+        click.echo(f"* {r.weight}: {r.note}")
     for s in report.skipped:
-        console.print(f"skipped {s.node} ({s.op}) input {s.input}: {s.reason}")
+        click.echo(f"skipped {s.node} ({s.op}) input {s.input}: {s.reason}")
     failed = report.failures
     if failed:
-        console.print(f"FAILED: {len(failed)} required layer(s) not {report.pattern}: " + ", ".join(f.node for f in failed))
+        click.echo(f"FAILED: {len(failed)} required layer(s) not {report.pattern}: " + ", ".join(f.weight for f in failed))
     else:
-        console.print(f"PASSED: {len(report.layers)} weight(s) checked, every required layer is {report.pattern}")
+        click.echo(f"PASSED: {len(report.layers)} weight(s) checked, every required layer is {report.pattern}")
     _exit(report.ok)
 
 
