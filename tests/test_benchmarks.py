@@ -22,3 +22,11 @@ def test_overhead_benchmark_runs(capsys):
     out = capsys.readouterr().out
     for method in ("dense", "maxq", "maxq-ramp", "maxq-sort", "srste", "ste", "asp"):
         assert f" {method} " in out
+
+
+def test_verify_speed_benchmark_builds_a_2_4_model_and_runs(capsys):
+    from benchmarks.verify_speed import main as verify_speed
+
+    assert verify_speed(["--linears", "0", "--convs", "1", "--repeats", "1", "--skip-polygraphy"]) == 0
+    out = capsys.readouterr().out
+    assert "2:4 verification of a 2M-parameter ONNX model" in out and "1/1" in out

@@ -131,3 +131,14 @@ def test_failed_export_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ExportError, match="should end in .onnx"):
         export_onnx(_net(), torch.randn(1, 3, 4, 4), tmp_path / "b.pt")
+
+
+def test_parity_above_tolerance_fails_and_writes_nothing(exported, tmp_path):
+    model, _, _, report = exported
+    assert report.parity[0].max_abs_error > 0  # BN folding changes the arithmetic a little
+    with pytest.raises(ExportError) as info:
+        export_onnx(model, torch.randn(2, 3, 4, 4), tmp_path / "strict.onnx", atol=0.0, rtol=0.0)
+    message = str(info.value)
+    assert message.startswith("ONNX output 'linear_1' differs from PyTorch by ")
+    assert message.endswith("above the tolerance 0; nothing was written")
+    assert list(tmp_path.iterdir()) == []
