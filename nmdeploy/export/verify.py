@@ -41,6 +41,7 @@ _WEIGHT_INPUTS: dict[str, dict[int, tuple[int, str | None]]] = {
 }
 _PASS_THROUGH = ("Cast", "Identity", "QuantizeLinear", "DequantizeLinear", "Transpose")
 _SMALL_CHANNELS = 256  # below this TensorRT usually keeps dense kernels (TENSORRT.md §4)
+_MAX_HOPS = 64  # pass-through ops followed before giving up (a malformed graph may loop)
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def _trace(name: str, scope: _Scope) -> tuple[str, np.ndarray, list[onnx.NodePro
     zero: np.ndarray | int = 0
     while name not in scope.constants:
         node = scope.producers.get(name)
-        if node is None or node.op_type not in _PASS_THROUGH:
+        if node is None or node.op_type not in _PASS_THROUGH or len(chain) > _MAX_HOPS:
             return None
         chain.append(node)
         name = node.input[0]
