@@ -289,6 +289,24 @@ def is_nm_sparse(weight: torch.Tensor, n: int, m: int) -> bool:
     return bool((nonzero.sum(dim=2) <= n).all())
 
 
+def _maxq_multipliers(a: torch.Tensor, n: int, m: int, tau: float, hints: dict | None) -> torch.Tensor:
+    """``1 + Q_filter + Q_kernel`` for a stack of same-shaped magnitudes ``[layers, out, in, *kernel]``.
+
+    Every layer keeps its own populations: filter rows stack naturally; each (layer, kernel
+    position) becomes one column of an ``[out * in, layers * positions]`` view.
+    """
+    count, out = a.shape[0], a.shape[1]
+    positions = a[0, 0, 0].numel()
+    keep, sig = _axis_query(a.reshape(count * out, -1), 1, n, m, tau, hints, "filter")
+    multiplier = sig.mul_(keep).add_(1.0).view(count, -1, positions)
+    if positions > 1:  # kernel axis: one population per (layer, kernel position)
+        by_column = a.reshape(count, -1, positions).permute(1, 0, 2).reshape(-1, count * positions)
+        keep, sig = _axis_query(by_column, 0, n, m, tau, hints, "kernel")
+        per_layer = (-1, count, positions)
+        multiplier.addcmul_(keep.view(per_layer).permute(1, 0, 2), sig.view(per_layer).permute(1, 0, 2))
+    return multiplier.view(a.shape)
+
+
 def maxq_parts(
     weight: torch.Tensor,
     n: int,
@@ -310,13 +328,7 @@ def maxq_parts(
     n_dense = math.floor(dense_fraction * (a.numel() // m))
     if n_dense > 0:  # incremental schedule: the lowest-L1 blocks stay fully dense
         kept = torch.maximum(kept, _lowest_blocks(a4.sum(dim=2), n_dense).unsqueeze(2))
-    out_channels, positions = a4.shape[0], a4.shape[3]
-    # filter axis: one population per output channel; multiplier = 1 + Q_filter
-    keep, sig = _axis_query(a.reshape(out_channels, -1), 1, n, m, tau, hints, "filter")
-    multiplier = sig.mul_(keep).add_(1.0)
-    if positions > 1:  # kernel axis: one population per kernel position (a column here)
-        keep, sig = _axis_query(a.reshape(-1, positions), 0, n, m, tau, hints, "kernel")
-        multiplier.view(-1, positions).addcmul_(keep, sig)
+    multiplier = _maxq_multipliers(a.unsqueeze(0), n, m, tau, hints)[0]
     return kept.view(weight.shape), multiplier.view(weight.shape)
 
 
@@ -325,22 +337,13 @@ def maxq_masks_same_shape(
 ) -> list[torch.Tensor]:
     """MaxQ soft masks of several same-shaped weights (no dense blocks) sharing every tensor op.
 
-    Each layer keeps its own populations: filter rows stack naturally; each (layer, kernel
-    position) becomes one column of an ``[out * in, layers * positions]`` view. ``nms`` are
-    the layers' N:M indicators. The zeros equal those of one :func:`maxq_parts` per layer
+    ``nms`` are the layers' N:M indicators. The zeros equal those of one :func:`maxq_parts` per layer
     exactly; the multipliers to rounding (an elementwise kernel may round the last bit
     differently in its vector body and its scalar tail, which fall elsewhere for other sizes).
     """
     count, shape = len(weights), weights[0].shape
     a = _magnitudes(torch.stack([w.detach() for w in weights]))  # [layers, out, in, *kernel]
-    positions = a[0, 0, 0].numel()
-    keep, sig = _axis_query(a.reshape(count * shape[0], -1), 1, n, m, tau, hints, "filter")
-    multiplier = sig.mul_(keep).add_(1.0).view(count, -1, positions)
-    if positions > 1:
-        by_column = a.reshape(count, -1, positions).permute(1, 0, 2).reshape(-1, count * positions)
-        keep, sig = _axis_query(by_column, 0, n, m, tau, hints, "kernel")
-        per_layer = (-1, count, positions)  # same addcmul as maxq_parts: same rounding
-        multiplier.addcmul_(keep.view(per_layer).permute(1, 0, 2), sig.view(per_layer).permute(1, 0, 2))
+    multiplier = _maxq_multipliers(a, n, m, tau, hints)
     kept = torch.stack([nm.to(a.dtype) for nm in nms]).view(multiplier.shape)
     masks = (kept * multiplier).view(count, *shape)
     return [mask.to(w.dtype) for mask, w in zip(masks, weights)]
