@@ -238,7 +238,7 @@ def sparsify(
         if parametrization is not None:
             parametrization.train(model.training)
             parametrize.register_parametrization(target.module, target.param_name, parametrization, unsafe=True)
-    if spec.name in ("maxq", "srste", "ste"):  # methods that rebuild masks in every forward
+    if spec.rebuilds_masks:
         attach_batching(model)
     sp = Sparsifier(model, nm, method, schedule, start_epoch, end_epoch, targets, dict(options or {}))
     sp.set_epoch(0)

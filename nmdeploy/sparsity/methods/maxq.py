@@ -102,6 +102,6 @@ class MaxQMask(NMParametrization):
         return f"{super().extra_repr()}, decay={self.decay:g}, tau={self.tau:g}"
 
 
-@register("maxq", MaxQConfig, uses_schedule=True)
+@register("maxq", MaxQConfig, uses_schedule=True, rebuilds_masks=True)
 def make_maxq(n: int, m: int, weight: torch.Tensor, config: MaxQConfig) -> MaxQMask:
     return MaxQMask(n, m, weight, config.decay, config.tau)

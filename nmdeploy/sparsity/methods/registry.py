@@ -21,6 +21,7 @@ class MethodSpec:
     config_class: type
     factory: Factory
     uses_schedule: bool = False
+    rebuilds_masks: bool = False  # masks recomputed from the weights in every forward
 
     def make_config(self, options: Mapping[str, Any] | None) -> Any:
         return build_config(self.config_class, options, f"options of method {self.name!r}")
@@ -29,11 +30,13 @@ class MethodSpec:
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(name: str, config_class: type, uses_schedule: bool = False) -> Callable[[Factory], Factory]:
+def register(
+    name: str, config_class: type, uses_schedule: bool = False, rebuilds_masks: bool = False
+) -> Callable[[Factory], Factory]:
     """Decorator: make ``factory`` the way to build method ``name``'s parametrizations."""
 
     def decorate(factory: Factory) -> Factory:
-        _REGISTRY[name] = MethodSpec(name, config_class, factory, uses_schedule)
+        _REGISTRY[name] = MethodSpec(name, config_class, factory, uses_schedule, rebuilds_masks)
         return factory
 
     return decorate

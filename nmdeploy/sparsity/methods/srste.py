@@ -68,11 +68,11 @@ class STEMask(SRSTEMask):
     method = "ste"
 
 
-@register("srste", SRSTEConfig)
+@register("srste", SRSTEConfig, rebuilds_masks=True)
 def make_srste(n: int, m: int, weight: torch.Tensor, config: SRSTEConfig) -> SRSTEMask:
     return SRSTEMask(n, m, config.decay)
 
 
-@register("ste", STEConfig)
+@register("ste", STEConfig, rebuilds_masks=True)
 def make_ste(n: int, m: int, weight: torch.Tensor, config: STEConfig) -> SRSTEMask:
     return STEMask(n, m, 0.0)
