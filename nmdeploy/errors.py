@@ -15,6 +15,7 @@ __all__ = [
     "MissingDependencyError",
     "InputError",
     "ExportError",
+    "QuantError",
 ]
 
 
@@ -52,3 +53,7 @@ class InputError(NMDeployError):
 
 class ExportError(NMDeployError):
     """ONNX export failed or the exported model does not match the PyTorch model."""
+
+
+class QuantError(NMDeployError):
+    """INT8 quantisation failed, or its result breaks TensorRT's Q/DQ rules or the N:M layout."""

@@ -1,0 +1,1 @@
+"""INT8 quantisation with TensorRT-legal Q/DQ: calibration sets, readers, the lint, evaluation."""

@@ -1,0 +1,197 @@
+"""Calibration sets: N samples drawn reproducibly from a data source, stored as ``.npz`` + manifest.
+
+The draw is class-balanced when the source has labels (each class gets ``N // classes``
+samples, the first ``N % classes`` classes one more) and uniform otherwise, always from
+``numpy.random.default_rng(seed)``. The ``.npz`` is written byte-for-byte reproducibly (fixed
+zip timestamps, fixed member order), so the manifest's sha256 identifies the file itself:
+anyone with the same source can regenerate it and compare with ``sha256sum``.
+
+A *definition* (``calibration/NAME.yaml``) records how a committed set was made: ``data``,
+``count``, ``seed`` and an optional ``output``; ``nmdeploy calibrate --definition FILE``
+rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nmdeploy import __version__
+from nmdeploy.config import build_config
+from nmdeploy.data import ArrayData, load_data
+from nmdeploy.errors import ConfigError, InputError
+
+__all__ = [
+    "CalibrationDefinition", "CalibrationManifest", "draw_indices", "make_calibration_set",
+    "read_definition", "load_calibration_set", "write_calibration_set",
+]
+
+SCHEMA = "nmdeploy.calibration/1"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp: the same bytes on every run
+
+
+@dataclass(frozen=True)
+class CalibrationManifest:
+    """What a calibration set is and where it came from (the ``.json`` beside the ``.npz``)."""
+
+    source: str
+    split: str
+    seed: int
+    count: int
+    balanced: bool
+    per_class: dict[str, int]
+    inputs: dict[str, list[int]]
+    dtypes: dict[str, str]
+    preprocessing: str
+    sha256: str
+    schema: str = SCHEMA
+    nmdeploy: str = __version__
+
+
+@dataclass(frozen=True)
+class CalibrationDefinition:
+    """A recipe for one calibration set (``calibration/NAME.yaml``); unknown keys are errors."""
+
+    data: str
+    count: int = 512
+    seed: int = 0
+    output: str = ""  # default: NAME.npz beside the definition
+
+
+def draw_indices(count: int, total: int, labels: np.ndarray | None, seed: int) -> np.ndarray:
+    """``count`` distinct indices in [0, total): class-balanced when ``labels`` is given."""
+    if count <= 0:
+        raise ConfigError(f"calibration count {count} must be a positive number of samples")
+    if count > total:
+        raise InputError(f"asked for {count} calibration samples but the source has only {total}; lower -n")
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        chosen = rng.choice(total, size=count, replace=False)
+    else:
+        classes = np.unique(labels)
+        quota = np.full(len(classes), count // len(classes))
+        quota[: count % len(classes)] += 1
+        picks, leftovers = [], []
+        for cls, want in zip(classes, quota):
+            members = np.flatnonzero(labels == cls)
+            order = rng.permutation(members)
+            picks.append(order[:want])
+            leftovers.append(order[want:])
+        chosen = np.concatenate(picks)
+        short = count - chosen.size  # classes smaller than their quota: top up uniformly
+        if short:
+            rest = np.concatenate(leftovers)
+            chosen = np.concatenate([chosen, rng.choice(rest, size=short, replace=False)])
+        chosen = rng.permutation(chosen)  # mixed classes in every batch
+    return chosen.astype(np.int64)
+
+
+def make_calibration_set(data: ArrayData, count: int, seed: int = 0) -> tuple[ArrayData, dict[str, Any]]:
+    """Draw the set from ``data``; returns it and the manifest fields known before writing."""
+    index = draw_indices(count, len(data), data.labels, seed)
+    subset = data.take(index)
+    per_class: dict[str, int] = {}
+    if subset.labels is not None:
+        values, counts = np.unique(subset.labels, return_counts=True)
+        per_class = {str(v): int(c) for v, c in zip(values, counts)}
+    return subset, {
+        "source": data.source, "split": data.split, "seed": seed, "count": count,
+        "balanced": data.labels is not None, "per_class": per_class, "preprocessing": data.preprocessing,
+    }
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` (what numpy.savez_compressed writes) with fixed timestamps: same input, same bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, member.getvalue())
+    return buffer.getvalue()
+
+
+def write_calibration_set(path: str | Path, data: ArrayData, fields: dict[str, Any]) -> CalibrationManifest:
+    """Write ``path`` (.npz) and its manifest (.json) atomically; returns the manifest."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ConfigError(f"calibration set path {path} should end in .npz")
+    arrays = dict(data.inputs)
+    if data.labels is not None:
+        arrays["y"] = data.labels
+    blob = _npz_bytes(arrays)
+    manifest = CalibrationManifest(
+        **fields,
+        inputs={k: list(v.shape) for k, v in data.inputs.items()},
+        dtypes={k: str(v.dtype) for k, v in data.inputs.items()},
+        sha256=hashlib.sha256(blob).hexdigest(),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        for target, payload in ((path, blob), (path.with_suffix(".json"), (json.dumps(asdict(manifest), indent=2) + "\n").encode())):
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+            written.append((tmp, target))
+        for tmp, target in written:
+            os.replace(tmp, target)
+    finally:
+        for tmp, _ in written:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return manifest
+
+
+def load_calibration_set(path: str | Path) -> tuple[ArrayData, CalibrationManifest | None]:
+    """Read a set; when its manifest is beside it, the file must match the recorded sha256."""
+    path = Path(path)
+    data = load_data(str(path))
+    manifest_path = path.with_suffix(".json")
+    if not manifest_path.is_file():
+        return data, None
+    try:
+        fields = json.loads(manifest_path.read_text())
+        manifest = CalibrationManifest(**fields)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{manifest_path} is not a calibration manifest ({exc}); rebuild the set with nmdeploy calibrate") from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != manifest.sha256:
+        raise InputError(
+            f"{path} does not match its manifest (sha256 {digest[:12]}... != {manifest.sha256[:12]}...); "
+            "rebuild it with nmdeploy calibrate or delete the stale .json"
+        )
+    return ArrayData(data.inputs, data.labels, str(path), manifest.split, manifest.preprocessing), manifest
+
+
+def read_definition(path: str | Path) -> CalibrationDefinition:
+    """Parse ``calibration/NAME.yaml``; relative ``output`` paths are beside the definition."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such calibration definition; see calibration/*.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path} should be a mapping with data, count, seed and output")
+    definition = build_config(CalibrationDefinition, raw, str(path))
+    for key, kind in (("data", str), ("count", int), ("seed", int), ("output", str)):
+        value = getattr(definition, key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{path}: {key} should be {kind.__name__}, got {value!r}")
+    output = path.parent / definition.output if definition.output else path.with_suffix(".npz")
+    return CalibrationDefinition(definition.data, definition.count, definition.seed, str(output))

@@ -1,0 +1,253 @@
+"""``quantize_int8``: an FP32 ONNX -> an INT8 Q/DQ ONNX that TensorRT 10.x-11.x accepts.
+
+Built on ``onnxruntime.quantization.quantize_static`` (TENSORRT.md §6): QDQ format, int8
+activations and weights, symmetric (every zero point 0), per-channel weights along the
+output-channel axis, bias left in float. Calibration maths (min-max, entropy, percentile)
+is onnxruntime's; nmdeploy chooses the nodes, fixes the placement TensorRT wants
+(:mod:`nmdeploy.quant.placement`), and then proves the result: the Q/DQ lint must pass,
+every layer that was N:M must still be N:M in its int8 weights, and FP32 vs INT8 accuracy
+is measured. The output is written only when all of that holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from nmdeploy.data import ArrayData, load_data
+from nmdeploy.errors import ConfigError, InputError, QuantError
+from nmdeploy.export.verify import VerifyReport, load_onnx, verify_model
+from nmdeploy.quant.calibset import load_calibration_set
+from nmdeploy.quant.evaluate import EvalReport, evaluate_onnx
+from nmdeploy.quant.lint import LintReport, lint_qdq
+from nmdeploy.quant.placement import drop_fused_add_qdq, drop_output_qdq, prune_unused, residual_adds
+from nmdeploy.quant.reader import CalibrationReader, bind_inputs, ort_session
+
+__all__ = ["METHODS", "QuantReport", "quantize_int8", "resolve_data"]
+
+METHODS = ("minmax", "entropy", "percentile")
+_QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+_ALREADY = ("QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear")
+log = logging.getLogger("nmdeploy")
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    path: str
+    method: str
+    percentile: float | None
+    per_channel: bool
+    output_qdq_on_sparse: bool
+    keep_float_weights: bool
+    calibration: str
+    calibration_samples: int
+    quantized: tuple[str, ...]  # weighted nodes with INT8 inputs and weights
+    excluded: tuple[str, ...]  # weighted nodes left in float
+    residual_adds: int  # Add nodes whose residual input got Q/DQ
+    sparse_layers: tuple[str, ...]  # N:M layers, verified again on the int8 weights
+    lint: LintReport
+    verify: VerifyReport
+    accuracy: EvalReport
+
+
+def resolve_data(spec: str | Path | ArrayData, default_split: str) -> ArrayData:
+    """An ArrayData as is; a calibration ``.npz`` with its manifest checked; any other data spec."""
+    if isinstance(spec, ArrayData):
+        return spec
+    path = Path(spec)
+    if path.suffix == ".npz" and path.with_suffix(".json").is_file():
+        return load_calibration_set(path)[0]
+    return load_data(str(spec), default_split)
+
+
+def _weighted(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type in _QUANTIZED_OPS]
+
+
+def _resolve_exclude(nodes: list[onnx.NodeProto], patterns: Sequence[str]) -> set[str]:
+    """Node names matched by ``patterns`` (globs on node names or on their weight/input names)."""
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = {n.name for n in nodes if fnmatch.fnmatchcase(n.name, pattern) or any(fnmatch.fnmatchcase(i, pattern) for i in n.input)}
+        if not hits:
+            examples = ", ".join(sorted({i for n in nodes[:3] for i in n.input[1:2]} | {n.name for n in nodes[:2]}))
+            raise ConfigError(f"exclude pattern {pattern!r} matches no Conv/Gemm/MatMul node or weight; names look like: {examples}")
+        chosen |= hits
+    return chosen
+
+
+def _calibrate_method(method: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
+
+
+def _drop_unused_opsets(model: onnx.ModelProto) -> None:
+    """onnxruntime's pre-processing declares its contrib domains; keep only the ones used."""
+    used = {n.domain for n in model.graph.node} | {"", "ai.onnx"}
+    keep = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
+def quantize_int8(
+    onnx_in: str | Path,
+    onnx_out: str | Path,
+    calibration: str | Path | ArrayData,
+    method: str = "entropy",
+    per_channel: bool = True,
+    output_qdq_on_sparse: bool = False,
+    exclude: Sequence[str] = (),
+    *,
+    percentile: float = 99.999,
+    keep_float_weights: bool = False,
+    pattern: str = "2:4",
+    batch_size: int = 32,
+    eval_data: str | Path | ArrayData | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> QuantReport:
+    """Quantise ``onnx_in`` to INT8 Q/DQ at ``onnx_out``, calibrated on ``calibration``.
+
+    ``calibration``: a calibration-set ``.npz`` (``nmdeploy calibrate``), any data spec or an
+    ArrayData. ``method``: minmax, entropy or percentile (``percentile`` sets its cut-off).
+    ``output_qdq_on_sparse`` also quantises the outputs of N:M layers. ``keep_float_weights``
+    stores float weights behind a Q -> DQ pair (TensorRT 8.6 / JetPack 5-6) instead of int8
+    initializers. ``exclude``: globs on node or weight names kept in float. Accuracy is
+    measured on ``eval_data`` (default: the calibration data). ``progress(stage, done,
+    total)`` is told how far calibration and evaluation are.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"calibration method {method!r} does not exist; use one of {', '.join(METHODS)}")
+    if method == "percentile" and not 0 < percentile <= 100:
+        raise ConfigError(f"percentile {percentile} must be in (0, 100], e.g. 99.999")
+    if batch_size < 1:
+        raise ConfigError(f"batch size {batch_size} must be >= 1")
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    if onnx_out.suffix != ".onnx":
+        raise ConfigError(f"output path {onnx_out} should end in .onnx")
+    if onnx_out.resolve() == onnx_in.resolve():
+        raise ConfigError(f"output {onnx_out} is the input model; write the INT8 model to a new file")
+    model = load_onnx(onnx_in)
+    already = sorted({n.op_type for n in model.graph.node if n.op_type in _ALREADY or n.op_type.startswith("QLinear")})
+    if already:
+        raise InputError(f"{onnx_in} is already quantised (it has {', '.join(already)}); pass the FP32 model")
+    weighted = _weighted(model)
+    if not weighted:
+        raise InputError(f"{onnx_in} has no Conv, Gemm or MatMul node; there is nothing to quantise")
+    excluded = _resolve_exclude(weighted, exclude)
+    calib = resolve_data(calibration, "train")
+    session = ort_session(str(onnx_in))
+    bound = bind_inputs(calib, session.get_inputs(), "calibration data")
+    del session
+    evaluation = calib if eval_data is None else resolve_data(eval_data, "test")
+
+    onnx_out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=onnx_out.parent, prefix=f".{onnx_out.stem}-") as tmp:
+        pre, raw, final = (Path(tmp) / name for name in ("pre.onnx", "raw.onnx", onnx_out.name))
+        _run_ort(onnx_in, pre, raw, bound, method, percentile, per_channel, output_qdq_on_sparse, keep_float_weights,
+                 excluded, batch_size, progress)
+        pre_model = onnx.load(str(pre))
+        fp32_check = verify_model(pre_model, pattern, None, str(onnx_in))
+        sparse = {layer.node for layer in fp32_check.layers if layer.required and layer.ok}
+        quantized = onnx.load(str(raw))
+        adds = residual_adds(pre_model.graph)
+        graph = quantized.graph
+        sparse_outputs = {n.output[0] for n in graph.node if n.name in sparse} if output_qdq_on_sparse else set()
+        drop_fused_add_qdq(graph, adds, keep=sparse_outputs)
+        if output_qdq_on_sparse:
+            protected = {(n.name, 1 - slot) for n in graph.node if n.name in adds for slot in (adds[n.name],)}
+            drop_output_qdq(graph, sparse, protected)
+        prune_unused(graph)
+        _drop_unused_opsets(quantized)
+        onnx.save(quantized, str(final))
+
+        lint = lint_qdq(quantized, str(onnx_out))
+        if not lint.ok:
+            raise QuantError(f"the quantised model breaks TensorRT's Q/DQ rules: {lint.violations[0]} "
+                             f"({len(lint.violations)} violation(s)); nothing was written")
+        check = verify_model(quantized, pattern, None, str(onnx_out))
+        after = {layer.node: layer for layer in check.layers}
+        lost = sorted(node for node in sparse if node not in excluded and not (node in after and after[node].ok))
+        if lost:
+            raise QuantError(f"{len(lost)} layer(s) lost their {pattern} zeros in INT8 (first: {lost[0]}); nothing was written")
+        done = [n.name for n in graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded]
+        eval_progress = (lambda k: progress("evaluate", k, 2 * len(evaluation))) if progress else None
+        accuracy = evaluate_onnx(final, evaluation, reference=onnx_in, progress=eval_progress)
+        os.replace(final, onnx_out)
+    accuracy = dataclasses.replace(accuracy, model=str(onnx_out))
+    return QuantReport(
+        str(onnx_out), method, percentile if method == "percentile" else None, per_channel, output_qdq_on_sparse,
+        keep_float_weights, calib.source, bound.count, tuple(done), tuple(sorted(excluded)),
+        sum(1 for n in graph.node if n.name in adds), tuple(sorted(sparse - excluded)), lint,
+        VerifyReport(str(onnx_out), check.pattern, check.require, check.layers, check.skipped), accuracy,
+    )
+
+
+def _run_ort(
+    onnx_in: Path, pre: Path, raw: Path, bound: Any, method: str, percentile: float, per_channel: bool,
+    outputs: bool, float_weights: bool, excluded: set[str], batch_size: int, progress: Any,
+) -> None:
+    """onnxruntime's pre-processing and quantize_static with TensorRT's settings (TENSORRT.md §6)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    chatter = io.StringIO()  # onnxruntime prints calibration progress with print()
+    try:
+        with contextlib.redirect_stdout(chatter):
+            quant_pre_process(str(onnx_in), str(pre))
+    except Exception as exc:
+        raise QuantError(f"onnxruntime pre-processing failed on {onnx_in}: {str(exc).strip().splitlines()[0][:200]}") from None
+    pre_model = onnx.load(str(pre))
+    adds = residual_adds(pre_model.graph)
+    nodes = [n.name for n in pre_model.graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded] + list(adds)
+    reader = CalibrationReader(bound, batch_size)
+    if progress is not None:
+        base_next = reader.get_next
+        seen = [0]
+
+        def counted() -> dict | None:
+            feed = base_next()
+            if feed is not None:
+                seen[0] += len(next(iter(feed.values())))
+                progress("calibrate", seen[0], bound.count)
+            return feed
+
+        reader.get_next = counted  # type: ignore[method-assign]
+    extra = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        "AddQDQPairToWeight": float_weights,
+        "OpTypesToExcludeOutputQuantization": ["Add"] + ([] if outputs else list(_QUANTIZED_OPS)),
+    }
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    ort_logger = logging.getLogger("root")
+    level = ort_logger.level
+    try:
+        with contextlib.redirect_stdout(chatter):
+            ort_logger.setLevel(logging.ERROR)
+            quantize_static(
+                str(pre), str(raw), reader, quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=[*_QUANTIZED_OPS, "Add"], nodes_to_quantize=nodes,
+                nodes_to_exclude=sorted(excluded), per_channel=per_channel, reduce_range=False,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=_calibrate_method(method), extra_options=extra,
+            )
+    except (InputError, ConfigError):
+        raise
+    except Exception as exc:
+        raise QuantError(f"onnxruntime quantize_static failed: {str(exc).strip().splitlines()[0][:200]}") from None
+    finally:
+        ort_logger.setLevel(level)
+    log.debug("onnxruntime said: %s", chatter.getvalue().strip())

@@ -1,0 +1,140 @@
+"""Feed arrays to onnxruntime: bind them to a model's inputs, check them, stream batches.
+
+Every check happens before any inference starts, so a wrong name, shape or dtype, an empty
+set or a NaN fails in a second with one line instead of deep inside calibration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from nmdeploy.data import ArrayData
+from nmdeploy.errors import InputError
+
+__all__ = ["BoundInputs", "bind_inputs", "iter_batches", "ort_session", "CalibrationReader"]
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+def ort_session(path: str, threads: int = 0):  # -> onnxruntime.InferenceSession
+    """A CPU onnxruntime session (the GPU build runs on CPU too; TensorRT is the GPU path)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise InputError(f"{path}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0][:200]})") from None
+
+
+@dataclass(frozen=True)
+class BoundInputs:
+    """Arrays keyed by the model's input names, and the largest batch the model accepts."""
+
+    arrays: Mapping[str, np.ndarray]
+    max_batch: int | None  # None = dim 0 is dynamic
+    count: int
+
+
+def bind_inputs(data: ArrayData, model_inputs: list, what: str = "data") -> BoundInputs:
+    """Match ``data`` to ``model_inputs`` (onnxruntime NodeArgs) by name, shape and dtype.
+
+    A single unnamed array (``x``) binds to a single-input model whatever its name.
+    """
+    names = [i.name for i in model_inputs]
+    arrays = dict(data.inputs)
+    if len(arrays) == 1 and len(names) == 1 and names[0] not in arrays:
+        arrays = {names[0]: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise InputError(
+            f"{what} {data.source!r} has no array for model input {missing[0]!r} (it has {', '.join(sorted(arrays))}); "
+            "store each input under the model's input name"
+        )
+    count = len(data)
+    if count == 0:
+        raise InputError(f"{what} {data.source!r} is empty; it needs at least one sample")
+    max_batch = None
+    for meta in model_inputs:
+        array = arrays[meta.name]
+        want = _ORT_DTYPES.get(meta.type)
+        if want is not None and array.dtype != want:
+            raise InputError(
+                f"{what} {data.source!r}: input {meta.name!r} is {array.dtype}, the model wants {np.dtype(want).name}; "
+                f"convert it (array.astype('{np.dtype(want).name}'))"
+            )
+        shape = list(meta.shape)
+        if array.ndim != len(shape):
+            raise InputError(
+                f"{what} {data.source!r}: input {meta.name!r} has shape {list(array.shape)}, the model wants "
+                f"{_show(shape)} (samples along dim 0); reshape the data"
+            )
+        for axis, (have, want_dim) in enumerate(zip(array.shape, shape)):
+            if axis == 0:
+                if isinstance(want_dim, int) and want_dim > 0:
+                    max_batch = want_dim if max_batch is None else min(max_batch, want_dim)
+                continue
+            if isinstance(want_dim, int) and want_dim > 0 and have != want_dim:
+                raise InputError(
+                    f"{what} {data.source!r}: input {meta.name!r} has shape {list(array.shape)}, the model wants "
+                    f"{_show(shape)} (dim {axis}: {have} != {want_dim}); use data made for this model"
+                )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            raise InputError(f"{what} {data.source!r}: input {meta.name!r} holds {bad} NaN/Inf value(s); clean the data")
+    if max_batch is not None and count < max_batch:
+        raise InputError(
+            f"{what} {data.source!r} has {count} sample(s), fewer than the model's fixed batch of {max_batch}; "
+            "give more samples or export with a dynamic batch"
+        )
+    return BoundInputs({n: arrays[n] for n in names}, max_batch, count)
+
+
+def _show(shape: list) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "N" if i == 0 else str(d or "?") for i, d in enumerate(shape)) + "]"
+
+
+def iter_batches(bound: BoundInputs, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Consecutive batches of ``batch_size`` (capped by a static batch dim) as ORT feeds."""
+    size = max(1, min(batch_size, bound.max_batch or batch_size))
+    if bound.max_batch is not None and bound.count % size:
+        # A static batch dim cannot take a short last batch: drop the remainder.
+        stop = bound.count - bound.count % size
+    else:
+        stop = bound.count
+    for start in range(0, stop, size):
+        yield {name: np.ascontiguousarray(a[start:start + size]) for name, a in bound.arrays.items()}
+
+
+class CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol (``get_next`` / ``rewind``) over bound arrays."""
+
+    def __init__(self, bound: BoundInputs, batch_size: int = 32) -> None:
+        self.bound = bound
+        self.batch_size = batch_size
+        self._batches = iter_batches(bound, batch_size)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:
+        self._batches = iter_batches(self.bound, self.batch_size)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
