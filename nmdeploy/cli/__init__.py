@@ -50,16 +50,19 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
         debug = debug or env_flag(os.environ.get("NMDEPLOY_DEBUG"), "NMDEPLOY_DEBUG")
     except NMDeployError as exc:
         raise click.ClickException(str(exc)) from None
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug, "quiet": quiet}
     configure_logging(-1 if quiet else verbose)
 
 
 def _register() -> None:
+    from nmdeploy.cli.calibrate import calibrate
     from nmdeploy.cli.demo import demo
+    from nmdeploy.cli.evaluate import evaluate
     from nmdeploy.cli.export import export
+    from nmdeploy.cli.quantize import quantize
     from nmdeploy.cli.verify import verify
 
-    for command in (demo, export, verify):
+    for command in (demo, export, verify, calibrate, quantize, evaluate):
         cli.add_command(command)
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
 from pathlib import Path
 
 import click
@@ -19,34 +18,46 @@ import click
     help="Which layers must pass: 'all', or a regex on node/weight names. Default: every layer "
     "that has any N:M group (a half-sparse layer is a bug).",
 )
-def verify(model: Path, pattern: str, json_path: Path | None, require: str | None) -> None:
+@click.option("--trt-rules", is_flag=True, help="Also lint the Q/DQ nodes against TensorRT's INT8 import rules.")
+def verify(model: Path, pattern: str, json_path: Path | None, require: str | None, trt_rules: bool) -> None:
     """Check the N:M (2:4) layout of every Conv/ConvTranspose/Gemm/MatMul weight of MODEL.
 
     Follows Cast, Identity, Q/DQ and Transpose back to the stored weight (float or int8).
-    Exit code 0 when every required layer passes, 1 when one violates, 2 for bad input.
+    --trt-rules also checks every Q/DQ node: int8 zero points all 0, scales finite and > 0,
+    per-axis scales only on weights along the output-channel axis, int8 weights behind
+    DequantizeLinear, opset >= 13, no QLinear*/ConvInteger/MatMulInteger. Exit code 0 when
+    everything passes, 1 on a violation, 2 for bad input.
     """
     from rich.console import Console
     from rich.table import Table
 
+    from nmdeploy._atomic import write_atomic
     from nmdeploy.errors import InputError, PatternError
-    from nmdeploy.export.verify import verify_onnx
+    from nmdeploy.export.verify import load_onnx, verify_model
+    from nmdeploy.quant.lint import lint_qdq
 
     try:
-        report = verify_onnx(model, pattern, require)
+        graph = load_onnx(model)
+        report = verify_model(graph, pattern, require, str(model))
     except PatternError as exc:
         raise InputError(str(exc)) from None
+    lint = lint_qdq(graph, str(model)) if trt_rules else None
+    ok = report.ok and (lint is None or lint.ok)
     if json_path is not None:
+        payload = report.to_dict() | ({"trt_rules": lint.to_dict()} if lint is not None else {})
         if str(json_path) == "-":
-            click.echo(report.to_json())
-            return _exit(report.ok)
-        fd, tmp = tempfile.mkstemp(dir=json_path.parent or ".", prefix=f".{json_path.name}.")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(report.to_json() + "\n")
-        os.replace(tmp, json_path)
+            click.echo(json.dumps(payload, indent=2))
+            return _exit(ok)
+        write_atomic(json_path, json.dumps(payload, indent=2) + "\n")
     console = Console()
+    if lint is not None:
+        for v in lint.violations:
+            click.echo(f"Q/DQ rule broken at {v}")
+        click.echo(f"trt-rules {'PASSED' if lint.ok else 'FAILED'}: {lint.quantize_nodes} QuantizeLinear, "
+                   f"{lint.dequantize_nodes} DequantizeLinear, {len(lint.violations)} violation(s)")
     if not report.layers:
         click.echo(f"{model}: no Conv/ConvTranspose/Gemm/MatMul with a constant weight; nothing to check")
-        return _exit(True)
+        return _exit(ok)
     table = Table(title=f"{model}: {report.pattern} along the axis TensorRT reduces over")
     for col in ("weight", "op", "shape", "axis", "pattern", "zeros", "bad groups", "first bad", "2:4 hw", "required"):
         table.add_column(col, overflow="fold")
@@ -69,7 +80,7 @@ def verify(model: Path, pattern: str, json_path: Path | None, require: str | Non
         click.echo(f"FAILED: {len(failed)} required layer(s) not {report.pattern}: " + ", ".join(f.weight for f in failed))
     else:
         click.echo(f"PASSED: {len(report.layers)} weight(s) checked, every required layer is {report.pattern}")
-    _exit(report.ok)
+    _exit(ok)
 
 
 def _exit(ok: bool) -> None:

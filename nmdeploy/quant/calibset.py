@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from nmdeploy import __version__
+from nmdeploy._atomic import write_all_atomic
 from nmdeploy.config import build_config
 from nmdeploy.data import ArrayData, load_data
 from nmdeploy.errors import ConfigError, InputError
@@ -137,20 +136,7 @@ def write_calibration_set(path: str | Path, data: ArrayData, fields: dict[str, A
         dtypes={k: str(v.dtype) for k, v in data.inputs.items()},
         sha256=hashlib.sha256(blob).hexdigest(),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    try:
-        for target, payload in ((path, blob), (path.with_suffix(".json"), (json.dumps(asdict(manifest), indent=2) + "\n").encode())):
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-            written.append((tmp, target))
-        for tmp, target in written:
-            os.replace(tmp, target)
-    finally:
-        for tmp, _ in written:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    write_all_atomic([(path, blob), (path.with_suffix(".json"), json.dumps(asdict(manifest), indent=2) + "\n")])
     return manifest
 
 

@@ -121,8 +121,13 @@ class CalibrationReader:
 
     def __init__(self, bound: BoundInputs, batch_size: int = 32) -> None:
         self.bound = bound
-        self.batch_size = batch_size
-        self._batches = iter_batches(bound, batch_size)
+        # Equal batches only: onnxruntime's histogram calibrators (percentile) fail on a short
+        # last batch, so take the largest batch size <= batch_size that divides the count.
+        size = max(1, min(batch_size, bound.max_batch or batch_size, bound.count))
+        while bound.count % size:
+            size -= 1
+        self.batch_size = size
+        self._batches = iter_batches(bound, self.batch_size)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)

@@ -1,0 +1,44 @@
+"""``nmdeploy calibrate``: draw a reproducible calibration set (.npz + .json manifest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--data", "spec", help="Data SPEC: fashion-mnist[:train|test], an .npz (x, optional y) or module:callable.")
+@click.option("-n", "--count", type=int, default=None, help="Samples to draw (class-balanced when labelled).  [default: 512]")
+@click.option("--seed", type=int, default=None, help="Seed of the draw; the same seed gives the same bytes.  [default: 0]")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="The .npz to write (manifest beside it, .json).")
+@click.option("--definition", type=click.Path(dir_okay=False, path_type=Path),
+              help="Build the set a definition describes, e.g. calibration/fashion-mnist.yaml.")
+def calibrate(spec: str | None, count: int | None, seed: int | None, output: Path | None, definition: Path | None) -> None:
+    """Draw N samples from a data source into a calibration set for nmdeploy quantize.
+
+    Class-balanced when the source has labels, uniform otherwise, from a fixed seed; written
+    as .npz (inputs under x, labels under y) with a .json manifest (source, split, seed,
+    count, per-class counts, preprocessing, sha256). A bare built-in name uses its train split.
+    """
+    from nmdeploy.data import load_data
+    from nmdeploy.errors import InputError
+    from nmdeploy.quant.calibset import make_calibration_set, read_definition, write_calibration_set
+
+    if definition is not None:
+        if spec or output:
+            raise InputError("--definition already names the data and the output; drop --data/-o or drop --definition")
+        plan = read_definition(definition)
+        spec, output = plan.data, Path(plan.output)
+        count = plan.count if count is None else count
+        seed = plan.seed if seed is None else seed
+    elif not spec or output is None:
+        raise InputError("give --data SPEC and -o FILE.npz (or --definition calibration/NAME.yaml)")
+    data = load_data(spec, default_split="train")
+    subset, fields = make_calibration_set(data, 512 if count is None else count, 0 if seed is None else seed)
+    manifest = write_calibration_set(output, subset, fields)
+    shapes = ", ".join(f"{k} {'x'.join(map(str, v))} {manifest.dtypes[k]}" for k, v in manifest.inputs.items())
+    where = f"{manifest.source}:{manifest.split}" if manifest.split else manifest.source
+    balance = f"class-balanced over {len(manifest.per_class)} classes" if manifest.balanced else "uniform (no labels)"
+    click.echo(f"wrote {output} ({manifest.count} samples from {where}, seed {manifest.seed}, {balance}; {shapes})")
+    click.echo(f"sha256 {manifest.sha256}  manifest {output.with_suffix('.json')}")

@@ -1,0 +1,50 @@
+"""``nmdeploy eval``: top-1 of an ONNX model on onnxruntime, and cosine to a reference model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("eval")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "spec", required=True, help="Data SPEC: fashion-mnist[:test|train], an .npz (x, optional y) or module:callable.")
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), help="Reference ONNX (e.g. the FP32 model) for per-output cosine.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result as JSON here ('-' for stdout).")
+def evaluate(model: Path, spec: str, reference: Path | None, batch_size: int, json_path: Path | None) -> None:
+    """Run MODEL on onnxruntime (CPU) over a data set: top-1 when it has labels, and the
+    per-output cosine to --reference (mean and worst sample). A bare built-in name uses its
+    test split.
+    """
+    from nmdeploy._atomic import write_atomic
+    from nmdeploy.cli._progress import stage_progress
+    from nmdeploy.data import load_data
+    from nmdeploy.quant.evaluate import evaluate_onnx
+
+    data = load_data(spec, default_split="test")
+    runs = 2 if reference is not None else 1
+    with stage_progress(disable=str(json_path) == "-") as update:
+        seen = [0]
+
+        def advance(k: int) -> None:
+            seen[0] += k
+            update("evaluate", seen[0], runs * len(data))
+
+        report = evaluate_onnx(model, data, reference, batch_size, advance)
+    if json_path is not None:
+        if str(json_path) == "-":
+            click.echo(report.to_json())
+            return
+        write_atomic(json_path, report.to_json() + "\n")
+    where = f"{data.source}:{data.split}" if data.split else data.source
+    if report.top1 is not None:
+        click.echo(f"{model}: top-1 {report.top1:.2%} on {report.samples} samples of {where}")
+    else:
+        click.echo(f"{model}: {report.samples} samples of {where} (no labels or not a classifier: no top-1)")
+    if report.reference is not None:
+        if report.reference_top1 is not None and report.top1 is not None:
+            click.echo(f"{reference}: top-1 {report.reference_top1:.2%} (difference {100 * (report.top1 - report.reference_top1):+.2f} pt)")
+        for c in report.cosine:
+            click.echo(f"cosine to {reference} on output {c.name}: mean {c.mean:.6f}, worst sample {c.min:.6f}")
