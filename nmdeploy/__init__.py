@@ -20,6 +20,9 @@ _LAZY = {
     "maxq_mask": "nmdeploy.sparsity.nm",
     "export_onnx": "nmdeploy.export.onnx",
     "verify_onnx": "nmdeploy.export.verify",
+    "quantize_int8": "nmdeploy.quant.int8",
+    "lint_qdq": "nmdeploy.quant.lint",
+    "evaluate_onnx": "nmdeploy.quant.evaluate",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -42,3 +42,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def device(request: pytest.FixtureRequest) -> str:
     """Runs a test body on the CPU and, where a GPU exists, again on CUDA."""
     return request.param
+
+
+from tests.quant.models import cnn_onnx, mlp_onnx  # noqa: E402,F401  (session fixtures shared by quant and cli tests)

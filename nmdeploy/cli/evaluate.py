@@ -14,9 +14,11 @@ import click
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result as JSON here ('-' for stdout).")
 def evaluate(model: Path, spec: str, reference: Path | None, batch_size: int, json_path: Path | None) -> None:
-    """Run MODEL on onnxruntime (CPU) over a data set: top-1 when it has labels, and the
-    per-output cosine to --reference (mean and worst sample). A bare built-in name uses its
-    test split.
+    """Measure MODEL on onnxruntime (CPU): top-1, and cosine to a reference model.
+
+    Top-1 is read from the first output ([N, classes]) when the data has labels; with
+    --reference, the reference's top-1 and the per-output cosine (mean over samples and the
+    worst sample) are printed too. A bare built-in name uses its test split.
     """
     from nmdeploy._atomic import write_atomic
     from nmdeploy.cli._progress import stage_progress

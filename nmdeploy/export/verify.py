@@ -151,11 +151,14 @@ def _trace(name: str, scope: _Scope) -> tuple[str, np.ndarray, list[onnx.NodePro
         zp = scope.constants.get(chain[-1].input[2])
         if zp is not None:  # per-axis zero points broadcast along the DequantizeLinear axis
             zp_values = numpy_helper.to_array(zp)
-            if zp_values.ndim == 1 and values.ndim > 1:
+            axis = _attr(chain[-1], "axis", 1) % max(values.ndim, 1)
+            if zp_values.size and np.all(zp_values == zp_values.flat[0]):
+                zero = zp_values.flat[0]  # one value (the usual all-zero case), whatever the axis says
+            elif zp_values.ndim == 1 and values.ndim > 1 and values.shape[axis] == zp_values.size:
                 shape = [1] * values.ndim
-                shape[_attr(chain[-1], "axis", 1) % values.ndim] = zp_values.size
-                zp_values = zp_values.reshape(shape)
-            zero = zp_values
+                shape[axis] = zp_values.size
+                zero = zp_values.reshape(shape)
+            # otherwise the zero points do not fit the weight (the Q/DQ lint reports it); count against 0
     return name, values, chain, zero
 
 

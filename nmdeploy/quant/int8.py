@@ -156,7 +156,7 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(dir=onnx_out.parent, prefix=f".{onnx_out.stem}-") as tmp:
         pre, raw, final = (Path(tmp) / name for name in ("pre.onnx", "raw.onnx", onnx_out.name))
         _run_ort(onnx_in, pre, raw, bound, method, percentile, per_channel, output_qdq_on_sparse, keep_float_weights,
-                 excluded, batch_size, progress)
+                 excluded, batch_size, progress, Path(tmp))
         pre_model = onnx.load(str(pre))
         fp32_check = verify_model(pre_model, pattern, None, str(onnx_in))
         sparse = {layer.node for layer in fp32_check.layers if layer.required and layer.ok}
@@ -194,9 +194,30 @@ def quantize_int8(
     )
 
 
+# Histogram sizes handed to onnxruntime's calibrators. quantize_static does not pass bin counts
+# through, and its entropy default (128 bins for 128 quantized bins) leaves one candidate
+# threshold, i.e. entropy == min-max; TensorRT's entropy calibrator uses 2048 bins for 128.
+_BINS = {"entropy": {"num_bins": 2048, "num_quantized_bins": 128}, "percentile": {"num_bins": 2048}}
+
+
+def _calibrate(pre: Path, tmp: Path, reader: Any, method: str, percentile: float, cache: Path) -> None:
+    """Collect activation ranges with onnxruntime's calibrator and save them as its JSON cache."""
+    from onnxruntime.quantization import create_calibrator, save_tensors_data
+
+    options: dict[str, Any] = {"symmetric": True, **_BINS.get(method, {})}
+    if method == "percentile":
+        options["percentile"] = percentile
+    calibrator = create_calibrator(
+        pre, list(_QUANTIZED_OPS) + ["Add"], augmented_model_path=str(tmp / "augmented.onnx"),
+        calibrate_method=_calibrate_method(method), extra_options=options,
+    )
+    calibrator.collect_data(reader)
+    save_tensors_data(calibrator.compute_data(), cache)
+
+
 def _run_ort(
     onnx_in: Path, pre: Path, raw: Path, bound: Any, method: str, percentile: float, per_channel: bool,
-    outputs: bool, float_weights: bool, excluded: set[str], batch_size: int, progress: Any,
+    outputs: bool, float_weights: bool, excluded: set[str], batch_size: int, progress: Any, tmp: Path,
 ) -> None:
     """onnxruntime's pre-processing and quantize_static with TensorRT's settings (TENSORRT.md §6)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
@@ -210,19 +231,8 @@ def _run_ort(
     pre_model = onnx.load(str(pre))
     adds = residual_adds(pre_model.graph)
     nodes = [n.name for n in pre_model.graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded] + list(adds)
-    reader = CalibrationReader(bound, batch_size)
-    if progress is not None:
-        base_next = reader.get_next
-        seen = [0]
-
-        def counted() -> dict | None:
-            feed = base_next()
-            if feed is not None:
-                seen[0] += len(next(iter(feed.values())))
-                progress("calibrate", seen[0], bound.count)
-            return feed
-
-        reader.get_next = counted  # type: ignore[method-assign]
+    on_batch = (lambda done, total: progress("calibrate", done, total)) if progress is not None else None
+    reader = CalibrationReader(bound, batch_size, on_batch)
     extra = {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
@@ -230,19 +240,19 @@ def _run_ort(
         "AddQDQPairToWeight": float_weights,
         "OpTypesToExcludeOutputQuantization": ["Add"] + ([] if outputs else list(_QUANTIZED_OPS)),
     }
-    if method == "percentile":
-        extra["CalibPercentile"] = percentile
+    cache = Path(tmp) / "ranges.json"
     ort_logger = logging.getLogger("root")
     level = ort_logger.level
     try:
         with contextlib.redirect_stdout(chatter):
             ort_logger.setLevel(logging.ERROR)
+            _calibrate(pre, Path(tmp), reader, method, percentile, cache)
             quantize_static(
-                str(pre), str(raw), reader, quant_format=QuantFormat.QDQ,
+                str(pre), str(raw), None, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=[*_QUANTIZED_OPS, "Add"], nodes_to_quantize=nodes,
                 nodes_to_exclude=sorted(excluded), per_channel=per_channel, reduce_range=False,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=_calibrate_method(method), extra_options=extra,
+                calibrate_method=_calibrate_method(method), extra_options=extra, calibration_cache_path=str(cache),
             )
     except (InputError, ConfigError):
         raise

@@ -6,7 +6,7 @@ set or a NaN fails in a second with one line instead of deep inside calibration.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,8 +119,11 @@ def iter_batches(bound: BoundInputs, batch_size: int) -> Iterator[dict[str, np.n
 class CalibrationReader:
     """onnxruntime's CalibrationDataReader protocol (``get_next`` / ``rewind``) over bound arrays."""
 
-    def __init__(self, bound: BoundInputs, batch_size: int = 32) -> None:
+    def __init__(self, bound: BoundInputs, batch_size: int = 32, on_batch: Callable[[int, int], None] | None = None) -> None:
+        """``on_batch(samples_done, total)`` is called after each batch is handed out."""
         self.bound = bound
+        self.on_batch = on_batch
+        self._done = 0
         # Equal batches only: onnxruntime's histogram calibrators (percentile) fail on a short
         # last batch, so take the largest batch size <= batch_size that divides the count.
         size = max(1, min(batch_size, bound.max_batch or batch_size, bound.count))
@@ -130,10 +133,15 @@ class CalibrationReader:
         self._batches = iter_batches(bound, self.batch_size)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)
+        feed = next(self._batches, None)
+        if feed is not None and self.on_batch is not None:
+            self._done += len(next(iter(feed.values())))
+            self.on_batch(self._done, self.bound.count)
+        return feed
 
     def rewind(self) -> None:
         self._batches = iter_batches(self.bound, self.batch_size)
+        self._done = 0
 
     def __iter__(self):
         return self

@@ -11,7 +11,7 @@ from nmdeploy.errors import ConfigError, InputError
 from nmdeploy.export.verify import verify_onnx
 from nmdeploy.quant.int8 import METHODS, quantize_int8
 from nmdeploy.quant.lint import lint_qdq
-from tests.quant.conftest import images, vectors
+from tests.quant.models import images, vectors
 
 COSINE_BOUND = 0.995  # FP32 vs INT8 mean per-sample cosine of the logits, stated in the README
 
@@ -176,3 +176,25 @@ def test_zeros_that_do_not_survive_fail_and_write_nothing(cnn_onnx, tmp_path, mo
     with pytest.raises(Exception, match=r"1 layer\(s\) lost their 2:4 zeros in INT8 \(first: node_Conv_\d+\); nothing was written"):
         quantize_int8(cnn_onnx, tmp_path / "q.onnx", images(16), "minmax")
     assert list(tmp_path.iterdir()) == []
+
+
+def _input_scale(path) -> float:
+    model = onnx.load(str(path))
+    return float(numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "x_scale")))
+
+
+def test_entropy_and_percentile_clip_outliers_that_minmax_keeps(mlp_onnx, tmp_path):
+    """Real entropy calibration (2048 bins), not onnxruntime's 128-bin default that equals min-max."""
+    from nmdeploy.data import ArrayData
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 32), dtype=np.float32)
+    x[0, 0] = 60.0  # one outlier of 8192 values: min-max covers it, entropy and the 99.9th percentile do not
+    data = ArrayData({"x": x}, None, "outlier")
+    scales = {}
+    for method in METHODS:
+        quantize_int8(mlp_onnx, tmp_path / f"{method}.onnx", data, method, percentile=99.9)
+        scales[method] = _input_scale(tmp_path / f"{method}.onnx")
+    assert scales["minmax"] == pytest.approx(60.0 / 127, rel=1e-6)
+    assert scales["entropy"] < scales["minmax"] / 4
+    assert scales["percentile"] < scales["minmax"] / 4
