@@ -68,15 +68,15 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: 
             progress.advance(task)
 
 
-def trained_models(dense_epochs: int, sparse_epochs: int) -> tuple[Path, Path]:
+def trained_models(dense_epochs: int, sparse_epochs: int, cache: Path, subset: int = 0) -> tuple[Path, Path]:
     """(dense ONNX, MaxQ 2:4 ONNX), trained once and cached."""
-    CACHE.mkdir(exist_ok=True)
-    tag = f"d{dense_epochs}-s{sparse_epochs}"
-    dense_onnx, sparse_onnx = CACHE / f"dense-{tag}.onnx", CACHE / f"maxq24-{tag}.onnx"
+    cache.mkdir(parents=True, exist_ok=True)
+    tag = f"d{dense_epochs}-s{sparse_epochs}" + (f"-n{subset}" if subset else "")
+    dense_onnx, sparse_onnx = cache / f"dense-{tag}.onnx", cache / f"maxq24-{tag}.onnx"
     if dense_onnx.exists() and sparse_onnx.exists():
         return dense_onnx, sparse_onnx
     torch.manual_seed(0)
-    x, y = (torch.from_numpy(a) for a in load("train"))
+    x, y = (torch.from_numpy(a[:subset] if subset else a) for a in load("train"))
     model = FashionResNet()
     sample = x[:2]
     with Progress(transient=True) as progress:
@@ -109,22 +109,29 @@ def _latency(paths: list[Path], batch: int, rounds: int, x: np.ndarray) -> list[
     return [(statistics.median(t) * 1e3, statistics.median(b / a for a, b in zip(times[0], t))) for t in times]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dense-epochs", type=int, default=8)
     parser.add_argument("--sparse-epochs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated calibration methods")
+    parser.add_argument("--train-subset", type=int, default=0, help="train on the first N images only (smoke tests)")
+    parser.add_argument("--test-subset", type=int, default=0, help="evaluate on the first N test images only")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where trained and quantised models are kept")
     parser.add_argument("--write", action="store_true", help="rewrite this benchmark's section of RESULTS.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     console = Console()
-    dense_onnx, sparse_onnx = trained_models(args.dense_epochs, args.sparse_epochs)
+    cache = args.cache
+    dense_onnx, sparse_onnx = trained_models(args.dense_epochs, args.sparse_epochs, cache, args.train_subset)
     tx, ty = load("test")
+    if args.test_subset:
+        tx, ty = tx[: args.test_subset], ty[: args.test_subset]
     test = ArrayData({"x": tx}, ty, "fashion-mnist", "test")
     dense_top1 = evaluate_onnx(dense_onnx, test).top1
     rows = []
     int8_paths = {}
-    for method in METHODS:
-        out = CACHE / f"maxq24.{method}.int8.onnx"
+    for method in args.methods.split(","):
+        out = cache / f"maxq24.{method}.int8.onnx"
         start = time.perf_counter()
         report = quantize_int8(sparse_onnx, out, CALIBRATION, method, eval_data=test)
         seconds = time.perf_counter() - start
@@ -132,7 +139,7 @@ def main() -> None:
         rows.append((method, acc.reference_top1, acc.top1, acc.cosine[0].mean, len(report.sparse_layers), seconds))
         int8_paths[method] = out
     sparse_top1 = rows[0][1]
-    table = Table(title="Fashion-MNIST test top-1 (10,000 images), onnxruntime CPU")
+    table = Table(title=f"Fashion-MNIST test top-1 ({len(tx):,} images), onnxruntime CPU")
     for col in ("model", "top-1", "vs FP32 2:4", "cosine to FP32", "2:4 layers kept", "quantise s"):
         table.add_column(col)
     table.add_row("dense FP32", f"{dense_top1:.2%}", "", "", "", "")
@@ -141,7 +148,7 @@ def main() -> None:
         table.add_row(f"MaxQ 2:4 INT8 {method}", f"{top1:.2%}", f"{100 * (top1 - ref):+.2f} pt", f"{cos:.6f}", str(kept), f"{seconds:.1f}")
     console.print(table)
     best = max(rows, key=lambda r: r[2])[0]
-    outputs_path = CACHE / f"maxq24.{best}.outputs.int8.onnx"
+    outputs_path = cache / f"maxq24.{best}.outputs.int8.onnx"
     quantize_int8(sparse_onnx, outputs_path, CALIBRATION, best, output_qdq_on_sparse=True, eval_data=test)
     models = [("FP32 2:4", sparse_onnx), (f"INT8 {best}", int8_paths[best]), (f"INT8 {best}, --output-qdq-on-sparse", outputs_path)]
     lat = Table(title=f"onnxruntime CPU latency, {args.rounds} interleaved rounds (ratio = median of per-round ratios)")
@@ -184,7 +191,8 @@ def main() -> None:
             "the placement; the engine stage measures the GPU.",
         ]
         write_section("INT8 accuracy and CPU latency (Fashion-MNIST)", "\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

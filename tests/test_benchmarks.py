@@ -30,3 +30,21 @@ def test_verify_speed_benchmark_builds_a_2_4_model_and_runs(capsys):
     assert verify_speed(["--linears", "0", "--convs", "1", "--repeats", "1", "--skip-polygraphy"]) == 0
     out = capsys.readouterr().out
     assert "2:4 verification of a 2M-parameter ONNX model" in out and "1/1" in out
+
+
+def test_int8_benchmark_runs_on_a_small_subset(capsys, tmp_path, monkeypatch):
+    import pytest
+
+    from tests.data.test_sources import INSTALLED
+
+    if not INSTALLED:
+        pytest.skip("apt-get install dataset-fashion-mnist (.ci/setup does)")
+    from benchmarks.int8_accuracy import main as int8_accuracy
+
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables keep one line per row
+
+    args = ["--dense-epochs", "1", "--sparse-epochs", "2", "--train-subset", "256", "--test-subset", "200",
+            "--methods", "minmax", "--rounds", "1", "--cache", str(tmp_path)]
+    assert int8_accuracy(args) == 0
+    out = capsys.readouterr().out
+    assert "MaxQ 2:4 INT8 minmax" in out and "--output-qdq-on-sparse" in out
