@@ -26,15 +26,8 @@ def evaluate(model: Path, spec: str, reference: Path | None, batch_size: int, js
     from nmdeploy.quant.evaluate import evaluate_onnx
 
     data = load_data(spec, default_split="test")
-    runs = 2 if reference is not None else 1
     with stage_progress(disable=str(json_path) == "-") as update:
-        seen = [0]
-
-        def advance(k: int) -> None:
-            seen[0] += k
-            update("evaluate", seen[0], runs * len(data))
-
-        report = evaluate_onnx(model, data, reference, batch_size, advance)
+        report = evaluate_onnx(model, data, reference, batch_size, lambda done, total: update("evaluate", done, total))
     if json_path is not None:
         if str(json_path) == "-":
             click.echo(report.to_json())

@@ -81,13 +81,25 @@ def cosine(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 def evaluate_onnx(
     path: str | Path, data: ArrayData, reference: str | Path | None = None, batch_size: int = 256, progress: Any = None
 ) -> EvalReport:
-    """Top-1 of ``path`` on ``data`` and, with a ``reference`` ONNX, per-output cosine to it."""
-    names, outputs = run_onnx(path, data, batch_size, progress)
+    """Top-1 of ``path`` on ``data`` and, with a ``reference`` ONNX, per-output cosine to it.
+
+    ``progress(done, total)`` counts samples over both runs.
+    """
+    total = len(data) * (1 if reference is None else 2)
+    done = [0]
+    tell = progress
+
+    def advance(k: int) -> None:
+        done[0] += k
+        tell(done[0], total)
+
+    counter = advance if tell is not None else None
+    names, outputs = run_onnx(path, data, batch_size, counter)
     got_labels = data.labels if data.labels is None else data.labels[: len(outputs[0])]
     accuracy = top1(outputs[0], got_labels)
     if reference is None:
         return EvalReport(str(path), data.source, len(outputs[0]), accuracy)
-    ref_names, ref_outputs = run_onnx(reference, data, batch_size, progress)
+    ref_names, ref_outputs = run_onnx(reference, data, batch_size, counter)
     if len(ref_outputs) != len(outputs) or any(r.shape != o.shape for r, o in zip(ref_outputs, outputs)):
         raise InputError(
             f"{reference} does not produce the outputs of {path} "

@@ -182,7 +182,7 @@ def quantize_int8(
         if lost:
             raise QuantError(f"{len(lost)} layer(s) lost their {pattern} zeros in INT8 (first: {lost[0]}); nothing was written")
         done = [n.name for n in graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded]
-        eval_progress = (lambda k: progress("evaluate", k, 2 * len(evaluation))) if progress else None
+        eval_progress = (lambda k, total: progress("evaluate", k, total)) if progress else None
         accuracy = evaluate_onnx(final, evaluation, reference=onnx_in, progress=eval_progress)
         os.replace(final, onnx_out)
     accuracy = dataclasses.replace(accuracy, model=str(onnx_out))
@@ -190,7 +190,7 @@ def quantize_int8(
         str(onnx_out), method, percentile if method == "percentile" else None, per_channel, output_qdq_on_sparse,
         keep_float_weights, calib.source, bound.count, tuple(done), tuple(sorted(excluded)),
         sum(1 for n in graph.node if n.name in adds), tuple(sorted(sparse - excluded)), lint,
-        VerifyReport(str(onnx_out), check.pattern, check.require, check.layers, check.skipped), accuracy,
+        check, accuracy,
     )
 
 

@@ -198,3 +198,12 @@ def test_entropy_and_percentile_clip_outliers_that_minmax_keeps(mlp_onnx, tmp_pa
     assert scales["minmax"] == pytest.approx(60.0 / 127, rel=1e-6)
     assert scales["entropy"] < scales["minmax"] / 4
     assert scales["percentile"] < scales["minmax"] / 4
+
+
+def test_progress_reports_every_calibration_and_evaluation_sample(mlp_onnx, tmp_path):
+    seen: dict[str, list[tuple[int, int]]] = {}
+    quantize_int8(mlp_onnx, tmp_path / "q.onnx", vectors(100), "minmax", batch_size=32,
+                  progress=lambda stage, done, total: seen.setdefault(stage, []).append((done, total)))
+    assert seen["calibrate"] == [(25, 100), (50, 100), (75, 100), (100, 100)]  # equal batches of 25
+    assert seen["evaluate"][-1] == (200, 200)  # INT8 and FP32 runs
+    assert [d for d, _ in seen["evaluate"]] == sorted(d for d, _ in seen["evaluate"])
