@@ -54,7 +54,9 @@ def verify(model: Path, pattern: str, json_path: Path | None, require: str | Non
         for v in lint.violations:
             click.echo(f"Q/DQ rule broken at {v}")
         click.echo(f"trt-rules {'PASSED' if lint.ok else 'FAILED'}: {lint.quantize_nodes} QuantizeLinear, "
-                   f"{lint.dequantize_nodes} DequantizeLinear, {len(lint.violations)} violation(s)")
+                   f"{lint.dequantize_nodes} DequantizeLinear, {len(lint.violations)} violation(s)"
+                   + ("; no Q/DQ at all: an FP32 model (nmdeploy quantize makes the INT8 one)"
+                      if not lint.quantize_nodes + lint.dequantize_nodes else ""))
     if not report.layers:
         click.echo(f"{model}: no Conv/ConvTranspose/Gemm/MatMul with a constant weight; nothing to check")
         return _exit(ok)

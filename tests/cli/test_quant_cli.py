@@ -59,7 +59,12 @@ def test_calibrate_quantize_eval_verify(cnn_onnx, source, tmp_path):
 
     result = _run("verify", "--trt-rules", str(out))
     assert result.exit_code == 0, result.output
-    assert "trt-rules PASSED: 10 QuantizeLinear, 20 DequantizeLinear, 0 violation(s)" in result.output
+    assert "trt-rules PASSED: 10 QuantizeLinear, 20 DequantizeLinear, 0 violation(s)" in result.output.splitlines()
+    result = _run("verify", "--trt-rules", str(cnn_onnx))
+    assert result.exit_code == 0 and (
+        "trt-rules PASSED: 0 QuantizeLinear, 0 DequantizeLinear, 0 violation(s); no Q/DQ at all: an FP32 model "
+        "(nmdeploy quantize makes the INT8 one)" in result.output.splitlines()
+    )
 
 
 def test_verify_trt_rules_fails_on_illegal_qdq(tmp_path):
