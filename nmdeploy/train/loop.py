@@ -1,0 +1,181 @@
+"""The classification fine-tune loop: resumable, deterministic on CPU, sparsity-aware.
+
+Each epoch: ``sparsifier.set_epoch(epoch)`` (MaxQ's schedule), one pass over the training set
+in an order drawn from ``seed`` and the epoch number alone, evaluation, then an atomic
+checkpoint. Because the order, the global RNG and every optimizer/schedule/sparsifier state
+are restored from that checkpoint, running the same call again after an interruption ends
+with bit-identical weights on CPU (the test suite checks it). Ctrl-C keeps the last
+completed epoch and raises :class:`TrainingInterrupted` with the hint to re-run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nmdeploy.errors import InputError, NMDeployError
+from nmdeploy.train.checkpoint import load_training_state, save_training_state
+from nmdeploy.train.config import TrainConfig
+
+__all__ = ["EpochMetrics", "TrainResult", "TrainingInterrupted", "fit", "top1_accuracy"]
+
+
+class TrainingInterrupted(NMDeployError):
+    """Ctrl-C during training; the last completed epoch is in the checkpoint."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int  # 1-based: the epoch just completed
+    train_loss: float
+    train_top1: float
+    val_top1: float | None
+    lr: float  # at the end of the epoch
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    history: tuple[EpochMetrics, ...]
+    resumed_from: int  # epochs already done when this call started (0 = fresh)
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    rest = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    total = config.epochs * steps_per_epoch
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def top1_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Share of ``x`` whose arg-max logit is ``y`` (model in eval mode, no gradients)."""
+    device = next(model.parameters()).device
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size].to(device))
+            correct += int((logits.argmax(1).cpu() == y[start:start + batch_size]).sum())
+    return correct / max(1, len(x))
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor] | None,
+    config: TrainConfig,
+    sparsifier: Any = None,
+    checkpoint: str | Path | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Fine-tune ``model`` on ``train`` (inputs, integer labels); resume from ``checkpoint``.
+
+    ``sparsifier``: the handle :func:`nmdeploy.sparsify` returned for ``model`` (or None).
+    ``on_step(step, steps_per_epoch)`` and ``on_epoch(metrics)`` drive progress displays.
+    """
+    x, y = train
+    if len(x) == 0 or len(x) != len(y):
+        raise InputError(f"training data has {len(x)} inputs and {len(y)} labels; give as many labels as inputs, at least one")
+    device = next(model.parameters()).device
+    steps = math.ceil(len(x) / config.batch_size)
+    optimizer = _optimizer(model, config)
+    schedule = _schedule(optimizer, config, steps)
+    history: list[EpochMetrics] = []
+    start = 0
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.is_file():
+        start, history = _resume(path, model, optimizer, schedule, sparsifier, config)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda" else contextlib.nullcontext())
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        if sparsifier is not None:
+            sparsifier.set_epoch(epoch)
+        model.train()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+        loss_sum, correct = 0.0, 0
+        try:
+            for step, index in enumerate(order.split(config.batch_size)):
+                inputs, labels = x[index].to(device), y[index].to(device)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast:
+                    logits = model(inputs)
+                    loss = loss_fn(logits.float(), labels)
+                loss.backward()
+                if config.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                schedule.step()
+                loss_sum += float(loss.detach()) * len(index)
+                correct += int((logits.detach().argmax(1) == labels).sum())
+                if on_step is not None:
+                    on_step(step + 1, steps)
+        except KeyboardInterrupt:
+            where = f"{path}" if path is not None else "nowhere (no checkpoint path was given)"
+            raise TrainingInterrupted(
+                f"interrupted in epoch {epoch + 1}; {epoch} completed epoch(s) are saved in {where}: "
+                "run the same command again to resume"
+            ) from None
+        val_top1 = top1_accuracy(model, *val) if val is not None else None
+        metrics = EpochMetrics(epoch + 1, loss_sum / len(x), correct / len(x), val_top1,
+                               optimizer.param_groups[0]["lr"], time.perf_counter() - began)
+        history.append(metrics)
+        if path is not None:
+            save_training_state(path, {
+                "epoch": epoch + 1, "config": asdict(config), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "sparsifier": sparsifier.state_dict() if sparsifier is not None else None,
+                "rng": torch.get_rng_state(), "history": [asdict(m) for m in history],
+            })
+        if on_epoch is not None:
+            on_epoch(metrics)
+    return TrainResult(tuple(history), start)
+
+
+def _resume(path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsifier: Any, config: TrainConfig) -> tuple[int, list[EpochMetrics]]:
+    state = load_training_state(path)
+    saved = state.get("config", {})
+    changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v)
+    if changed:
+        key = changed[0]
+        raise InputError(
+            f"{path} was written with other training settings ({key}: {saved.get(key)!r} there, {getattr(config, key)!r} now); "
+            "delete it to start over or restore the settings to resume"
+        )
+    if (state["sparsifier"] is None) != (sparsifier is None):
+        raise InputError(f"{path} was written {'with' if state['sparsifier'] is not None else 'without'} sparsity; use the same recipe to resume")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise InputError(f"{path} does not fit the model: {str(exc).splitlines()[0]}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    if sparsifier is not None:
+        sparsifier.load_state_dict(state["sparsifier"])
+    torch.set_rng_state(state["rng"])
+    return int(state["epoch"]), [EpochMetrics(**m) for m in state["history"]]
