@@ -6,6 +6,11 @@ checkpoint. Because the order, the global RNG and every optimizer/schedule/spars
 are restored from that checkpoint, running the same call again after an interruption ends
 with bit-identical weights on CPU (the test suite checks it). Ctrl-C keeps the last
 completed epoch and raises :class:`TrainingInterrupted` with the hint to re-run.
+
+Under ``torchrun`` (an initialised ``torch.distributed`` process group) the model runs in
+DistributedDataParallel: every process draws the same order and takes every world-th sample
+of each global batch of ``batch_size``; rank 0 writes the checkpoints. Masks are buffers and
+weights stay identical, so every rank holds the same masks.
 """
 
 from __future__ import annotations
@@ -102,7 +107,16 @@ def fit(
     if len(x) == 0 or len(x) != len(y):
         raise InputError(f"training data has {len(x)} inputs and {len(y)} labels; give as many labels as inputs, at least one")
     device = next(model.parameters()).device
+    rank, world = _distributed()
     steps = math.ceil(len(x) / config.batch_size)
+    if world > 1 and len(x) % config.batch_size and len(x) % config.batch_size < world:
+        steps -= 1  # a last batch smaller than the number of processes would leave a rank without data
+    net: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Parameters and buffers (nmdeploy's masks included) start from rank 0's and stay in step.
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = _optimizer(model, config)
     schedule = _schedule(optimizer, config, steps)
     history: list[EpochMetrics] = []
@@ -120,11 +134,12 @@ def fit(
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
         loss_sum, correct = 0.0, 0
         try:
-            for step, index in enumerate(order.split(config.batch_size)):
+            for step, batch in enumerate(order.split(config.batch_size)[:steps]):
+                index = batch[rank::world]  # each process takes its share of the global batch
                 inputs, labels = x[index].to(device), y[index].to(device)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast:
-                    logits = model(inputs)
+                    logits = net(inputs)
                     loss = loss_fn(logits.float(), labels)
                 loss.backward()
                 if config.grad_clip:
@@ -141,20 +156,33 @@ def fit(
                 f"interrupted in epoch {epoch + 1}; {epoch} completed epoch(s) are saved in {where}: "
                 "run the same command again to resume"
             ) from None
+        if world > 1:  # DDP syncs buffers at each forward; do it once more so every rank ends equal
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
         val_top1 = top1_accuracy(model, *val) if val is not None else None
-        metrics = EpochMetrics(epoch + 1, loss_sum / len(x), correct / len(x), val_top1,
+        seen = sum(len(b[rank::world]) for b in order.split(config.batch_size)[:steps])
+        metrics = EpochMetrics(epoch + 1, loss_sum / seen, correct / seen, val_top1,
                                optimizer.param_groups[0]["lr"], time.perf_counter() - began)
         history.append(metrics)
-        if path is not None:
+        if path is not None and rank == 0:
             save_training_state(path, {
                 "epoch": epoch + 1, "config": asdict(config), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                 "sparsifier": sparsifier.state_dict() if sparsifier is not None else None,
                 "rng": torch.get_rng_state(), "history": [asdict(m) for m in history],
             })
+        if world > 1:
+            torch.distributed.barrier()  # nobody reads a checkpoint rank 0 is still writing
         if on_epoch is not None:
             on_epoch(metrics)
     return TrainResult(tuple(history), start)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun / an initialised process group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def _resume(path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsifier: Any, config: TrainConfig) -> tuple[int, list[EpochMetrics]]:
