@@ -8,13 +8,13 @@ crash mid-write leaves the previous checkpoint intact; it is read with ``weights
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nmdeploy._atomic import write_atomic
 from nmdeploy.errors import InputError
 
 __all__ = ["load_training_state", "save_training_state", "SCHEMA"]
@@ -24,16 +24,9 @@ SCHEMA = "nmdeploy.train/1"
 
 def save_training_state(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` ``state`` (plus the schema tag) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save({"schema": SCHEMA, **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    torch.save({"schema": SCHEMA, **state}, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:
