@@ -155,13 +155,11 @@ def quantize_int8(
     onnx_out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=onnx_out.parent, prefix=f".{onnx_out.stem}-") as tmp:
         pre, raw, final = (Path(tmp) / name for name in ("pre.onnx", "raw.onnx", onnx_out.name))
-        _run_ort(onnx_in, pre, raw, bound, method, percentile, per_channel, output_qdq_on_sparse, keep_float_weights,
-                 excluded, batch_size, progress, Path(tmp))
-        pre_model = onnx.load(str(pre))
+        pre_model, adds = _run_ort(onnx_in, pre, raw, bound, method, percentile, per_channel, output_qdq_on_sparse,
+                                   keep_float_weights, excluded, batch_size, progress, Path(tmp))
         fp32_check = verify_model(pre_model, pattern, None, str(onnx_in))
         sparse = {layer.node for layer in fp32_check.layers if layer.required and layer.ok}
         quantized = onnx.load(str(raw))
-        adds = residual_adds(pre_model.graph)
         graph = quantized.graph
         sparse_outputs = {n.output[0] for n in graph.node if n.name in sparse} if output_qdq_on_sparse else set()
         drop_fused_add_qdq(graph, adds, keep=sparse_outputs)
@@ -218,8 +216,11 @@ def _calibrate(pre: Path, tmp: Path, reader: Any, method: str, percentile: float
 def _run_ort(
     onnx_in: Path, pre: Path, raw: Path, bound: Any, method: str, percentile: float, per_channel: bool,
     outputs: bool, float_weights: bool, excluded: set[str], batch_size: int, progress: Any, tmp: Path,
-) -> None:
-    """onnxruntime's pre-processing and quantize_static with TensorRT's settings (TENSORRT.md §6)."""
+) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """onnxruntime's pre-processing and quantize_static with TensorRT's settings (TENSORRT.md §6).
+
+    Returns the pre-processed FP32 model and its residual Adds (what the placement fix-up needs).
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
     chatter = io.StringIO()  # onnxruntime prints calibration progress with print()
@@ -261,3 +262,4 @@ def _run_ort(
     finally:
         ort_logger.setLevel(level)
     log.debug("onnxruntime said: %s", chatter.getvalue().strip())
+    return pre_model, adds
