@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from nmdeploy._onnx import attr
 from nmdeploy.errors import InputError, PatternError
 from nmdeploy.export.nmcheck import check_tensor
 from nmdeploy.sparsity.pattern import Pattern, parse_pattern
@@ -125,13 +126,6 @@ class _Scope:
                 self.producers[out] = node
 
 
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def _trace(name: str, scope: _Scope) -> tuple[str, np.ndarray, list[onnx.NodeProto], np.ndarray | int] | None:
     """Follow ``name`` back through pass-through ops to a constant.
 
@@ -151,7 +145,7 @@ def _trace(name: str, scope: _Scope) -> tuple[str, np.ndarray, list[onnx.NodePro
         zp = scope.constants.get(chain[-1].input[2])
         if zp is not None:  # per-axis zero points broadcast along the DequantizeLinear axis
             zp_values = numpy_helper.to_array(zp)
-            axis = _attr(chain[-1], "axis", 1) % max(values.ndim, 1)
+            axis = attr(chain[-1], "axis", 1) % max(values.ndim, 1)
             if zp_values.size and np.all(zp_values == zp_values.flat[0]):
                 zero = zp_values.flat[0]  # one value (the usual all-zero case), whatever the axis says
             elif zp_values.ndim == 1 and values.ndim > 1 and values.shape[axis] == zp_values.size:
@@ -167,7 +161,7 @@ def _source_axis(op_axis: int, rank: int, chain: list[onnx.NodeProto]) -> int:
     axis = op_axis % rank
     for node in chain:
         if node.op_type == "Transpose":
-            perm = _attr(node, "perm", list(range(rank))[::-1])
+            perm = attr(node, "perm", list(range(rank))[::-1])
             axis = perm[axis]
     return axis
 
@@ -176,7 +170,7 @@ def _note(op: str, shape: tuple[int, ...], axis: int, hw: bool, node: onnx.NodeP
     """Why a 2:4 layer may still get a dense kernel (TENSORRT.md §3-4); empty when none applies."""
     if not hw:
         return ""
-    if op == "ConvTranspose" or (op == "Conv" and _attr(node, "group", 1) > 1):
+    if op == "ConvTranspose" or (op == "Conv" and attr(node, "group", 1) > 1):
         return "2:4, but TensorRT sparse kernels for grouped/transposed conv are unverified"
     if op == "MatMul" and len(shape) > 2:
         return "2:4, but batched MatMul weights are not on TensorRT's sparse path"
@@ -192,9 +186,9 @@ def _walk(
 ) -> None:
     for index, node in enumerate(graph.node):
         name = prefix + (node.name or f"{node.op_type}_{index}")
-        for attr in node.attribute:  # If / Loop / Scan bodies are checked too
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                _walk(sub, _Scope(sub, scope), f"{name}/{attr.name}/", nm, require, layers, skipped)
+        for attribute in node.attribute:  # If / Loop / Scan bodies are checked too
+            for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
+                _walk(sub, _Scope(sub, scope), f"{name}/{attribute.name}/", nm, require, layers, skipped)
         for input_index, (op_axis, flip) in _WEIGHT_INPUTS.get(node.op_type, {}).items():
             if input_index >= len(node.input) or not node.input[input_index]:
                 continue
@@ -206,7 +200,7 @@ def _walk(
                 skipped.append(SkippedInput(name, node.op_type, weight, f"{values.ndim}-D constant, not a weight matrix"))
                 continue
             axis = op_axis
-            if flip and _attr(node, flip, 0):
+            if flip and attr(node, flip, 0):
                 axis = 1 - op_axis
             axis = _source_axis(axis, values.ndim, chain)
             result = check_tensor(values, axis, nm.n, nm.m, zero)

@@ -23,11 +23,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from nmdeploy._onnx import GraphIndex, attr
+
 __all__ = ["LintReport", "Violation", "lint_qdq"]
 
 _FORBIDDEN = {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
-_PASS = ("Cast", "Identity", "Transpose")
 _INT8 = onnx.TensorProto.INT8
 _UINT8 = onnx.TensorProto.UINT8
 
@@ -62,42 +63,11 @@ class LintReport:
         return json.dumps(self.to_dict(), indent=2)
 
 
-class _Graph:
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.constants: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
-        self.producers: dict[str, onnx.NodeProto] = {}
-        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-        for node in graph.node:
-            if node.op_type == "Constant":
-                value = next((a.t for a in node.attribute if a.name == "value"), None)
-                if value is not None:
-                    self.constants[node.output[0]] = value
-            for out in node.output:
-                self.producers[out] = node
-            for slot, name in enumerate(node.input):
-                self.consumers.setdefault(name, []).append((node, slot))
-
-    def const(self, name: str) -> onnx.TensorProto | None:
-        while name not in self.constants:
-            node = self.producers.get(name)
-            if node is None or node.op_type not in _PASS:
-                return None
-            name = node.input[0]
-        return self.constants[name]
-
-
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def _name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
-def _expected_axis(g: _Graph, dq_output: str, rank: int) -> tuple[int | None, str]:
+def _expected_axis(g: GraphIndex, dq_output: str, rank: int) -> tuple[int | None, str]:
     """The output-channel axis TensorRT wants for a weight consumed through ``dq_output``."""
     for consumer, slot in g.consumers.get(dq_output, []):
         op = consumer.op_type
@@ -106,13 +76,13 @@ def _expected_axis(g: _Graph, dq_output: str, rank: int) -> tuple[int | None, st
         if op == "ConvTranspose" and slot == 1:
             return 1, "ConvTranspose weight"
         if op == "Gemm" and slot == 1:
-            return (0, "Gemm B with transB=1") if _attr(consumer, "transB", 0) else (1, "Gemm B")
+            return (0, "Gemm B with transB=1") if attr(consumer, "transB", 0) else (1, "Gemm B")
         if op == "MatMul" and slot == 1:
             return rank - 1, "MatMul B"
     return None, "this consumer"
 
 
-def _check_qdq(g: _Graph, node: onnx.NodeProto, name: str, out: list[Violation]) -> None:
+def _check_qdq(g: GraphIndex, node: onnx.NodeProto, name: str, out: list[Violation]) -> None:
     scale = g.const(node.input[1]) if len(node.input) > 1 else None
     if scale is None:
         out.append(Violation(name, "scale", f"scale {node.input[1] if len(node.input) > 1 else '(none)'!r} is not a constant"))
@@ -124,7 +94,7 @@ def _check_qdq(g: _Graph, node: onnx.NodeProto, name: str, out: list[Violation])
     zp_name = node.input[2] if len(node.input) > 2 else ""
     zp = g.const(zp_name) if zp_name else None
     if not zp_name:
-        output_dtype = _attr(node, "output_dtype", 0)
+        output_dtype = attr(node, "output_dtype", 0)
         if node.op_type == "QuantizeLinear" and output_dtype != _INT8:
             out.append(Violation(name, "zero-point", "no zero point: the output defaults to UINT8; give an int8 zero point of 0"))
     elif zp is None:
@@ -147,7 +117,7 @@ def _check_qdq(g: _Graph, node: onnx.NodeProto, name: str, out: list[Violation])
         _check_axis(g, node, name, scales.size, out)
 
 
-def _check_axis(g: _Graph, node: onnx.NodeProto, name: str, count: int, out: list[Violation]) -> None:
+def _check_axis(g: GraphIndex, node: onnx.NodeProto, name: str, count: int, out: list[Violation]) -> None:
     data = g.const(node.input[0])
     if data is None and node.op_type == "DequantizeLinear":
         producer = g.producers.get(node.input[0])
@@ -157,7 +127,7 @@ def _check_axis(g: _Graph, node: onnx.NodeProto, name: str, count: int, out: lis
         out.append(Violation(name, "per-axis", f"{count} per-axis scales on an activation; TensorRT takes per-tensor activation scales"))
         return
     rank = len(data.dims)
-    axis = _attr(node, "axis", 1) % max(rank, 1)
+    axis = attr(node, "axis", 1) % max(rank, 1)
     dq = node
     if node.op_type == "QuantizeLinear":  # the weight's DequantizeLinear decides the consumer
         dq = next((c for c, _ in g.consumers.get(node.output[0], []) if c.op_type == "DequantizeLinear"), node)
@@ -172,7 +142,7 @@ def lint_qdq(model: onnx.ModelProto, model_name: str = "") -> LintReport:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         out.append(Violation("(model)", "opset", f"opset {opset} < 13: per-axis Q/DQ needs opset 13+; re-export with a newer opset"))
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     counts = {"QuantizeLinear": 0, "DequantizeLinear": 0}
     for index, node in enumerate(model.graph.node):
         name = _name(node, index)

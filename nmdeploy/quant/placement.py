@@ -18,32 +18,11 @@ from __future__ import annotations
 
 import onnx
 
+from nmdeploy._onnx import GraphIndex
+
 __all__ = ["WEIGHTED", "residual_adds", "drop_fused_add_qdq", "drop_output_qdq", "prune_unused"]
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-class _Index:
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.constants = {t.name for t in graph.initializer}
-        self.producers: dict[str, onnx.NodeProto] = {}
-        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-        for node in graph.node:
-            if node.op_type == "Constant":
-                self.constants.update(node.output)
-            for out in node.output:
-                self.producers[out] = node
-            for slot, name in enumerate(node.input):
-                self.consumers.setdefault(name, []).append((node, slot))
-
-    def through_qdq(self, tensor: str) -> str:
-        """The float tensor behind a Q -> DQ pair (``tensor`` itself when there is none)."""
-        dq = self.producers.get(tensor)
-        if dq is not None and dq.op_type == "DequantizeLinear":
-            q = self.producers.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                return q.input[0]
-        return tensor
 
 
 def residual_adds(graph: onnx.GraphProto) -> dict[str, int]:
@@ -53,7 +32,7 @@ def residual_adds(graph: onnx.GraphProto) -> dict[str, int]:
     Conv produces; when both are Conv outputs (a projection shortcut), input 0 (``out +
     shortcut(x)``, how ResNets are written) is taken as the fused one.
     """
-    index = _Index(graph)
+    index = GraphIndex(graph)
     found: dict[str, int] = {}
     for node in graph.node:
         if node.op_type != "Add" or len(node.input) != 2 or any(i in index.constants for i in node.input):
@@ -67,9 +46,11 @@ def residual_adds(graph: onnx.GraphProto) -> dict[str, int]:
     return found
 
 
-def _unhook(graph: onnx.GraphProto, consumer: onnx.NodeProto, slot: int) -> bool:
-    """Make ``consumer`` read the float tensor behind its Q/DQ'd input ``slot``."""
-    index = _Index(graph)
+def _unhook(index: GraphIndex, consumer: onnx.NodeProto, slot: int) -> bool:
+    """Make ``consumer`` read the float tensor behind its Q/DQ'd input ``slot``.
+
+    Only consumer inputs change, so ``index``'s producers (all ``through_qdq`` reads) stay valid.
+    """
     tensor = consumer.input[slot]
     source = index.through_qdq(tensor)
     if source == tensor:
@@ -82,12 +63,12 @@ def drop_fused_add_qdq(graph: onnx.GraphProto, adds: dict[str, int], keep: set[s
     """Remove the Q/DQ on the Conv-side input of each residual Add (unless its tensor is in ``keep``)."""
     dropped = 0
     by_name = {n.name: n for n in graph.node}
-    index = _Index(graph)
+    index = GraphIndex(graph)
     for add_name, slot in adds.items():
         node = by_name.get(add_name)
         if node is None or index.through_qdq(node.input[slot]) in keep:
             continue
-        dropped += _unhook(graph, node, slot)
+        dropped += _unhook(index, node, slot)
     return dropped
 
 
@@ -97,7 +78,7 @@ def drop_output_qdq(graph: onnx.GraphProto, keep_nodes: set[str], protected: set
     A consumer input in ``protected`` ((node name, slot): inputs TensorRT wants quantized,
     i.e. those of weighted ops and residual Add inputs) keeps its Q/DQ.
     """
-    index = _Index(graph)
+    index = GraphIndex(graph)
     outputs = {o.name for o in graph.output}
     dropped = 0
     for node in list(graph.node):
@@ -111,10 +92,11 @@ def drop_output_qdq(graph: onnx.GraphProto, keep_nodes: set[str], protected: set
                     continue
                 if dq.output[0] in outputs:  # a model output: give the float tensor its name back
                     dropped += _rename_output(graph, node.output[0], dq.output[0])
+                    index = GraphIndex(graph)  # tensors were renamed: later look-ups need fresh producers
                     continue
                 for consumer, slot in index.consumers.get(dq.output[0], []):
                     if (consumer.name, slot) not in protected and consumer.op_type not in WEIGHTED:
-                        dropped += _unhook(graph, consumer, slot)
+                        dropped += _unhook(index, consumer, slot)
     return dropped
 
 
