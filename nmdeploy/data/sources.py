@@ -14,8 +14,6 @@ Everything stays numpy so that the ONNX-side stages never import torch.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from nmdeploy._imports import import_target
 from nmdeploy.errors import InputError
 
 __all__ = ["ArrayData", "BUILTIN_DATA", "load_data", "split_spec"]
@@ -30,7 +29,6 @@ __all__ = ["ArrayData", "BUILTIN_DATA", "load_data", "split_spec"]
 # Built-in example name -> "module:callable(split) -> (x, y)"; the examples live in the checkout.
 BUILTIN_DATA = {"fashion-mnist": "examples.fashion_mnist.data:load"}
 _PREPROCESSING = {"fashion-mnist": "examples.fashion_mnist.data:PREPROCESSING"}
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 _LABELS = "y"
 
 
@@ -60,17 +58,6 @@ class ArrayData:
         """The samples at ``index`` (a new ArrayData with the same provenance)."""
         labels = None if self.labels is None else self.labels[index]
         return ArrayData({k: v[index] for k, v in self.inputs.items()}, labels, self.source, self.split, self.preprocessing)
-
-
-def _import(target: str, spec: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    for folder in (str(Path.cwd()), str(_REPO_ROOT)):  # like `python -m`: the current folder first
-        if folder not in sys.path:
-            sys.path.append(folder)
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"data spec {spec!r} cannot be imported ({exc}); check the module path and name") from None
 
 
 def split_spec(spec: str, default_split: str) -> tuple[str, str]:
@@ -110,8 +97,8 @@ def load_data(spec: str, default_split: str = "test") -> ArrayData:
         raise InputError("empty data spec; give a built-in name (fashion-mnist), an .npz path or module:callable")
     name, split = split_spec(spec, default_split)
     if name in BUILTIN_DATA:
-        data = _from_result(_import(BUILTIN_DATA[name], spec)(split), name, split)
-        preprocessing = _import(_PREPROCESSING[name], spec) if name in _PREPROCESSING else ""
+        data = _from_result(import_target(BUILTIN_DATA[name], spec, "data")(split), name, split)
+        preprocessing = import_target(_PREPROCESSING[name], spec, "data") if name in _PREPROCESSING else ""
         return ArrayData(data.inputs, data.labels, name, split, preprocessing)
     path = Path(spec)
     if path.suffix == ".npz" or path.exists():
@@ -122,4 +109,4 @@ def load_data(spec: str, default_split: str = "test") -> ArrayData:
         raise InputError(
             f"data spec {spec!r} is neither a file, a built-in ({', '.join(BUILTIN_DATA)}) nor package.module:callable"
         )
-    return _from_result(_import(spec, spec)(default_split), spec, default_split)
+    return _from_result(import_target(spec, spec, "data")(default_split), spec, default_split)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,13 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from nmdeploy._imports import import_target
 from nmdeploy.errors import InputError
 
 __all__ = ["BUILTIN_MODELS", "build_model", "load_checkpoint"]
 
 # Built-in example names -> "module:callable" (the examples live in the source checkout).
 BUILTIN_MODELS = {"fashion-resnet": "examples.fashion_mnist.model:FashionResNet"}
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_model(spec: str) -> nn.Module:
@@ -28,13 +26,7 @@ def build_model(spec: str) -> nn.Module:
         raise InputError(
             f"model spec {spec!r} is not 'package.module:callable' nor a built-in ({', '.join(BUILTIN_MODELS)})"
         )
-    for folder in (str(Path.cwd()), str(_REPO_ROOT)):  # like `python -m`: the current folder first
-        if folder not in sys.path:
-            sys.path.append(folder)
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"model spec {spec!r} cannot be imported ({exc}); check the module path and name") from None
+    factory = import_target(target, spec, "model")
     model = factory()
     if not isinstance(model, nn.Module):
         raise InputError(f"model spec {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
