@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -50,10 +51,24 @@ class ExportReport:
 
 def _as_tuple(sample_input: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     if isinstance(sample_input, torch.Tensor):
-        return (sample_input,)
+        sample_input = (sample_input,)
     if isinstance(sample_input, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in sample_input):
-        return tuple(sample_input)
+        # Canonical strides: a tensor from numpy can carry odd strides on size-1 dims (still
+        # "contiguous"), and torch.export then fails a dynamic batch with "Invalid ranges [2:1]".
+        return tuple(t.clone(memory_format=torch.contiguous_format) for t in sample_input)
     raise ExportError(f"sample_input must be a tensor or a tuple of tensors, got {type(sample_input).__name__}")
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Silence a library logger's warnings for a while (the exporter warns that torchvision is absent)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _flatten(output: object) -> list[torch.Tensor]:
@@ -117,7 +132,7 @@ def export_onnx(
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as tmp:
         target = Path(tmp) / path.name
         try:
-            with contextlib.redirect_stdout(log), warnings.catch_warnings():
+            with contextlib.redirect_stdout(log), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     work, args, str(target), dynamo=True, dynamic_shapes=dynamic, opset_version=opset, external_data=external
