@@ -6,8 +6,12 @@ A SPEC is one of
 * a path to an ``.npz``: inputs under ``x`` (one input) or under the model's input names,
   optional integer labels under ``y`` (a calibration set written by ``nmdeploy calibrate`` is
   such a file);
-* ``package.module:callable``: called with the split, it returns ``x``, ``(x, y)`` or a dict
-  of arrays (``y`` = labels, the rest = inputs).
+* an ImageFolder-style directory: one sub-folder per class (sorted names = label order) of
+  image files; when it has a sub-folder named after the split (``train/``, ``test/``,
+  ``val/``) that one is read;
+* ``package.module:callable``: called with the split, it returns ``x``, ``(x, y)``, a dict
+  of arrays (``y`` = labels, the rest = inputs), a map-style dataset of ``(input, label)``
+  pairs, or a ``(train_dataset, val_dataset)`` pair (the split picks one).
 
 Everything stays numpy so that the ONNX-side stages never import torch.
 """
@@ -78,8 +82,74 @@ def _from_npz(path: Path, spec: str) -> ArrayData:
     return ArrayData(arrays, labels, str(path), "", "")
 
 
+def _is_dataset(value: Any) -> bool:
+    """A map-style dataset (torch Dataset or alike), not an array or a container of arrays."""
+    return (hasattr(value, "__getitem__") and hasattr(value, "__len__") and not hasattr(value, "shape")
+            and not isinstance(value, (list, tuple, Mapping, str, bytes)))
+
+
+def _from_dataset(dataset: Any, spec: str) -> tuple[np.ndarray, np.ndarray]:
+    """Stack a dataset of (input, label) pairs into arrays (the trainer keeps data in memory)."""
+    inputs, labels = [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise InputError(f"data {spec!r}: dataset item {i} is not an (input, label) pair")
+        inputs.append(np.asarray(item[0]))
+        labels.append(np.asarray(item[1]))
+    if not inputs:
+        raise InputError(f"data {spec!r}: the dataset is empty")
+    if len({a.shape for a in inputs}) > 1:
+        raise InputError(f"data {spec!r}: dataset items have different shapes; resize them to one shape")
+    return np.stack(inputs), np.stack(labels)
+
+
+_SPLIT_ALIASES = {"test": ("test", "val"), "val": ("val", "test"), "train": ("train",)}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def _from_image_folder(path: Path, split: str) -> ArrayData:
+    """Read ``path/<class>/*.png``-style folders into float32 NCHW arrays scaled to [0, 1].
+
+    Hand-written instead of torchvision's ImageFolder because torchvision is not a dependency
+    here (it breaks the pinned torch build); Pillow comes with matplotlib.
+    """
+    from PIL import Image
+
+    for name in _SPLIT_ALIASES.get(split, (split,)):
+        if (path / name).is_dir():
+            path = path / name
+            break
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+    if not classes:
+        raise InputError(f"{path} has no class sub-folders; an ImageFolder is DIR/<class>/<image files>")
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for file in sorted((path / cls).iterdir()):
+            if file.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as img:
+                    array = np.asarray(img.convert("L" if img.mode in ("1", "L", "I;16", "I") else "RGB"), dtype=np.float32)
+            except OSError as exc:
+                raise InputError(f"{file} is not a readable image ({exc}); remove it from the folder") from None
+            images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise InputError(f"{path} holds no image files ({', '.join(_IMAGE_SUFFIXES)}) in its class folders")
+    shapes = {a.shape for a in images}
+    if len(shapes) > 1:
+        raise InputError(f"{path}: images have different sizes/channels {sorted(shapes)[:3]}; resize them to one size")
+    x = np.stack(images) / np.float32(255.0)
+    return ArrayData({"x": x}, np.asarray(labels, dtype=np.int64), str(path), split, f"image / 255 (classes: {', '.join(classes)})")
+
+
 def _from_result(result: Any, spec: str, split: str) -> ArrayData:
     labels = None
+    if isinstance(result, tuple) and len(result) == 2 and _is_dataset(result[0]) and _is_dataset(result[1]):
+        result = result[0] if split == "train" else result[1]  # (train_dataset, val_dataset)
+    if _is_dataset(result):
+        result = _from_dataset(result, spec)
     if isinstance(result, tuple) and len(result) == 2:
         result, labels = result
     if isinstance(result, Mapping):
@@ -101,6 +171,8 @@ def load_data(spec: str, default_split: str = "test") -> ArrayData:
         preprocessing = import_target(_PREPROCESSING[name], spec, "data") if name in _PREPROCESSING else ""
         return ArrayData(data.inputs, data.labels, name, split, preprocessing)
     path = Path(spec)
+    if path.is_dir():
+        return _from_image_folder(path, split)
     if path.suffix == ".npz" or path.exists():
         if not path.is_file():
             raise InputError(f"{path}: no such data file; give an .npz path, a built-in name ({', '.join(BUILTIN_DATA)}) or module:callable")

@@ -97,3 +97,50 @@ def test_plugin_specs(tmp_path, monkeypatch):
 def test_array_data_needs_inputs():
     with pytest.raises(InputError, match="holds no input arrays"):
         ArrayData({}, None, "empty")
+
+
+def test_dataset_plugins(tmp_path, monkeypatch):
+    """A callable may return a map-style dataset, or a (train, val) pair of them."""
+    (tmp_path / "mysets.py").write_text(
+        "import torch\n"
+        "class Squares(torch.utils.data.Dataset):\n"
+        "    def __init__(self, n, offset=0):\n        self.n, self.offset = n, offset\n"
+        "    def __len__(self):\n        return self.n\n"
+        "    def __getitem__(self, i):\n        return torch.full((1, 2, 2), float(i + self.offset)), (i + self.offset) % 3\n"
+        "def one(split):\n    return Squares(4)\n"
+        "def both(split):\n    return Squares(4), Squares(2, offset=10)\n"
+        "class Bare(Squares):\n    def __getitem__(self, i):\n        return torch.zeros(2)\n"
+        "def bare(split):\n    return Bare(2)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "mysets", raising=False)
+    one = load_data("mysets:one", "train")
+    assert one.inputs["x"].shape == (4, 1, 2, 2) and one.inputs["x"][3].max() == 3 and one.labels.tolist() == [0, 1, 2, 0]
+    assert load_data("mysets:both", "train").labels.tolist() == [0, 1, 2, 0]
+    val = load_data("mysets:both", "test")
+    assert val.inputs["x"][:, 0, 0, 0].tolist() == [10.0, 11.0] and val.labels.tolist() == [1, 2]
+    with pytest.raises(InputError, match=r"^data 'mysets:bare': dataset item 0 is not an \(input, label\) pair$"):
+        load_data("mysets:bare")
+
+
+def test_image_folder_specs(tmp_path):
+    from PIL import Image
+
+    for split, count in (("train", 3), ("val", 2)):
+        for label, cls in enumerate(("cat", "dog")):
+            (tmp_path / "imgs" / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((4, 5), 10 * i + 100 * label, np.uint8)).save(tmp_path / "imgs" / split / cls / f"{i}.png")
+    (tmp_path / "imgs" / "train" / "cat" / "notes.txt").write_text("not an image")
+    train = load_data(str(tmp_path / "imgs"), "train")
+    assert train.inputs["x"].shape == (6, 1, 4, 5) and train.inputs["x"].dtype == np.float32
+    assert train.labels.tolist() == [0, 0, 0, 1, 1, 1] and np.isclose(train.inputs["x"][4].max(), 110 / 255)
+    assert "classes: cat, dog" in train.preprocessing
+    val = load_data(str(tmp_path / "imgs"), "test")  # no test/ folder: val/ is the held-out split
+    assert len(val) == 4 and val.source.endswith("imgs/val")
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(tmp_path / "imgs" / "val" / "dog" / "odd.png")
+    with pytest.raises(InputError, match=r"imgs/val: images have different sizes/channels \[\(1, 3, 3\), \(1, 4, 5\)\]; resize them to one size"):
+        load_data(str(tmp_path / "imgs"), "test")
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(InputError, match=r"flat has no class sub-folders; an ImageFolder is DIR/<class>/<image files>"):
+        load_data(str(tmp_path / "flat"))
