@@ -101,7 +101,8 @@ def fit(
     """Fine-tune ``model`` on ``train`` (inputs, integer labels); resume from ``checkpoint``.
 
     ``sparsifier``: the handle :func:`nmdeploy.sparsify` returned for ``model`` (or None).
-    ``on_step(step, steps_per_epoch)`` and ``on_epoch(metrics)`` drive progress displays.
+    ``on_step(done, total)`` (optimizer steps over the whole run, resumed ones included) and
+    ``on_epoch(metrics)`` drive progress displays.
     """
     x, y = train
     if len(x) == 0 or len(x) != len(y):
@@ -149,7 +150,7 @@ def fit(
                 loss_sum += float(loss.detach()) * len(index)
                 correct += int((logits.detach().argmax(1) == labels).sum())
                 if on_step is not None:
-                    on_step(step + 1, steps)
+                    on_step(epoch * steps + step + 1, config.epochs * steps)
         except KeyboardInterrupt:
             where = f"{path}" if path is not None else "nowhere (no checkpoint path was given)"
             raise TrainingInterrupted(

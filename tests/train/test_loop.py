@@ -46,9 +46,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method):
     model, sp = _model(method)
     calls = {"n": 0}
 
-    def stop_in_epoch_2(step, steps):
+    def stop_in_epoch_2(done, total):
         calls["n"] += 1
-        if calls["n"] == steps + 3:  # a few steps into the second epoch
+        if calls["n"] == total // CONFIG.epochs + 3:  # a few steps into the second epoch
             raise KeyboardInterrupt
 
     with pytest.raises(TrainingInterrupted, match=r"interrupted in epoch 2; 1 completed epoch\(s\) are saved in .*b.pt: run the same command again to resume"):
