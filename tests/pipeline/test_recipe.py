@@ -1,0 +1,110 @@
+"""Recipes: defaults are the built-in example, overrides apply, every bad key is a one-line error."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from nmdeploy.errors import ConfigError, InputError
+from nmdeploy.pipeline.recipe import Recipe, _parse_yaml, dump_recipe, load_recipe, recipe_from_mapping, reference_rows
+from nmdeploy.train import TrainConfig
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_are_the_built_in_example():
+    recipe = load_recipe()
+    assert recipe == Recipe()
+    assert (recipe.model.spec, recipe.data.train, recipe.data.val) == ("fashion-resnet", "fashion-mnist:train", "fashion-mnist:test")
+    assert (recipe.sparsity.method, recipe.sparsity.pattern, recipe.quantize.method) == ("maxq", "2:4", "minmax")
+    assert recipe.sparsity.end_epoch < recipe.finetune.epochs  # the last epoch trains the final mask
+
+
+def test_dump_parses_back_to_the_same_recipe(tmp_path):
+    recipe = load_recipe(None, ["finetune.epochs=5", "sparsity.include=[blocks.*]", "model.input_shape=[2, 1, 28, 28]"])
+    text = dump_recipe(recipe)
+    (tmp_path / "r.yaml").write_text(text)
+    assert load_recipe(tmp_path / "r.yaml") == recipe
+    assert "pattern: '2:4'" in text and "  include: [blocks.*]\n" in text
+
+
+def test_a_file_then_set_overrides(tmp_path):
+    (tmp_path / "r.yaml").write_text("sparsity:\n  pattern: 1:4\n  method: srste\n  decay: 1e-4\nfinetune:\n  epochs: 6\noutput: out/x\n")
+    recipe = load_recipe(tmp_path / "r.yaml", ["finetune.epochs=2", "sparsity.end_epoch=1", "device=cpu"])
+    # YAML 1.2 numbers: 1:4 stays a string (PyYAML alone reads base-60 124), 1e-4 is a float
+    assert recipe.sparsity.pattern == "1:4" and recipe.sparsity.decay == 1e-4 and isinstance(recipe.sparsity.decay, float)
+    assert recipe.finetune == TrainConfig(epochs=2, lr=0.02) and recipe.output == "out/x" and recipe.device == "cpu"
+    assert recipe.dense == Recipe().dense  # untouched sections keep the example's values
+
+
+def test_yaml_loader_stays_safe():
+    with pytest.raises(ConfigError, match=r"is not valid YAML"):
+        _parse_yaml("a: !!python/object/apply:os.system ['true']", "recipe x")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"sparsty": {}}, "unknown recipe section 'sparsty'; a recipe has: model, data, dense, sparsity, finetune, export, quantize, engine, output, device"),
+        ({"sparsity": {"lambda": 1}}, "unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, start_epoch, end_epoch, decay, tau, include, exclude"),
+        ({"finetune": {"epochs": "3"}}, "recipe key finetune.epochs = '3' has the wrong type: expected an integer"),
+        ({"finetune": {"epochs": True}}, "recipe key finetune.epochs = True has the wrong type: expected an integer"),
+        ({"model": {"input_shape": [1, "x"]}}, "recipe key model.input_shape = [1, 'x'] has the wrong type: expected a list of integers"),
+        ({"sparsity": {"include": "blocks.*"}}, "recipe key sparsity.include = 'blocks.*' has the wrong type: expected a list of strings or null"),
+        ({"dense": {"lr": -1}}, "recipe key dense.lr = -1.0 is invalid: a number >= 0"),
+        ({"finetune": {"optimizer": "lamb"}}, "recipe key finetune.optimizer = 'lamb' is invalid: use one of sgd, adamw"),
+        ({"sparsity": {"pattern": "3:2"}}, 'recipe key sparsity.pattern: pattern "3:2" is invalid: need 0 < n < m <= 32, e.g. "2:4"'),
+        ({"sparsity": {"method": "magic"}}, "recipe key sparsity.method: unknown sparsity method 'magic'; choose one of: "),
+        ({"sparsity": {"end_epoch": 6}}, "recipe key sparsity.end_epoch = 6 must be below finetune.epochs = 6, so that the last fine-tune epoch trains the final N:M mask"),
+        ({"sparsity": {"exclude": "all"}}, "recipe key sparsity.exclude = 'all': use 'auto' or a list of globs ([] = none)"),
+        ({"model": {"input_shape": [0, 1]}}, "recipe key model.input_shape = [0, 1]: give [batch, ...] with every size >= 1, e.g. [1, 1, 28, 28]"),
+        ({"quantize": {"method": "kl"}}, "recipe key quantize.method = 'kl': use one of minmax, entropy, percentile"),
+        ({"engine": {"opt_batch": 512}}, "recipe keys engine.min_batch/opt_batch/max_batch = 1/512/256: need 1 <= min <= opt <= max"),
+        ({"output": 3}, "recipe key output = 3 has the wrong type: expected a non-empty string"),
+        ([1, 2], "a recipe must be a mapping of sections, got list"),
+        ({"data": "x.npz"}, "recipe section 'data' must be a mapping of keys, got str"),
+    ],
+)
+def test_bad_recipes_name_the_key(values, message):
+    with pytest.raises(ConfigError) as info:
+        recipe_from_mapping(values)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("finetune.epochs", "--set 'finetune.epochs' is not KEY=VALUE; e.g. --set finetune.epochs=2"),
+        ("sparsiti.method=maxq", "--set 'sparsiti.method=maxq': unknown recipe section 'sparsiti'"),
+        ("finetune.lr=[", "--set 'finetune.lr=[' is not valid YAML at line 1, column 2"),
+    ],
+)
+def test_bad_overrides(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_recipe(None, [override])
+    assert str(info.value).startswith(message)
+
+
+def test_bad_recipe_files(tmp_path):
+    with pytest.raises(InputError, match=r"cannot read recipe .*missing.yaml: No such file or directory"):
+        load_recipe(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("model:\n  spec: x\n   checkpoint: y\n")
+    with pytest.raises(ConfigError, match=r"recipe .*bad.yaml is not valid YAML at line 3, column 14: mapping values are not allowed here"):
+        load_recipe(tmp_path / "bad.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_recipe(tmp_path / "empty.yaml") == Recipe()
+
+
+def test_readme_documents_every_key_with_its_default():
+    text = README.read_text()
+    section = text.split("## Recipe reference", 1)[1].split("\n## ", 1)[0]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z_.]+)` \| `([^`]*)` \|", section, re.M)}
+    expected = {key: default for key, default, _ in reference_rows()}
+    assert rows == expected
+
+
+def test_the_example_recipe_file_is_the_default():
+    assert load_recipe(README.parent / "examples" / "fashion_mnist" / "recipe.yaml") == Recipe()
