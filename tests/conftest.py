@@ -44,4 +44,5 @@ def device(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+from tests.pipeline.tiny import task_files  # noqa: E402,F401  (session fixture shared by pipeline and cli tests)
 from tests.quant.models import cnn_onnx, mlp_onnx  # noqa: E402,F401  (session fixtures shared by quant and cli tests)

@@ -55,6 +55,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 
 
 def _register() -> None:
+    from nmdeploy.cli.build import build, finetune
     from nmdeploy.cli.calibrate import calibrate
     from nmdeploy.cli.demo import demo
     from nmdeploy.cli.evaluate import evaluate
@@ -62,7 +63,7 @@ def _register() -> None:
     from nmdeploy.cli.quantize import quantize
     from nmdeploy.cli.verify import verify
 
-    for command in (demo, export, verify, calibrate, quantize, evaluate):
+    for command in (build, finetune, demo, export, verify, calibrate, quantize, evaluate):
         cli.add_command(command)
 
 

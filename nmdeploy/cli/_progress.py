@@ -15,17 +15,32 @@ def quiet() -> bool:
 
 @contextlib.contextmanager
 def stage_progress(disable: bool = False) -> Iterator[Callable[[str, int, int], None]]:
-    """Yield a callback that creates a bar the first time a stage reports and updates it after."""
+    """Yield a callback that creates a bar the first time a stage reports and updates it after.
+
+    The display starts with the first bar, so a command that fails before any long stage
+    prints only its one-line error.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True, disable=disable or quiet()) as progress:
-        tasks: dict[str, int] = {}
+    off = disable or quiet()
+    progress: Progress | None = None
+    tasks: dict[str, int] = {}
 
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done, total=total)
+    def update(stage: str, done: int, total: int) -> None:
+        nonlocal progress
+        if off:
+            return
+        if progress is None:
+            progress = Progress(*columns, console=Console(stderr=True), transient=True)
+            progress.start()
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if progress is not None:
+            progress.stop()

@@ -1,0 +1,116 @@
+"""``build()``: a recipe in, the artifacts, ``manifest.json`` and ``report.md`` out.
+
+Stages run in order and a stage whose inputs are unchanged is kept, so running the same
+build again after an interruption (or after editing a late stage's keys) picks up where it
+stopped; inside a training stage the epoch checkpoint takes over. Under ``torchrun`` every
+process trains (DistributedDataParallel) and the first one writes everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nmdeploy.errors import ConfigError, InputError
+from nmdeploy.pipeline.recipe import Recipe
+
+__all__ = ["BuildResult", "build", "ARTIFACTS"]
+
+ARTIFACTS = ("dense.pt", "sparse.pt", "model.onnx", "verify.json", "model.int8.onnx", "manifest.json", "report.md")
+ALL_STAGES = ("dense", "sparse", "export", "verify", "quantize")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out: Path
+    manifest: dict[str, Any]
+    report: Path | None  # None on the processes of a distributed run that do not write
+    engine_note: str
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write to the output directory {out} ({exc.strerror}); pick another with --out") from None
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if name == "auto":
+        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"recipe key device = {name!r} but this machine has no CUDA GPU; use auto or cpu")
+    if name == "cuda":
+        return torch.device(f"cuda:{local}")
+    return torch.device(name)
+
+
+def _distributed(device: Any) -> tuple[int, int]:
+    """(rank, world size): starts the process group when launched by torchrun with several processes."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def build(
+    recipe: Recipe,
+    out: str | Path | None = None,
+    stages: tuple[str, ...] = ALL_STAGES,
+    say: Callable[[str], None] = print,
+    progress: Callable[[str, int, int], None] | None = None,
+    command: str = "nmdeploy build",
+) -> BuildResult:
+    """Run ``stages`` of ``recipe`` into ``out`` (default: ``recipe.output``).
+
+    ``say`` gets one line per epoch and per stage; ``progress(stage, done, total)`` drives bars.
+    """
+    from nmdeploy.pipeline.manifest import Manifest
+    from nmdeploy.pipeline.report import write_report
+    from nmdeploy.pipeline.stages import BuildContext, check_inputs, engine_needs, run_stages
+
+    out = Path(out if out is not None else recipe.output)
+    device = _device(recipe.device)
+    rank, world = _distributed(device)
+    manifest = Manifest(out, recipe.to_dict())
+    ctx = BuildContext(recipe, out, manifest, device, say if rank == 0 else (lambda line: None),
+                       progress if rank == 0 else None, rank, world)
+    check_inputs(ctx)  # before the output directory exists: bad input leaves nothing behind
+    if rank == 0:
+        _check_writable(out)
+    training = tuple(s for s in stages if s in ("dense", "sparse"))
+    run_stages(ctx, training)
+    if rank != 0:
+        return BuildResult(out, {}, None, "")
+    run_stages(ctx, tuple(s for s in stages if s not in training))
+    note = ""
+    if "export" in stages and recipe.engine.enabled:
+        note = engine_needs(ctx)
+        from nmdeploy.pipeline.manifest import StageRecord
+
+        manifest.record("engine", StageRecord("pending", note=note))
+        say(f"engine: {note}")
+    with contextlib.suppress(OSError):
+        ctx.work.rmdir()  # empty once every training stage has finished
+    verify_path = out / "verify.json"
+    verify = json.loads(verify_path.read_text()) if "verify" in manifest.stages and verify_path.is_file() else None
+    report = write_report(out, manifest.to_dict(), verify, command)
+    return BuildResult(out, manifest.to_dict(), report, note)
