@@ -48,3 +48,12 @@ def test_int8_benchmark_runs_on_a_small_subset(capsys, tmp_path, monkeypatch):
     assert int8_accuracy(args) == 0
     out = capsys.readouterr().out
     assert "MaxQ 2:4 INT8 minmax" in out and "--output-qdq-on-sparse" in out
+
+
+def test_build_benchmark_runs_on_a_tiny_recipe(capsys, task_files):
+    from benchmarks.build_example import main as build_example
+    from tests.pipeline.tiny import tiny_overrides
+
+    assert build_example([arg for o in tiny_overrides(*task_files) for arg in ("--set", o)]) == 0
+    out = capsys.readouterr().out
+    assert "**Wall time of the whole build: " in out and "| quantize | done |" in out and "| int8 | " in out
