@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -22,12 +21,20 @@ def _recipe(recipe_path: Path | None, overrides: tuple[str, ...]):
     return load_recipe(recipe_path, overrides)
 
 
-def _run(recipe, out: Path | None, stages: tuple[str, ...] | None):
+def _command(name: str, recipe_path: Path | None, overrides: tuple[str, ...], out: Path | None) -> str:
+    """The command line that reproduces this run, for report.md."""
+    args = [f"nmdeploy {name}"]
+    args += [f"--recipe {shlex.quote(str(recipe_path))}"] if recipe_path else []
+    args += [f"--set {shlex.quote(item)}" for item in overrides]
+    args += [f"--out {shlex.quote(str(out))}"] if out else []
+    return " ".join(args)
+
+
+def _run(recipe, out: Path | None, stages: tuple[str, ...] | None, command: str):
     from nmdeploy.cli._progress import quiet, stage_progress
     from nmdeploy.pipeline.build import ALL_STAGES, build
 
     silent = quiet()
-    command = "nmdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "nmdeploy build"
     with stage_progress() as update:
         return build(recipe, out, stages or ALL_STAGES, say=(lambda line: None) if silent else click.echo,
                      progress=update, command=command)
@@ -54,7 +61,9 @@ def build(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dum
 
         click.echo(dump(merged), nl=False)
         return
-    result = _run(merged, out, None)
+    result = _run(merged, out, None, _command("build", recipe, overrides, out))
+    if result.report is None:
+        return  # a non-writing process of a distributed run
     accuracy = result.manifest.get("accuracy", {})
     if accuracy:
         shown = {"dense": "dense", "sparse": "sparse", "sparse_onnx": "sparse ONNX", "int8": "sparse INT8"}
@@ -99,7 +108,7 @@ def finetune(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, 
 
         click.echo(dump(merged), nl=False)
         return
-    result = _run(merged, out, ("dense", "sparse"))
+    result = _run(merged, out, ("dense", "sparse"), _command("finetune", recipe, (*extra, *overrides), out))
     if result.report is None:
         return  # a non-writing process of a distributed run
     accuracy = result.manifest.get("accuracy", {})

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,19 +56,26 @@ def _device(name: str) -> Any:
     return torch.device(name)
 
 
-def _distributed(device: Any) -> tuple[int, int]:
-    """(rank, world size): starts the process group when launched by torchrun with several processes."""
+@contextlib.contextmanager
+def _distributed(device: Any) -> Iterator[tuple[int, int]]:
+    """(rank, world size); under torchrun with several processes, a process group for the build."""
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    if not dist.is_initialized():
+        yield 0, 1
+        return
+    started = not dist.is_initialized()
+    if started:
         if device.type == "cuda":
             import torch
 
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    try:
+        yield dist.get_rank(), dist.get_world_size()
+    finally:
+        if started:
+            dist.destroy_process_group()
 
 
 def build(
@@ -83,31 +90,33 @@ def build(
 
     ``say`` gets one line per epoch and per stage; ``progress(stage, done, total)`` drives bars.
     """
-    from nmdeploy.pipeline.manifest import Manifest
+    from nmdeploy.pipeline.manifest import Manifest, StageRecord
     from nmdeploy.pipeline.report import write_report
     from nmdeploy.pipeline.stages import BuildContext, check_inputs, engine_needs, run_stages
 
     out = Path(out if out is not None else recipe.output)
     device = _device(recipe.device)
-    rank, world = _distributed(device)
-    manifest = Manifest(out, recipe.to_dict())
-    ctx = BuildContext(recipe, out, manifest, device, say if rank == 0 else (lambda line: None),
-                       progress if rank == 0 else None, rank, world)
-    check_inputs(ctx)  # before the output directory exists: bad input leaves nothing behind
-    if rank == 0:
-        _check_writable(out)
-    training = tuple(s for s in stages if s in ("dense", "sparse"))
-    run_stages(ctx, training)
+    with _distributed(device) as (rank, world):
+        manifest = Manifest(out, recipe.to_dict())
+        ctx = BuildContext(recipe, out, manifest, device, say if rank == 0 else (lambda line: None),
+                           progress if rank == 0 else None, rank, world)
+        check_inputs(ctx)  # before the output directory exists: bad input leaves nothing behind
+        if rank == 0:
+            _check_writable(out)
+        training = tuple(s for s in stages if s in ("dense", "sparse"))
+        run_stages(ctx, training)
     if rank != 0:
         return BuildResult(out, {}, None, "")
+    ctx.world = 1  # the other processes are done: the rest runs here alone
     run_stages(ctx, tuple(s for s in stages if s not in training))
     note = ""
-    if "export" in stages and recipe.engine.enabled:
-        note = engine_needs(ctx)
-        from nmdeploy.pipeline.manifest import StageRecord
-
-        manifest.record("engine", StageRecord("pending", note=note))
-        say(f"engine: {note}")
+    if "export" in stages:
+        if recipe.engine.enabled:
+            note = engine_needs(ctx)
+            manifest.record("engine", StageRecord("pending", note=note))
+            say(f"engine: {note}")
+        else:
+            manifest.record("engine", StageRecord("disabled", note="engine.enabled is false"))
     with contextlib.suppress(OSError):
         ctx.work.rmdir()  # empty once every training stage has finished
     verify_path = out / "verify.json"
