@@ -1,0 +1,106 @@
+"""Build the TensorRT engine on the target GPU from an nmdeploy target bundle.
+
+Copied into every bundle as ``build_engine.py``. It needs only ``tensorrt``, ``onnx``,
+``numpy`` and the ``nmdeploy/`` folder beside it (the engine code, no torch); timing the
+dense twin also needs ``polygraphy``. Settings default to the bundle's ``bundle.json``.
+
+    python build_engine.py                          # model.plan + engine_report.json (+ dense twin timing)
+    python build_engine.py --batch 1,8,64 --no-dense-twin
+    python build_engine.py --from-trtexec layers.json build.log   # report for an engine built by build_engine.sh
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _settings() -> dict:
+    path = HERE / "bundle.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    return values
+
+
+def _parser(settings: dict) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="build_engine.py", description="Build the sparse TensorRT engine of this bundle on this GPU.")
+    parser.add_argument("--onnx", default=str(HERE / settings.get("onnx", "model.int8.onnx")), help="ONNX model (default: %(default)s)")
+    parser.add_argument("--out", default=str(HERE / "model.plan"), help="plan to write (default: %(default)s)")
+    parser.add_argument("--batch", type=_batches, default=tuple(settings.get("batch", (1, 32, 256))),
+                        help="min,opt,max batch of the profile (default: %(default)s)")
+    parser.add_argument("--no-sparse", action="store_true", help="build without SPARSE_WEIGHTS")
+    parser.add_argument("--no-dense-twin", action="store_true", help="skip the dense twin and its timing")
+    parser.add_argument("--workspace", type=int, default=settings.get("workspace_mb"), help="workspace limit in MiB")
+    parser.add_argument("--timing-cache", default=str(HERE / "timing.cache"), help="timing cache, read and saved (default: %(default)s)")
+    parser.add_argument("--hardware-compat", default=settings.get("hardware_compat", "none"), choices=("none", "ampere_plus", "same_cc"))
+    parser.add_argument("--version-compatible", action="store_true", default=settings.get("version_compatible", False))
+    parser.add_argument("--fp16", action="store_true", help="TensorRT 10.x: FP16 for layers without Q/DQ")
+    parser.add_argument("--strongly-typed", action="store_true", help="TensorRT 10.x: strongly typed network instead of the INT8 flag")
+    parser.add_argument("--bench-batch", type=_batches, default=(1, 32), help="batch sizes timed (default: %(default)s)")
+    parser.add_argument("--iterations", type=int, default=200, help="timed runs per engine and batch (default: %(default)s)")
+    parser.add_argument("--from-trtexec", nargs=2, metavar=("LAYERS_JSON", "BUILD_LOG"),
+                        help="only write engine_report.json from trtexec --exportLayerInfo output and its --verbose log")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = _settings()
+    args = _parser(settings).parse_args(argv)
+    from nmdeploy.engine.layers import format_rows, join_layers, parse_build_log, parse_inspector
+    from nmdeploy.errors import NMDeployError
+
+    verify = json.loads((HERE / "verify.json").read_text()) if (HERE / "verify.json").is_file() else {"layers": []}
+    try:
+        if args.from_trtexec:
+            layers_json, build_log = (Path(p) for p in args.from_trtexec)
+            schema, layers = parse_inspector(layers_json.read_text())
+            rows = join_layers(verify, layers, parse_build_log(build_log.read_text(errors="replace").splitlines()))
+            report = {"schema": "nmdeploy.engine/1", "source": "trtexec", "inspector_schema": schema,
+                      "layers": [row.to_dict() for row in rows]}
+            (HERE / "engine_report.json").write_text(json.dumps(report, indent=2) + "\n")
+            print(format_rows(rows))
+            return 0
+        from nmdeploy.engine.build import build_engine
+
+        report = build_engine(
+            args.onnx, args.out, sparse=not args.no_sparse, workspace=args.workspace, timing_cache=args.timing_cache,
+            hardware_compat=args.hardware_compat, version_compatible=args.version_compatible,
+            dense_twin=not args.no_dense_twin and not args.no_sparse, batch=tuple(args.batch), fp16=args.fp16,
+            strongly_typed=args.strongly_typed, verify=verify,
+        )
+        print(f"wrote {report.plan} (TensorRT {report.tensorrt}, flags {', '.join(report.build.builder_flags) or 'none'}, "
+              f"{report.seconds:.0f} s) and engine_report.json")
+        print(format_rows(list(report.layers)))
+        if report.dense_twin:
+            from nmdeploy.engine.bench import bench_engines
+            from nmdeploy.engine.trt import EngineUnavailable
+
+            try:
+                rows = bench_engines({"sparse": report.plan, "dense": report.dense_twin}, args.bench_batch, iterations=args.iterations)
+            except EngineUnavailable as exc:
+                print(f"dense twin written, not timed: {exc}; or time both with trtexec --loadEngine=PLAN")
+                return 0
+            for batch in args.bench_batch:
+                got = {r.engine: r for r in rows if r.batch == batch}
+                print(f"batch {batch}: sparse p50 {got['sparse'].p50_ms:.3f} ms, dense p50 {got['dense'].p50_ms:.3f} ms, "
+                      f"dense/sparse {got['dense'].p50_ms / got['sparse'].p50_ms:.2f}x")
+    except NMDeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    if (HERE / "nmdeploy").is_dir():
+        sys.path.insert(0, str(HERE))  # the bundled engine code, ahead of any installed nmdeploy
+    raise SystemExit(main())
