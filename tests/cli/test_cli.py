@@ -36,7 +36,7 @@ def _run_blocked(args: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], *([name, "--help"] for name in ("build", "finetune", "demo", "export", "verify", "calibrate", "quantize", "eval")), ["--version"]],
+    [["--help"], *([name, "--help"] for name in ("build", "finetune", "demo", "export", "verify", "calibrate", "quantize", "eval", "engine", "bench")), ["--version"]],
 )
 def test_help_and_version_need_no_torch(args):
     proc = _run_blocked(args)
@@ -83,7 +83,7 @@ def test_demo_json():
     assert [layer["name"] for layer in row["layers"]] == ["stem.0", "conv1.0", "conv2.0", "head.1", "head.3"]
 
 
-@pytest.mark.parametrize("args", [[], ["build"], ["finetune"], ["demo"], ["export"], ["verify"], ["calibrate"], ["quantize"], ["eval"]])
+@pytest.mark.parametrize("args", [[], ["build"], ["finetune"], ["engine"], ["bench"], ["demo"], ["export"], ["verify"], ["calibrate"], ["quantize"], ["eval"]])
 def test_readme_cli_reference_is_current(args):
     """README's help blocks are the real --help output (regenerate them when this fails)."""
     from pathlib import Path
