@@ -46,14 +46,15 @@ def _run(recipe, out: Path | None, stages: tuple[str, ...] | None, command: str)
 @_OUT
 @_DUMP
 def build(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dump_recipe: bool) -> None:
-    """Run the whole pipeline: dense pre-training, N:M fine-tune, ONNX export, 2:4 verify, INT8.
+    """Run the whole pipeline: dense pre-training, N:M fine-tune, ONNX export, 2:4 verify, INT8, engine.
 
     With no recipe it builds the built-in example: Fashion-MNIST (Debian package
     dataset-fashion-mnist), a small ResNet, MaxQ 2:4. Writes dense.pt, sparse.pt,
     model.onnx, verify.json, model.int8.onnx, manifest.json and report.md (with plots) to
-    the output directory. Running it again redoes only the stages whose inputs changed, and
-    resumes an interrupted training stage from its last epoch. The TensorRT engine stage
-    needs TensorRT on the target GPU; where it is absent the build says what it needs.
+    the output directory, and the TensorRT engine (model.plan, engine_report.json) where
+    TensorRT and a GPU are present, else target-bundle/ to build it on the target GPU.
+    Running it again redoes only the stages whose inputs changed, and resumes an interrupted
+    training stage from its last epoch.
     """
     merged = _recipe(recipe, overrides)
     if dump_recipe:
@@ -74,7 +75,7 @@ def build(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dum
 def _artifacts(out: Path) -> list[str]:
     from nmdeploy.pipeline.build import ARTIFACTS
 
-    return [name for name in ARTIFACTS if (out / name).is_file()]
+    return [name + ("/" if (out / name).is_dir() else "") for name in ARTIFACTS if (out / name).exists()]
 
 
 @click.command()

@@ -22,8 +22,9 @@ from nmdeploy.pipeline.recipe import Recipe
 
 __all__ = ["BuildResult", "build", "ARTIFACTS"]
 
-ARTIFACTS = ("dense.pt", "sparse.pt", "model.onnx", "verify.json", "model.int8.onnx", "manifest.json", "report.md")
-ALL_STAGES = ("dense", "sparse", "export", "verify", "quantize")
+ARTIFACTS = ("dense.pt", "sparse.pt", "model.onnx", "verify.json", "model.int8.onnx", "model.plan", "model.dense.plan",
+             "engine_report.json", "target-bundle", "manifest.json", "report.md")
+ALL_STAGES = ("dense", "sparse", "export", "verify", "quantize", "engine")
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,9 @@ def build(
 
     ``say`` gets one line per epoch and per stage; ``progress(stage, done, total)`` drives bars.
     """
-    from nmdeploy.pipeline.manifest import Manifest, StageRecord
+    from nmdeploy.pipeline.manifest import Manifest
     from nmdeploy.pipeline.report import write_report
-    from nmdeploy.pipeline.stages import BuildContext, check_inputs, engine_needs, run_stages
+    from nmdeploy.pipeline.stages import BuildContext, check_inputs, run_stages
 
     out = Path(out if out is not None else recipe.output)
     device = _device(recipe.device)
@@ -109,17 +110,11 @@ def build(
         return BuildResult(out, {}, None, "")
     ctx.world = 1  # the other processes are done: the rest runs here alone
     run_stages(ctx, tuple(s for s in stages if s not in training))
-    note = ""
-    if "export" in stages:
-        if recipe.engine.enabled:
-            note = engine_needs(ctx)
-            manifest.record("engine", StageRecord("pending", note=note))
-            say(f"engine: {note}")
-        else:
-            manifest.record("engine", StageRecord("disabled", note="engine.enabled is false"))
     with contextlib.suppress(OSError):
         ctx.work.rmdir()  # empty once every training stage has finished
     verify_path = out / "verify.json"
     verify = json.loads(verify_path.read_text()) if "verify" in manifest.stages and verify_path.is_file() else None
     report = write_report(out, manifest.to_dict(), verify, command)
+    engine = manifest.stages.get("engine")
+    note = engine.metrics.get("reason", "") if engine is not None and engine.status == "bundled" else ""
     return BuildResult(out, manifest.to_dict(), report, note)

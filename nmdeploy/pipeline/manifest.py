@@ -60,7 +60,7 @@ def versions() -> dict[str, str]:
 
 @dataclass
 class StageRecord:
-    status: str  # done, skipped (inputs unchanged), disabled, pending (needs something absent here)
+    status: str  # done, skipped (inputs unchanged), disabled, bundled (engine: written for the target GPU)
     inputs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     seconds: float = 0.0
@@ -88,12 +88,15 @@ class Manifest:
     def reusable(self, name: str, inputs: Mapping[str, str]) -> StageRecord | None:
         """The previous record of ``name`` if its inputs match and its outputs are intact."""
         old = self.previous.get(name)
-        if not isinstance(old, dict) or old.get("status") not in ("done", "skipped") or old.get("inputs") != dict(inputs):
+        if not isinstance(old, dict) or old.get("status") not in ("done", "skipped", "bundled") or old.get("inputs") != dict(inputs):
             return None
         for file, digest in (old.get("outputs") or {}).items():
             path = self.out / file
             if not path.is_file() or file_sha256(path) != digest:
                 return None
+        if old.get("status") == "bundled":  # still only bundled: say so rather than "skipped"
+            return StageRecord("bundled", dict(inputs), dict(old.get("outputs") or {}), 0.0, dict(old.get("metrics") or {}),
+                               "bundled for target (kept: inputs unchanged)")
         took = old.get("note") if old.get("status") == "skipped" else f"built in {old.get('seconds', 0):.1f} s"
         return StageRecord("skipped", dict(inputs), dict(old.get("outputs") or {}), 0.0,
                            dict(old.get("metrics") or {}), took or "")
@@ -103,7 +106,8 @@ class Manifest:
         self.save()
 
     def outputs_of(self, files: Iterable[Path]) -> dict[str, str]:
-        return {path.name: file_sha256(path) for path in files}
+        """file path relative to the output folder -> sha256."""
+        return {path.resolve().relative_to(self.out.resolve()).as_posix(): file_sha256(path) for path in files}
 
     def to_dict(self) -> dict[str, Any]:
         stages = {name: {"status": r.status, "seconds": round(r.seconds, 3), "inputs": r.inputs, "outputs": r.outputs,

@@ -80,13 +80,20 @@ class QuantizeSection:
 
 @dataclass(frozen=True)
 class EngineSection:
-    """TensorRT engine settings (the engine stage needs TensorRT on the target GPU)."""
+    """TensorRT engine (``nmdeploy.engine``); without TensorRT here, a bundle to build it on the target."""
 
     enabled: bool = True
     sparse: bool = True  # SPARSE_WEIGHTS
     min_batch: int = 1
     opt_batch: int = 32
     max_batch: int = 256
+    dense_twin: bool = True  # also the same engine without SPARSE_WEIGHTS, to time against
+    workspace_mb: int | None = None  # None = TensorRT's default
+    timing_cache: str | None = None  # a file read and saved by the build
+    hardware_compat: str = "none"  # none, ampere_plus, same_cc
+    version_compatible: bool = False
+    fp16: bool = False  # TensorRT 10.x only: FP16 for layers without Q/DQ
+    strongly_typed: bool = False  # TensorRT 10.x only: instead of the INT8 flag
 
 
 # dense pre-training and fine-tune defaults of the built-in example (benchmarks/RESULTS.md)
@@ -243,6 +250,12 @@ def check_recipe(recipe: Recipe) -> None:
     e = recipe.engine
     if not 1 <= e.min_batch <= e.opt_batch <= e.max_batch:
         raise ConfigError(f"recipe keys engine.min_batch/opt_batch/max_batch = {e.min_batch}/{e.opt_batch}/{e.max_batch}: need 1 <= min <= opt <= max")
+    from nmdeploy.engine.plan import HARDWARE_COMPAT
+
+    if e.hardware_compat not in HARDWARE_COMPAT:
+        raise ConfigError(f"recipe key engine.hardware_compat = {e.hardware_compat!r}: use one of {', '.join(HARDWARE_COMPAT)}")
+    if e.workspace_mb is not None and e.workspace_mb < 1:
+        raise ConfigError(f"recipe key engine.workspace_mb = {e.workspace_mb}: use null (TensorRT's default) or a size >= 1")
     if recipe.device != "auto" and recipe.device != "cpu" and not recipe.device.startswith("cuda"):
         raise ConfigError(f"recipe key device = {recipe.device!r}: use auto, cpu, cuda or cuda:N")
 

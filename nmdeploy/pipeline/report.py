@@ -104,6 +104,12 @@ def _stage_summary(name: str, record: Mapping[str, Any]) -> str:
         return f"{m['nm_layers']} N:M layer(s) verified of {m['layers']}"
     if name == "quantize" and m.get("int8_top1") is not None:
         return f"INT8 top-1 {m['int8_top1']:.2%} (FP32 ONNX {m['onnx_top1']:.2%}), {m['nm_layers']} layer(s) kept N:M"
+    if name == "engine" and record.get("status") == "bundled":
+        return (f"bundled for target: `{m.get('bundle')}/` (run `python3 build_engine.py` there on the GPU); "
+                f"here: {str(m.get('reason', '')).split(';')[0]}")
+    if name == "engine" and m.get("built"):
+        return (f"model.plan with TensorRT {m['tensorrt']} ({', '.join(m['flags'])}); sparse kernels picked for "
+                f"{m['picked_layers']} of {m['eligible_layers']} eligible layer(s), see engine_report.json")
     return record.get("note", "")
 
 

@@ -271,27 +271,57 @@ def quantize_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], 
     return config, {"onnx": ctx.out / "model.onnx"}, body
 
 
-def engine_needs(ctx: BuildContext) -> str:
-    """What the engine stage needs: said where it cannot run, and recorded in the manifest."""
-    e = ctx.recipe.engine
-    source = "model.int8.onnx" if ctx.recipe.quantize.enabled else "model.onnx"
-    return (f"the TensorRT engine is not built here: it needs TensorRT 10.x or 11.x (pip install 'nmdeploy[trt]', "
-            f"or JetPack on Jetson Orin) on the target Ampere-or-newer GPU; its input is ready: {source} "
-            f"({'sparse weights, ' if e.sparse else ''}batch {e.min_batch}/{e.opt_batch}/{e.max_batch})")
+def _tensorrt_here() -> str:
+    """What TensorRT this machine offers the engine stage (part of its inputs: installing it redoes the stage)."""
+    from nmdeploy.engine.trt import EngineUnavailable, probe
+
+    try:
+        return f"tensorrt {probe().__version__}"
+    except EngineUnavailable:
+        return "none"
 
 
+def engine_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], Callable[[str], tuple[Any, ...]]]:
+    r = ctx.recipe.to_dict()
+    source = ctx.out / ("model.int8.onnx" if ctx.recipe.quantize.enabled else "model.onnx")
+    config = {"engine": r["engine"], "tensorrt": _tensorrt_here()}
+
+    def body(key: str) -> tuple[Any, ...]:
+        from nmdeploy.engine.deploy import build_or_bundle
+        from nmdeploy.engine.plan import BuildOptions
+
+        e = ctx.recipe.engine
+        options = BuildOptions(e.sparse, e.fp16, e.strongly_typed, e.hardware_compat, e.version_compatible, e.workspace_mb)
+        result = build_or_bundle(source, ctx.out / "model.plan", ctx.out / BUNDLE, options,
+                                 batch=(e.min_batch, e.opt_batch, e.max_batch), timing_cache=e.timing_cache,
+                                 dense_twin=e.dense_twin, verify=ctx.out / "verify.json", manifest=ctx.manifest.to_dict())
+        if result.report is None:
+            ctx.say(f"engine: bundled for target in {BUNDLE}/ ({result.reason.split(';')[0]}); "
+                    f"on the target GPU run: python3 {ctx.out / BUNDLE}/build_engine.py")
+            return list(result.files), {"built": False, "bundle": BUNDLE, "reason": result.reason}, "bundled", "bundled for target"
+        report = result.report
+        picked = sum(1 for row in report.layers if row.picked)
+        eligible = sum(1 for row in report.layers if row.eligible)
+        ctx.say(f"engine: model.plan (TensorRT {report.tensorrt}); sparse kernels picked for {picked} of {eligible} eligible layer(s)")
+        return list(result.files), {"built": True, "tensorrt": report.tensorrt, "flags": list(report.build.builder_flags),
+                                    "eligible_layers": eligible, "picked_layers": picked, "seconds_build": report.seconds}
+
+    return config, {"onnx": source, "verify": ctx.out / "verify.json"}, body
+
+
+BUNDLE = "target-bundle"
 TRAINING_STAGES = ("dense", "sparse")
 STAGES: dict[str, Callable[[BuildContext], Any]] = {
     "dense": dense_stage, "sparse": sparse_stage, "export": export_stage, "verify": verify_stage,
-    "quantize": quantize_stage,
+    "quantize": quantize_stage, "engine": engine_stage,
 }
 
 
 def run_stages(ctx: BuildContext, names: tuple[str, ...]) -> None:
     """Run ``names`` in order, skipping each stage whose inputs and outputs are unchanged."""
     for name in names:
-        if name == "quantize" and not ctx.recipe.quantize.enabled:
-            ctx.manifest.record(name, StageRecord("disabled", note="quantize.enabled is false"))
+        if (name == "quantize" and not ctx.recipe.quantize.enabled) or (name == "engine" and not ctx.recipe.engine.enabled):
+            ctx.manifest.record(name, StageRecord("disabled", note=f"{name}.enabled is false"))
             continue
         config, files, body = STAGES[name](ctx)
         inputs = inputs_key(config, files)
@@ -302,9 +332,11 @@ def run_stages(ctx: BuildContext, names: tuple[str, ...]) -> None:
                 ctx.manifest.record(name, kept)
             continue
         began = time.perf_counter()
-        outputs, metrics = body(hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest())
+        outcome = body(hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest())
+        outputs, metrics = outcome[0], outcome[1]
+        status, note = outcome[2:4] if len(outcome) > 2 else ("done", "")  # the engine stage may only bundle
         seconds = time.perf_counter() - began
         if ctx.world > 1:
             torch.distributed.barrier()  # the other ranks read what rank 0 just wrote
         if ctx.main:
-            ctx.manifest.record(name, StageRecord("done", inputs, ctx.manifest.outputs_of(outputs), seconds, metrics))
+            ctx.manifest.record(name, StageRecord(status, inputs, ctx.manifest.outputs_of(outputs), seconds, metrics, note))

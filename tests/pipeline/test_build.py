@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +20,8 @@ from nmdeploy.sparsity import is_nm_sparse
 from nmdeploy.train.loop import TrainingInterrupted
 from tests.pipeline.tiny import tiny_overrides
 
-STAGES = ("dense", "sparse", "export", "verify", "quantize")
+STAGES = ("dense", "sparse", "export", "verify", "quantize")  # then "engine": bundled for the target where TensorRT is absent
+NO_TRT = importlib.util.find_spec("tensorrt") is None
 PLOTS = ("training.png", "accuracy.png", "layers.png")
 SPARSE_CONVS = ("blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "blocks.1.shortcut.0",
                 "blocks.2.conv1", "blocks.2.conv2", "blocks.2.shortcut.0")
@@ -44,7 +46,9 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 
 def test_a_build_writes_every_artifact_and_its_manifest(built):
     out, result, lines = built
-    assert sorted(p.name for p in out.iterdir()) == sorted([*ARTIFACTS, *PLOTS])  # the .work folder is gone
+    built_here = ("model.plan", "model.dense.plan", "engine_report.json")
+    expected = [a for a in ARTIFACTS if a not in (built_here if NO_TRT else ("target-bundle",))]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*expected, *PLOTS])  # the .work folder is gone
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest == result.manifest and manifest["schema"] == "nmdeploy.manifest/1"
     assert {"nmdeploy", "torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
@@ -52,7 +56,15 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
     stages = manifest["stages"]
     assert list(stages) == [*STAGES, "engine"]
     assert all(stages[s]["status"] == "done" and stages[s]["seconds"] > 0 for s in STAGES)
-    assert stages["engine"]["status"] == "pending" and "pip install 'nmdeploy[trt]'" in stages["engine"]["note"]
+    if NO_TRT:
+        engine = stages["engine"]
+        assert engine["status"] == "bundled" and engine["note"] == "bundled for target"
+        assert engine["metrics"]["built"] is False and "pip install 'nmdeploy[trt]'" in engine["metrics"]["reason"]
+        assert "target-bundle/build_engine.py" in engine["outputs"] and "target-bundle/model.int8.onnx" in engine["outputs"]
+        assert set(engine["inputs"]) == {"file:model.int8.onnx", "file:verify.json", "recipe:engine", "recipe:tensorrt"}
+        bundle = out / "target-bundle"
+        assert json.loads((bundle / "verify.json").read_text()) == json.loads((out / "verify.json").read_text())
+        assert json.loads((bundle / "manifest.json").read_text())["stages"]["quantize"]["status"] == "done"
     for stage in STAGES:  # the recorded hashes are those of the files on disk
         assert stages[stage]["outputs"] and all(file_sha256(out / f) == h for f, h in stages[stage]["outputs"].items())
     assert set(stages["sparse"]["inputs"]) == {"file:dense.pt", "recipe:data", "recipe:finetune", "recipe:model.spec", "recipe:sparsity"}
@@ -62,7 +74,7 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
     assert accuracy["sparse_onnx"] == accuracy["sparse"]  # the ONNX model computes what PyTorch does
     assert accuracy["int8"] > 0.8 and abs(accuracy["int8"] - accuracy["sparse"]) <= 0.02
     assert any(line.startswith("sparse epoch 2/2: loss ") for line in lines)
-    assert result.engine_note in lines[-1]
+    assert lines[-1].startswith("engine: bundled for target in target-bundle/" if NO_TRT else "engine: model.plan")
 
 
 def test_the_artifacts_are_sparse_where_they_should_be(built):
@@ -79,18 +91,21 @@ def test_the_artifacts_are_sparse_where_they_should_be(built):
     for plot in PLOTS:
         assert f"]({plot})" in report and (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| blocks.2.conv2.weight | Conv | 64x64x3x3 | 50.0% | verified | yes |" in report
-    assert "| quantize | done |" in report and "| engine | pending |" in report
+    assert "| quantize | done |" in report
+    assert ("| engine | bundled |" if NO_TRT else "| engine | done |") in report
 
 
 def test_a_rerun_keeps_every_stage(built, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(built[0], out)
-    before = {p.name: file_sha256(p) for p in out.iterdir()}
+    before = {p.name: file_sha256(p) for p in out.iterdir() if p.is_file()}
     result, lines = _build(out, *_task(built))
     stages = result.manifest["stages"]
     assert [stages[s]["status"] for s in STAGES] == ["skipped"] * 5
     assert stages["dense"]["note"].startswith("built in ")
-    assert lines[:5] == [f"{s}: inputs unchanged since the last build, kept" for s in STAGES]
+    assert lines == [f"{s}: inputs unchanged since the last build, kept" for s in (*STAGES, "engine")]
+    if NO_TRT:
+        assert stages["engine"]["status"] == "bundled" and stages["engine"]["note"] == "bundled for target (kept: inputs unchanged)"
     assert all(file_sha256(out / name) == digest for name, digest in before.items() if name.endswith((".pt", ".onnx", ".json")) and name != "manifest.json")
     assert result.manifest["accuracy"] == built[1].manifest["accuracy"]
 
