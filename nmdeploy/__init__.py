@@ -6,8 +6,7 @@ The top-level names are resolved lazily so that ``import nmdeploy`` (and therefo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nmdeploy._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -26,15 +25,7 @@ _LAZY = {
 }
 
 __all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nmdeploy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("nmdeploy", _LAZY, globals())
 
 
 def __dir__() -> list[str]:

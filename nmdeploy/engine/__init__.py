@@ -6,8 +6,7 @@ Importing this package never imports TensorRT; the functions that need it raise
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nmdeploy._lazy import lazy_getattr
 
 _LAZY = {
     "build_engine": "nmdeploy.engine.build",
@@ -20,10 +19,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nmdeploy.engine' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr("nmdeploy.engine", _LAZY, globals())

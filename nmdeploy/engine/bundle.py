@@ -26,7 +26,7 @@ __all__ = ["BUNDLED_CODE", "trtexec_script", "write_bundle"]
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # nmdeploy/
 # the modules build_engine.py imports, relative to nmdeploy/ (checked by a test: no torch among them)
-BUNDLED_CODE = ("__init__.py", "errors.py", "_atomic.py", "engine/__init__.py", "engine/trt.py", "engine/plan.py",
+BUNDLED_CODE = ("__init__.py", "_lazy.py", "errors.py", "_atomic.py", "engine/__init__.py", "engine/trt.py", "engine/plan.py",
                 "engine/shapes.py", "engine/layers.py", "engine/build.py", "engine/bench.py")
 _TRTEXEC_LEVEL = {"none": None, "ampere_plus": "ampere+", "same_cc": "sameComputeCapability"}
 

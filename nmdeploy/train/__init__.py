@@ -6,8 +6,7 @@ not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nmdeploy._lazy import lazy_getattr
 
 _LAZY = {
     "TrainConfig": "nmdeploy.train.config",
@@ -19,10 +18,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nmdeploy.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr("nmdeploy.train", _LAZY, globals())
