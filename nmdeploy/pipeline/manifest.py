@@ -115,14 +115,15 @@ class Manifest:
         return {"schema": SCHEMA, "versions": versions(), "recipe": self.recipe, "stages": stages,
                 "accuracy": self.accuracy()}
 
-    def accuracy(self) -> dict[str, float]:
-        """Validation top-1 per artifact, from the stages that measured it."""
-        found = {}
-        for stage, metric, label in (("dense", "val_top1", "dense"), ("sparse", "val_top1", "sparse"),
-                                     ("quantize", "onnx_top1", "sparse_onnx"), ("quantize", "int8_top1", "int8")):
-            value = self.stages.get(stage, StageRecord("")).metrics.get(metric)
-            if value is not None:
-                found[label] = value
+    def accuracy(self) -> dict[str, Any]:
+        """The task's validation score per artifact (top-1 for classification), and its name under "metric"."""
+        found: dict[str, Any] = {}
+        for stage, key, label in (("dense", "val_score", "dense"), ("sparse", "val_score", "sparse"),
+                                  ("quantize", "onnx_score", "sparse_onnx"), ("quantize", "int8_score", "int8")):
+            metrics = self.stages.get(stage, StageRecord("")).metrics
+            if metrics.get(key) is not None:
+                found[label] = metrics[key]
+                found["metric"] = metrics.get("metric", "top-1")
         return found
 
     def save(self) -> None:

@@ -1,6 +1,6 @@
 """Recipes: one YAML file that names every stage's settings, checked before any work starts.
 
-A recipe is a mapping of sections (``model``, ``data``, ``dense``, ``sparsity``, ``finetune``,
+A recipe is a mapping of sections (``model``, ``data``, ``task``, ``dense``, ``sparsity``, ``finetune``,
 ``export``, ``quantize``, ``engine``) plus two top-level keys (``output``, ``device``). Every
 key has a default, and the defaults *are* the built-in Fashion-MNIST example, so
 ``nmdeploy build`` with no recipe runs it. A recipe file or ``--set section.key=value``
@@ -30,6 +30,7 @@ class ModelSection:
 
     spec: str = "fashion-resnet"  # built-in name or package.module:callable returning an nn.Module
     checkpoint: str | None = None  # pretrained dense weights (weights_only load); skips dense pre-training
+    pretrained: bool = False  # the model spec returns trained weights itself; skips dense pre-training
     input_shape: tuple[int, ...] = (1, 1, 28, 28)  # one sample batch; dim 0 is dynamic in the ONNX
 
 
@@ -41,6 +42,14 @@ class DataSection:
     val: str = "fashion-mnist:test"
     train_subset: int = 0  # use this many class-balanced training samples; 0 = all
     val_subset: int = 0  # same for validation; 0 = all
+
+
+@dataclass(frozen=True)
+class TaskSection:
+    """What training optimises and the reports score (``nmdeploy.train.tasks``)."""
+
+    spec: str = "classification"  # classification, distillation (from the dense model), or package.module:callable
+    mse_weight: float = 1.0  # distillation: loss = (1 - cosine) + mse_weight * MSE
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,7 @@ _FINETUNE = TrainConfig(epochs=6, lr=0.02)
 class Recipe:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
+    task: TaskSection = field(default_factory=TaskSection)
     dense: TrainConfig = _DENSE
     sparsity: SparsitySection = field(default_factory=SparsitySection)
     finetune: TrainConfig = _FINETUNE
@@ -236,6 +246,12 @@ def check_recipe(recipe: Recipe) -> None:
             raise ConfigError(f"recipe key sparsity.{key} = {getattr(sp, key)} is out of range: use a number > 0")
     if isinstance(sp.exclude, str) and sp.exclude != "auto":
         raise ConfigError(f"recipe key sparsity.exclude = {sp.exclude!r}: use 'auto' or a list of globs ([] = none)")
+    task = recipe.task
+    if task.mse_weight < 0:
+        raise ConfigError(f"recipe key task.mse_weight = {task.mse_weight}: use a number >= 0")
+    if task.spec == "distillation" and not (recipe.model.checkpoint or recipe.model.pretrained):
+        raise ConfigError("recipe key task.spec = 'distillation' needs a trained dense model to learn from: "
+                          "set model.checkpoint or model.pretrained: true")
     shape = recipe.model.input_shape
     if len(shape) < 2 or any(d < 1 for d in shape):
         raise ConfigError(f"recipe key model.input_shape = {list(shape)}: give [batch, ...] with every size >= 1, e.g. [1, 1, 28, 28]")

@@ -24,26 +24,27 @@ def _figure_bytes(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _training_plot(plt: Any, stages: Mapping[str, Any]) -> bytes | None:
+def _training_plot(plt: Any, stages: Mapping[str, Any], metric: str) -> bytes | None:
     dense = stages.get("dense", {}).get("metrics", {}).get("history") or []
     sparse = stages.get("sparse", {}).get("metrics", {}).get("history") or []
     if not dense and not sparse:
         return None
+    scale = 100 if metric == "top-1" else 1
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     offset = len(dense)
     for rows, start, label, colour in ((dense, 0, "dense pre-training", "tab:blue"), (sparse, offset, "sparse fine-tune", "tab:orange")):
         if not rows:
             continue
         epochs = [start + r["epoch"] for r in rows]
-        acc_ax.plot(epochs, [100 * (r["val_top1"] or 0) for r in rows], "o-", color=colour, label=f"{label}, val")
-        acc_ax.plot(epochs, [100 * r["train_top1"] for r in rows], "--", color=colour, alpha=0.6, label=f"{label}, train")
+        acc_ax.plot(epochs, [scale * (r["val_score"] or 0) for r in rows], "o-", color=colour, label=f"{label}, val")
+        acc_ax.plot(epochs, [scale * r["train_score"] for r in rows], "--", color=colour, alpha=0.6, label=f"{label}, train")
         loss_ax.plot(epochs, [r["train_loss"] for r in rows], "o-", color=colour, label=label)
     for ax in (acc_ax, loss_ax):
         if dense and sparse:
             ax.axvline(offset + 0.5, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    acc_ax.set_ylabel("top-1 (%)")
+    acc_ax.set_ylabel("top-1 (%)" if metric == "top-1" else metric)
     acc_ax.legend(fontsize=8)
     loss_ax.set_ylabel("training loss")
     loss_ax.legend(fontsize=8)
@@ -51,19 +52,23 @@ def _training_plot(plt: Any, stages: Mapping[str, Any]) -> bytes | None:
     return _figure_bytes(fig)
 
 
-def _accuracy_plot(plt: Any, accuracy: Mapping[str, float]) -> bytes | None:
-    if not accuracy:
-        return None
+def _accuracy_plot(plt: Any, accuracy: Mapping[str, Any]) -> bytes | None:
     names = [k for k in _LABELS if k in accuracy]
-    values = [100 * accuracy[k] for k in names]
+    if not names:
+        return None
+    metric = accuracy.get("metric", "top-1")
+    scale = 100 if metric == "top-1" else 1
+    values = [scale * accuracy[k] for k in names]
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     bars = ax.bar([_LABELS[k] for k in names], values, color=["tab:blue", "tab:orange", "tab:green", "tab:red"][: len(names)])
     for bar, value in zip(bars, values):
-        ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.2f}", ha="center", va="bottom", fontsize=9)
-    low = min(values)
-    ax.set_ylim(max(0.0, low - max(2.0, 0.5 * (max(values) - low))), min(100.0, max(values) + 1.5))
-    ax.set_ylabel("validation top-1 (%)")
-    ax.set_title("Top-1 per stage")
+        ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.2f}" if scale == 100 else f"{value:.4f}",
+                ha="center", va="bottom", fontsize=9)
+    low, high = min(values), max(values)
+    pad = max(2.0, 0.5 * (high - low)) if scale == 100 else max(0.02, 0.5 * (high - low))
+    ax.set_ylim(max(0.0, low - pad), min(float(scale), high + pad * 0.75))
+    ax.set_ylabel("validation top-1 (%)" if scale == 100 else f"validation {metric} to the dense model")
+    ax.set_title(f"{'Top-1' if scale == 100 else metric.capitalize()} per stage")
     ax.tick_params(axis="x", labelsize=8)
     return _figure_bytes(fig)
 
@@ -93,17 +98,22 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _show(metrics: Mapping[str, Any], value: float) -> str:
+    return f"{value:.2%}" if metrics.get("metric", "top-1") == "top-1" else f"{value:.4f}"
+
+
 def _stage_summary(name: str, record: Mapping[str, Any]) -> str:
     m = record.get("metrics") or {}
-    if name in ("dense", "sparse") and m.get("val_top1") is not None:
+    if name in ("dense", "sparse") and m.get("val_score") is not None:
         epochs = len(m.get("history") or [])
-        return f"val top-1 {m['val_top1']:.2%}" + (f" after {epochs} epoch(s)" if epochs else " (pretrained checkpoint)")
+        return f"val {m.get('metric', 'top-1')} {_show(m, m['val_score'])}" + (f" after {epochs} epoch(s)" if epochs else " (pretrained)")
     if name == "export" and "max_abs_error" in m:
         return f"opset {m['opset']}, ONNX Runtime vs PyTorch max abs diff {m['max_abs_error']:.1e}"
     if name == "verify" and "nm_layers" in m:
         return f"{m['nm_layers']} N:M layer(s) verified of {m['layers']}"
-    if name == "quantize" and m.get("int8_top1") is not None:
-        return f"INT8 top-1 {m['int8_top1']:.2%} (FP32 ONNX {m['onnx_top1']:.2%}), {m['nm_layers']} layer(s) kept N:M"
+    if name == "quantize" and m.get("int8_score") is not None:
+        return (f"INT8 {m['metric']} {_show(m, m['int8_score'])} (FP32 ONNX {_show(m, m['onnx_score'])}), "
+                f"{m['nm_layers']} layer(s) kept N:M")
     if name == "engine" and record.get("status") == "bundled":
         return (f"bundled for target: `{m.get('bundle')}/` (run `python3 build_engine.py` there on the GPU); "
                 f"here: {str(m.get('reason', '')).split(';')[0]}")
@@ -122,7 +132,8 @@ def write_report(out: Path, manifest: Mapping[str, Any], verify: Mapping[str, An
 
     stages = manifest.get("stages", {})
     accuracy = manifest.get("accuracy", {})
-    plots = {"training.png": _training_plot(plt, stages), "accuracy.png": _accuracy_plot(plt, accuracy),
+    metric = accuracy.get("metric", "top-1")
+    plots = {"training.png": _training_plot(plt, stages, metric), "accuracy.png": _accuracy_plot(plt, accuracy),
              "layers.png": _layers_plot(plt, verify or {})}
     plt.close("all")
     recipe = manifest.get("recipe", {})
@@ -132,12 +143,15 @@ def write_report(out: Path, manifest: Mapping[str, Any], verify: Mapping[str, An
     lines += ["## Stages", ""]
     lines += _table(["stage", "status", "seconds", "result"],
                     [[name, r.get("status", ""), f"{r.get('seconds', 0):.1f}", _stage_summary(name, r)] for name, r in stages.items()])
-    if accuracy:
-        dense = accuracy.get("dense")
-        lines += ["", "## Accuracy (validation top-1)", ""]
-        lines += _table(["artifact", "top-1", "vs dense"], [
-            [_LABELS[k], f"{100 * v:.2f}%", "" if dense is None or k == "dense" else f"{100 * (v - dense):+.2f} pt"]
-            for k, v in accuracy.items()])
+    scores = {k: v for k, v in accuracy.items() if k in _LABELS}
+    if scores:
+        dense = scores.get("dense")
+        top1 = metric == "top-1"
+        lines += ["", f"## Accuracy (validation {metric})", ""]
+        lines += _table(["artifact", metric, "vs dense"], [
+            [_LABELS[k], f"{100 * v:.2f}%" if top1 else f"{v:.4f}",
+             "" if dense is None or k == "dense" else (f"{100 * (v - dense):+.2f} pt" if top1 else f"{v - dense:+.4f}")]
+            for k, v in scores.items()])
     for name, title in (("accuracy.png", "Top-1 per stage"), ("training.png", "Training curves"), ("layers.png", "Per-layer sparsity")):
         if plots[name] is not None:
             lines += ["", f"![{title}]({name})"]

@@ -30,7 +30,8 @@ from nmdeploy.export.loading import build_model, load_checkpoint
 from nmdeploy.pipeline.manifest import Manifest, StageRecord, inputs_key
 from nmdeploy.pipeline.recipe import Recipe
 from nmdeploy.quant.calibset import draw_indices, make_calibration_set
-from nmdeploy.train import EpochMetrics, fit, top1_accuracy
+from nmdeploy.train.loop import EpochMetrics, evaluate, fit
+from nmdeploy.train.tasks import Classification, Distillation, Task, load_task
 
 __all__ = ["BuildContext", "STAGES", "TRAINING_STAGES", "run_stages"]
 
@@ -48,6 +49,7 @@ class BuildContext:
     rank: int = 0
     world: int = 1
     _data: dict[str, ArrayData] = field(default_factory=dict)
+    _targets: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def main(self) -> bool:
@@ -58,26 +60,43 @@ class BuildContext:
     def work(self) -> Path:
         return self.out / ".work"  # resumable training checkpoints, removed when their stage is done
 
+    @property
+    def task(self) -> Task:
+        t = self.recipe.task
+        return Distillation(t.mse_weight) if t.spec == "distillation" else load_task(t.spec)
+
     def data(self, which: str) -> ArrayData:
         """The train or val data of the recipe (its class-balanced subset when one is asked for)."""
         if which not in self._data:
             spec = self.recipe.data.train if which == "train" else self.recipe.data.val
             data = load_data(spec, "train" if which == "train" else "test")
             key = "data.train" if which == "train" else "data.val"
-            if data.labels is None:
-                raise InputError(f"{key} = {spec!r} has no labels; training and accuracy need integer labels (y)")
-            if len(data.inputs) != 1:
-                raise InputError(f"{key} = {spec!r} has {len(data.inputs)} input arrays; the classification trainer takes one")
+            if data.labels is None and isinstance(self.task, Classification):
+                raise InputError(f"{key} = {spec!r} has no labels; classification needs integer labels (y)")
             subset = getattr(self.recipe.data, f"{which}_subset")
             if subset and subset < len(data):
                 data = data.take(np.sort(draw_indices(subset, len(data), data.labels, 0)))
             self._data[which] = data
         return self._data[which]
 
-    def tensors(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        data = self.data(which)
-        x = next(iter(data.inputs.values()))
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(data.labels.astype(np.int64))
+    def inputs(self, which: str) -> tuple[torch.Tensor, ...]:
+        """The model's inputs, in the data's order: float arrays as float32, integer arrays (token ids) as int64."""
+        return tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64 if np.issubdtype(a.dtype, np.integer) else np.float32))
+                     for a in self.data(which).inputs.values())
+
+    def targets(self, which: str) -> torch.Tensor:
+        """What the task trains towards and scores against: the labels, or the dense model's outputs."""
+        if which not in self._targets:
+            labels = self.data(which).labels
+            label_tensor = None if labels is None else torch.from_numpy(np.asarray(labels))
+            teacher = None
+            if not isinstance(self.task, Classification):
+                teacher = load_checkpoint(self.new_model(), self.out / "dense.pt").to(self.device)
+            self._targets[which] = self.task.targets(teacher, self.inputs(which), label_tensor)
+        return self._targets[which]
+
+    def score(self, model: nn.Module, which: str = "val") -> float:
+        return evaluate(model.to(self.device), self.inputs(which), self.targets(which), self.task)
 
     def new_model(self) -> nn.Module:
         torch.manual_seed(self.recipe.dense.seed)  # the same initial weights on every run and rank
@@ -87,18 +106,22 @@ class BuildContext:
 def check_inputs(ctx: BuildContext) -> None:
     """Fail before any work when the model, its input shape and the data do not fit together."""
     recipe = ctx.recipe
+    task = ctx.task
     model = ctx.new_model().eval()
     shape = list(recipe.model.input_shape)
+    arrays = list(ctx.data("val").inputs.values())
+    dtypes = [torch.int64 if np.issubdtype(a.dtype, np.integer) else torch.float32 for a in arrays]
+    sample = [torch.zeros(shape, dtype=dtypes[0])] + [torch.zeros([shape[0], *a.shape[1:]], dtype=d) for a, d in zip(arrays[1:], dtypes[1:])]
     try:
         with torch.no_grad():
-            logits = model(torch.zeros(shape))
+            logits = model(*sample)
     except Exception as exc:
         detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise InputError(f"model.input_shape = {shape} does not fit model {recipe.model.spec!r} ({detail}); set the shape the model takes") from None
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+    classify = isinstance(task, Classification)
+    if not isinstance(logits, torch.Tensor) or (classify and logits.ndim != 2):
         got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise InputError(f"model {recipe.model.spec!r} returns {got}; the classification trainer needs logits [batch, classes]")
-    classes = logits.shape[1]
     checkpoint = recipe.model.checkpoint
     if checkpoint:
         if not Path(checkpoint).is_file():
@@ -111,13 +134,17 @@ def check_inputs(ctx: BuildContext) -> None:
         if list(x.shape[1:]) != shape[1:]:
             raise InputError(f"data.{which} = {spec!r} has samples of shape {list(x.shape[1:])} but model.input_shape is {shape}; "
                              "make them agree")
-        if data.labels.min(initial=0) < 0 or data.labels.max(initial=0) >= classes:
-            raise InputError(f"data.{which} = {spec!r} has labels up to {int(data.labels.max())} but the model has {classes} outputs")
+        if classify and (data.labels.min(initial=0) < 0 or data.labels.max(initial=0) >= logits.shape[1]):
+            raise InputError(f"data.{which} = {spec!r} has labels up to {int(data.labels.max())} but the model has {logits.shape[1]} outputs")
 
 
-def _epoch_line(stage: str, total: int, m: EpochMetrics) -> str:
-    val = f", val {m.val_top1:.2%}" if m.val_top1 is not None else ""
-    return f"{stage} epoch {m.epoch}/{total}: loss {m.train_loss:.4f}, train {m.train_top1:.2%}{val} ({m.seconds:.1f} s)"
+def _format(metric: str, value: float) -> str:
+    return f"{value:.2%}" if metric == "top-1" else f"{value:.4f}"
+
+
+def _epoch_line(stage: str, total: int, m: EpochMetrics, metric: str) -> str:
+    val = f", val {_format(metric, m.val_score)}" if m.val_score is not None else ""
+    return f"{stage} epoch {m.epoch}/{total}: loss {m.train_loss:.4f}, train {_format(metric, m.train_score)}{val} ({m.seconds:.1f} s)"
 
 
 def _train(ctx: BuildContext, stage: str, model: nn.Module, config: Any, key: str, sparsifier: Any = None) -> list[dict[str, Any]]:
@@ -126,10 +153,11 @@ def _train(ctx: BuildContext, stage: str, model: nn.Module, config: Any, key: st
     checkpoint = ctx.work / f"{stage}-{key[:16]}.ckpt"
     model.to(ctx.device)
     label = f"{stage} training"
+    task = ctx.task
     result = fit(
-        model, ctx.tensors("train"), ctx.tensors("val"), config, sparsifier, checkpoint,
-        on_epoch=lambda m: ctx.say(_epoch_line(stage, config.epochs, m)),
-        on_step=(lambda done, total: ctx.progress(label, done, total)) if ctx.progress else None,
+        model, (ctx.inputs("train"), ctx.targets("train")), (ctx.inputs("val"), ctx.targets("val")), config, sparsifier,
+        checkpoint, on_epoch=lambda m: ctx.say(_epoch_line(stage, config.epochs, m, task.metric)),
+        on_step=(lambda done, total: ctx.progress(label, done, total)) if ctx.progress else None, task=task,
     )
     if result.resumed_from:
         ctx.say(f"{stage}: resumed after epoch {result.resumed_from} from {checkpoint}")
@@ -150,11 +178,12 @@ def _save_weights(path: Path, payload: dict[str, Any]) -> None:
 def dense_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], Callable[[str], tuple[list[Path], dict[str, Any]]]]:
     r = ctx.recipe.to_dict()
     checkpoint = ctx.recipe.model.checkpoint
-    config = {"model.spec": r["model"]["spec"], "data": r["data"]}
+    pretrained = ctx.recipe.model.pretrained
+    config = {"model.spec": r["model"]["spec"], "data": r["data"], "task": r["task"], "model.pretrained": pretrained}
     files: dict[str, Path] = {}
     if checkpoint:
         files["checkpoint"] = Path(checkpoint)
-    else:
+    elif not pretrained:
         config["dense"] = r["dense"]
 
     def body(key: str) -> tuple[list[Path], dict[str, Any]]:
@@ -166,20 +195,25 @@ def dense_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], Cal
 
             finalize(model)  # a checkpoint saved mid-sparsification becomes plain weights
             ctx.say(f"dense: pretrained weights from {checkpoint} (dense pre-training skipped)")
+        elif pretrained:
+            ctx.say(f"dense: the weights {ctx.recipe.model.spec} comes with (dense pre-training skipped)")
         else:
             history = _train(ctx, "dense", model, ctx.recipe.dense, key)
-        top1 = top1_accuracy(model, *ctx.tensors("val"))
         path = ctx.out / "dense.pt"
         if ctx.main:
             _save_weights(path, {"model": model.state_dict()})
-        return [path], {"val_top1": top1, "history": history, "source": "checkpoint" if checkpoint else "trained"}
+        score = ctx.score(model) if isinstance(ctx.task, Classification) else 1.0  # the dense model is the teacher
+        model.cpu()
+        source = "checkpoint" if checkpoint else "pretrained" if pretrained else "trained"
+        return [path], {"val_score": score, "metric": ctx.task.metric, "history": history, "source": source}
 
     return config, files, body
 
 
 def sparse_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], Callable[[str], tuple[list[Path], dict[str, Any]]]]:
     r = ctx.recipe.to_dict()
-    config = {"model.spec": r["model"]["spec"], "data": r["data"], "sparsity": r["sparsity"], "finetune": r["finetune"]}
+    config = {"model.spec": r["model"]["spec"], "data": r["data"], "task": r["task"], "sparsity": r["sparsity"],
+              "finetune": r["finetune"]}
 
     def body(key: str) -> tuple[list[Path], dict[str, Any]]:
         from nmdeploy.sparsity import finalize, sparsify
@@ -196,12 +230,13 @@ def sparse_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], Ca
                 f"{len(sp.targets) - len(sp.sparse_layers)} kept dense")
         history = _train(ctx, "sparse", model, ctx.recipe.finetune, key, sp)
         finalize(model)
-        top1 = top1_accuracy(model, *ctx.tensors("val"))
+        score = ctx.score(model)
+        model.cpu()
         path = ctx.out / "sparse.pt"
         if ctx.main:
             _save_weights(path, {"model": model.state_dict(), "pattern": s.pattern, "method": s.method,
                                  "layers": list(sp.sparse_layers)})
-        return [path], {"val_top1": top1, "history": history, "sparse_layers": list(sp.sparse_layers)}
+        return [path], {"val_score": score, "metric": ctx.task.metric, "history": history, "sparse_layers": list(sp.sparse_layers)}
 
     return config, {"dense": ctx.out / "dense.pt"}, body
 
@@ -214,9 +249,8 @@ def export_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], Ca
         from nmdeploy.export.onnx import export_onnx
 
         model = load_checkpoint(ctx.new_model(), ctx.out / "sparse.pt").eval()
-        x, _ = ctx.tensors("val")
         batch = ctx.recipe.model.input_shape[0]
-        sample = x[:batch] if len(x) >= batch else torch.zeros(list(ctx.recipe.model.input_shape))
+        sample = tuple(t[:batch] for t in ctx.inputs("val"))
         report = export_onnx(model, sample, ctx.out / "model.onnx", ctx.recipe.export.dynamic_batch, ctx.recipe.export.opset)
         worst = max(report.parity, key=lambda p: p.max_abs_error)
         ctx.say(f"export: model.onnx (opset {report.opset}), ONNX Runtime vs PyTorch max |diff| {worst.max_abs_error:.2e}")
@@ -250,7 +284,8 @@ def quantize_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], 
     r = ctx.recipe.to_dict()
     calibration = ctx.recipe.quantize.calibration or ctx.recipe.data.train
     config = {"quantize": r["quantize"], "calibration": calibration, "data.val": [r["data"]["val"], r["data"]["val_subset"]],
-              "sparsity.pattern": r["sparsity"]["pattern"]}
+              "task": r["task"], "sparsity.pattern": r["sparsity"]["pattern"]}
+    files = {"onnx": ctx.out / "model.onnx", "dense": ctx.out / "dense.pt"}
 
     def body(key: str) -> tuple[list[Path], dict[str, Any]]:
         from nmdeploy.quant.int8 import quantize_int8
@@ -259,16 +294,27 @@ def quantize_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], 
         calib, _ = make_calibration_set(load_data(calibration, "train"), q.count, q.seed)
         report = quantize_int8(ctx.out / "model.onnx", ctx.out / "model.int8.onnx", calib, q.method, q.per_channel,
                                exclude=q.exclude, percentile=q.percentile, pattern=ctx.recipe.sparsity.pattern,
-                               eval_data=ctx.data("val"), progress=ctx.progress)
+                               progress=ctx.progress)
         acc = report.accuracy
+        metric = ctx.task.metric
+        onnx_score, int8_score = (_onnx_score(ctx, ctx.out / name) for name in ("model.onnx", "model.int8.onnx"))
         ctx.say(f"quantize: model.int8.onnx, {len(report.quantized)} INT8 layer(s), {len(report.sparse_layers)} kept "
-                f"{ctx.recipe.sparsity.pattern}; top-1 FP32 {acc.reference_top1:.2%} -> INT8 {acc.top1:.2%}")
-        return [Path(report.path)], {"onnx_top1": acc.reference_top1, "int8_top1": acc.top1,
-                                     "cosine": acc.cosine[0].mean if acc.cosine else None,
+                f"{ctx.recipe.sparsity.pattern}; {metric} FP32 {_format(metric, onnx_score)} -> INT8 {_format(metric, int8_score)}")
+        return [Path(report.path)], {"onnx_score": onnx_score, "int8_score": int8_score, "metric": metric,
+                                     "cosine_int8_vs_fp32": acc.cosine[0].mean if acc.cosine else None,
                                      "int8_layers": len(report.quantized), "nm_layers": len(report.sparse_layers),
                                      "calibration_samples": report.calibration_samples}
 
-    return config, {"onnx": ctx.out / "model.onnx"}, body
+    return config, files, body
+
+
+def _onnx_score(ctx: BuildContext, path: Path) -> float:
+    """The task's score of an ONNX model on the validation data (ONNX Runtime, CPU)."""
+    from nmdeploy.quant.evaluate import run_onnx
+
+    _, outputs = run_onnx(path, ctx.data("val"))
+    targets = ctx.targets("val")
+    return ctx.task.score_sum(torch.from_numpy(outputs[0]).float(), targets) / max(1, len(targets))
 
 
 def _tensorrt_here() -> str:

@@ -62,8 +62,9 @@ def run_onnx(path: str | Path, data: ArrayData, batch_size: int = 256, progress:
 
 def top1(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
     """Share of samples whose arg-max class is the label; None when it does not apply."""
-    if labels is None or logits.ndim != 2 or len(labels) != len(logits) or not len(labels):
-        return None
+    if (labels is None or logits.ndim != 2 or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)
+            or len(labels) != len(logits) or not len(labels)):
+        return None  # not class labels (e.g. a distillation target): top-1 does not apply
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 

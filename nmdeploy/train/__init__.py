@@ -15,6 +15,11 @@ _LAZY = {
     "TrainingInterrupted": "nmdeploy.train.loop",
     "fit": "nmdeploy.train.loop",
     "top1_accuracy": "nmdeploy.train.loop",
+    "evaluate": "nmdeploy.train.loop",
+    "Task": "nmdeploy.train.tasks",
+    "Classification": "nmdeploy.train.tasks",
+    "Distillation": "nmdeploy.train.tasks",
+    "load_task": "nmdeploy.train.tasks",
 }
 
 __all__ = list(_LAZY)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,9 @@ from torch import nn
 from nmdeploy.errors import InputError, NMDeployError
 from nmdeploy.train.checkpoint import load_training_state, save_training_state
 from nmdeploy.train.config import TrainConfig
+from nmdeploy.train.tasks import Classification, Task, run_batched
 
-__all__ = ["EpochMetrics", "TrainResult", "TrainingInterrupted", "fit", "top1_accuracy"]
+__all__ = ["EpochMetrics", "TrainResult", "TrainingInterrupted", "evaluate", "fit", "top1_accuracy"]
 
 
 class TrainingInterrupted(NMDeployError):
@@ -43,8 +44,8 @@ class TrainingInterrupted(NMDeployError):
 class EpochMetrics:
     epoch: int  # 1-based: the epoch just completed
     train_loss: float
-    train_top1: float
-    val_top1: float | None
+    train_score: float  # the task's score (top-1 for classification) on the batches as trained
+    val_score: float | None
     lr: float  # at the end of the epoch
     seconds: float
 
@@ -53,6 +54,7 @@ class EpochMetrics:
 class TrainResult:
     history: tuple[EpochMetrics, ...]
     resumed_from: int  # epochs already done when this call started (0 = fresh)
+    metric: str = "top-1"  # what the scores measure
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -76,16 +78,24 @@ def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_e
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+Inputs = torch.Tensor | Sequence[torch.Tensor]
+
+
+def _as_inputs(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+
+
+def evaluate(model: nn.Module, inputs: Inputs, targets: torch.Tensor, task: Task | None = None, batch_size: int = 512) -> float:
+    """Mean task score of ``model`` on ``inputs`` (eval mode, no gradients); top-1 by default."""
+    task = task or Classification()
+    inputs = _as_inputs(inputs)
+    outputs = run_batched(model, inputs, batch_size)
+    return task.score_sum(outputs, targets) / max(1, len(targets))
+
+
 def top1_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
     """Share of ``x`` whose arg-max logit is ``y`` (model in eval mode, no gradients)."""
-    device = next(model.parameters()).device
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            logits = model(x[start:start + batch_size].to(device))
-            correct += int((logits.argmax(1).cpu() == y[start:start + batch_size]).sum())
-    return correct / max(1, len(x))
+    return evaluate(model, x, y, Classification(), batch_size)
 
 
 def fit(
@@ -97,16 +107,22 @@ def fit(
     checkpoint: str | Path | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    task: Task | None = None,
 ) -> TrainResult:
-    """Fine-tune ``model`` on ``train`` (inputs, integer labels); resume from ``checkpoint``.
+    """Fine-tune ``model`` on ``train`` = (inputs, targets); resume from ``checkpoint``.
 
+    ``inputs`` is a tensor or a tuple of tensors (one per model argument, samples on dim 0);
+    ``targets`` what ``task`` trains towards (integer labels for the default classification).
     ``sparsifier``: the handle :func:`nmdeploy.sparsify` returned for ``model`` (or None).
     ``on_step(done, total)`` (optimizer steps over the whole run, resumed ones included) and
     ``on_epoch(metrics)`` drive progress displays.
     """
-    x, y = train
-    if len(x) == 0 or len(x) != len(y):
-        raise InputError(f"training data has {len(x)} inputs and {len(y)} labels; give as many labels as inputs, at least one")
+    task = task or Classification()
+    inputs, y = _as_inputs(train[0]), train[1]
+    if len(y) == 0 or any(len(t) != len(y) for t in inputs):
+        counts = ", ".join(str(len(t)) for t in inputs)
+        raise InputError(f"training data has {counts} inputs and {len(y)} targets; give as many targets as inputs, at least one")
+    x = inputs[0]
     device = next(model.parameters()).device
     rank, world = _distributed()
     steps = math.ceil(len(x) / config.batch_size)
@@ -126,29 +142,28 @@ def fit(
     if path is not None and path.is_file():
         start, history = _resume(path, model, optimizer, schedule, sparsifier, config)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda" else contextlib.nullcontext())
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
         if sparsifier is not None:
             sparsifier.set_epoch(epoch)
         model.train()
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct = 0.0, 0.0
         try:
             for step, batch in enumerate(order.split(config.batch_size)[:steps]):
                 index = batch[rank::world]  # each process takes its share of the global batch
-                inputs, labels = x[index].to(device), y[index].to(device)
+                batch_inputs, labels = [t[index].to(device) for t in inputs], y[index].to(device)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast:
-                    logits = net(inputs)
-                    loss = loss_fn(logits.float(), labels)
+                    logits = net(*batch_inputs)
+                    loss = task.loss(logits, labels, config.label_smoothing)
                 loss.backward()
                 if config.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 schedule.step()
                 loss_sum += float(loss.detach()) * len(index)
-                correct += int((logits.detach().argmax(1) == labels).sum())
+                correct += task.score_sum(logits.detach().float(), labels)
                 if on_step is not None:
                     on_step(epoch * steps + step + 1, config.epochs * steps)
         except KeyboardInterrupt:
@@ -160,9 +175,9 @@ def fit(
         if world > 1:  # DDP syncs buffers at each forward; do it once more so every rank ends equal
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, src=0)
-        val_top1 = top1_accuracy(model, *val) if val is not None else None
+        val_score = evaluate(model, val[0], val[1], task) if val is not None else None
         seen = sum(len(b[rank::world]) for b in order.split(config.batch_size)[:steps])
-        metrics = EpochMetrics(epoch + 1, loss_sum / seen, correct / seen, val_top1,
+        metrics = EpochMetrics(epoch + 1, loss_sum / seen, correct / seen, val_score,
                                optimizer.param_groups[0]["lr"], time.perf_counter() - began)
         history.append(metrics)
         if path is not None and rank == 0:
@@ -176,7 +191,7 @@ def fit(
             torch.distributed.barrier()  # nobody reads a checkpoint rank 0 is still writing
         if on_epoch is not None:
             on_epoch(metrics)
-    return TrainResult(tuple(history), start)
+    return TrainResult(tuple(history), start, task.metric)
 
 
 def _distributed() -> tuple[int, int]:

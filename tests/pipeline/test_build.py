@@ -67,10 +67,10 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
         assert json.loads((bundle / "manifest.json").read_text())["stages"]["quantize"]["status"] == "done"
     for stage in STAGES:  # the recorded hashes are those of the files on disk
         assert stages[stage]["outputs"] and all(file_sha256(out / f) == h for f, h in stages[stage]["outputs"].items())
-    assert set(stages["sparse"]["inputs"]) == {"file:dense.pt", "recipe:data", "recipe:finetune", "recipe:model.spec", "recipe:sparsity"}
+    assert set(stages["sparse"]["inputs"]) == {"file:dense.pt", "recipe:data", "recipe:finetune", "recipe:model.spec", "recipe:sparsity", "recipe:task"}
     assert [m["epoch"] for m in stages["sparse"]["metrics"]["history"]] == [1, 2]
     accuracy = manifest["accuracy"]
-    assert list(accuracy) == ["dense", "sparse", "sparse_onnx", "int8"]
+    assert list(accuracy) == ["dense", "metric", "sparse", "sparse_onnx", "int8"] and accuracy["metric"] == "top-1"
     assert accuracy["sparse_onnx"] == accuracy["sparse"]  # the ONNX model computes what PyTorch does
     assert accuracy["int8"] > 0.8 and abs(accuracy["int8"] - accuracy["sparse"]) <= 0.02
     assert any(line.startswith("sparse epoch 2/2: loss ") for line in lines)
@@ -182,7 +182,7 @@ def test_missing_fashion_mnist_names_the_install_command(tmp_path, monkeypatch):
     import examples.fashion_mnist.data as fmnist
 
     monkeypatch.setattr(fmnist, "DATA_DIR", tmp_path / "none")
-    with pytest.raises(InputError, match=r"^Fashion-MNIST is not installed \(.*none/train-images-idx3-ubyte.gz is missing\); "
+    with pytest.raises(InputError, match=r"^Fashion-MNIST is not installed \(.*none/(train|t10k)-images-idx3-ubyte.gz is missing\); "
                                          r"install it: apt-get install -y dataset-fashion-mnist"):
         build(load_recipe(), tmp_path / "out", say=lambda line: None)
     assert not (tmp_path / "out").exists()
@@ -200,4 +200,4 @@ def test_a_pretrained_checkpoint_skips_dense_training(built, tmp_path):
     assert dense["metrics"]["source"] == "checkpoint" and dense["metrics"]["history"] == []
     assert "file:dense.pt" in dense["inputs"] and "recipe:dense" not in dense["inputs"]
     assert lines[0] == f"dense: pretrained weights from {built[0] / 'dense.pt'} (dense pre-training skipped)"
-    assert dense["metrics"]["val_top1"] == built[1].manifest["accuracy"]["dense"]
+    assert dense["metrics"]["val_score"] == built[1].manifest["accuracy"]["dense"]

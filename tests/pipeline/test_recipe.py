@@ -47,7 +47,7 @@ def test_yaml_loader_stays_safe():
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"sparsty": {}}, "unknown recipe section 'sparsty'; a recipe has: model, data, dense, sparsity, finetune, export, quantize, engine, output, device"),
+        ({"sparsty": {}}, "unknown recipe section 'sparsty'; a recipe has: model, data, task, dense, sparsity, finetune, export, quantize, engine, output, device"),
         ({"sparsity": {"lambda": 1}}, "unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, start_epoch, end_epoch, decay, tau, include, exclude"),
         ({"finetune": {"epochs": "3"}}, "recipe key finetune.epochs = '3' has the wrong type: expected an integer"),
         ({"finetune": {"epochs": True}}, "recipe key finetune.epochs = True has the wrong type: expected an integer"),

@@ -33,7 +33,7 @@ def test_fit_learns_and_reports_each_epoch():
     seen = []
     result = fit(model, train, val, CONFIG, on_epoch=seen.append)
     assert [m.epoch for m in result.history] == [1, 2, 3] and seen == list(result.history)
-    assert result.history[-1].val_top1 > 0.5 and result.history[-1].train_loss < result.history[0].train_loss
+    assert result.history[-1].val_score > 0.5 and result.history[-1].train_loss < result.history[0].train_loss
     assert result.history[-1].lr == pytest.approx(0.0, abs=1e-9)  # the cosine ends at 0
 
 
@@ -112,5 +112,5 @@ def test_config_rejects_bad_values(kwargs, message):
 
 def test_empty_or_mismatched_data_is_refused():
     model, _ = _model(None)
-    with pytest.raises(InputError, match="training data has 4 inputs and 3 labels"):
+    with pytest.raises(InputError, match="training data has 4 inputs and 3 targets; give as many targets as inputs, at least one"):
         fit(model, (torch.zeros(4, 3, 8, 8), torch.zeros(3, dtype=torch.long)), None, TrainConfig(epochs=1))
