@@ -63,6 +63,7 @@ class SparsitySection:
     end_epoch: int = 3  # fine-tune epoch from which every block is N:M
     decay: float = 2e-4  # lambda: SR decay on pruned weights (maxq, srste)
     tau: float = 1e-2  # tau: MaxQ's sigmoid temperature
+    rescale: bool = False  # MaxQ: start with the pretrained row norms (for networks without BatchNorm)
     include: tuple[str, ...] | None = None  # globs on module names; None = every eligible layer
     exclude: str | tuple[str, ...] = "auto"  # "auto" keeps the first and last layer dense; [] = none
 

@@ -222,7 +222,7 @@ def sparse_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], Ca
         s = ctx.recipe.sparsity
         model = load_checkpoint(ctx.new_model(), ctx.out / "dense.pt")
         accepted = {f.name for f in dataclasses.fields(get_method(s.method).config_class)}
-        options = {k: v for k, v in (("decay", s.decay), ("tau", s.tau)) if k in accepted}
+        options = {k: v for k, v in (("decay", s.decay), ("tau", s.tau), ("rescale", s.rescale)) if k in accepted}
         sp = sparsify(model, s.pattern, s.method, s.schedule, s.start_epoch, s.end_epoch,
                       include=list(s.include) if s.include is not None else None,
                       exclude=s.exclude if isinstance(s.exclude, str) else list(s.exclude), options=options)

@@ -226,7 +226,11 @@ def _run_ort(
     chatter = io.StringIO()  # onnxruntime prints calibration progress with print()
     try:
         with contextlib.redirect_stdout(chatter):
-            quant_pre_process(str(onnx_in), str(pre))
+            try:
+                quant_pre_process(str(onnx_in), str(pre))
+            except Exception:  # onnxruntime's symbolic shape inference trips on some exported graphs (an
+                # Expand in a transformer's attention mask); ONNX's own shape inference is enough here
+                quant_pre_process(str(onnx_in), str(pre), skip_symbolic_shape=True)
     except Exception as exc:
         raise QuantError(f"onnxruntime pre-processing failed on {onnx_in}: {str(exc).strip().splitlines()[0][:200]}") from None
     pre_model = onnx.load(str(pre))

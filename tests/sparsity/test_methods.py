@@ -8,6 +8,7 @@ from torch import nn
 
 import nmdeploy
 from nmdeploy.sparsity import is_nm_sparse, maxq_mask, nm_mask
+from nmdeploy.errors import ConfigError
 from nmdeploy.sparsity.methods.base import SR_DECAY
 
 
@@ -142,3 +143,27 @@ def test_train_finalize_on_every_device(method, device):
         w = model.get_submodule(name).weight
         assert w.device.type == device
         assert is_nm_sparse(w, 2, 4) is (method != "dense"), name
+
+
+def test_maxq_rescale_keeps_row_norms_and_masks():
+    """rescale=True: W * multipliers starts with the original row norms; masks and ranks unchanged."""
+    from nmdeploy.sparsity.nm import maxq_parts
+
+    torch.manual_seed(0)
+    original = torch.randn(24, 32) * 0.05  # a transformer-scale Linear weight
+    layer = torch.nn.Linear(32, 24)
+    with torch.no_grad():
+        layer.weight.copy_(original)
+    nmdeploy.sparsify(layer, "2:4", "maxq", "linear", 0, 2, exclude=(), options={"rescale": True})
+    stored = layer.parametrizations.weight.original.detach()
+    scale = stored / original
+    assert torch.allclose(scale, scale[:, :1].expand_as(scale), rtol=1e-5)  # one factor per output row
+    kept_before, mult_before = maxq_parts(original, 2, 4, 0.0, 1e-2)
+    kept_after, _ = maxq_parts(stored, 2, 4, 0.0, 1e-2)
+    assert torch.equal(kept_before, kept_after)
+    _, mult = maxq_parts(stored, 2, 4, 1.0, 1e-2)
+    ratio = (stored * mult).norm(dim=1) / original.norm(dim=1)
+    assert ratio.min() > 0.9 and ratio.max() < 1.05  # without rescale the rows grow by (original * mult_before)
+    assert ((original * mult_before).norm(dim=1) / original.norm(dim=1)).min() > 1.3
+    with pytest.raises(ConfigError, match="rescale='yes' is invalid: true or false"):
+        nmdeploy.sparsify(torch.nn.Linear(8, 8), "2:4", "maxq", exclude=(), options={"rescale": "yes"})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nmdeploy.errors import SparsityStateError
+from nmdeploy.errors import ConfigError, SparsityStateError
 from nmdeploy.sparsity.methods.base import SR_DECAY, NMParametrization, check_decay, masked_weight_ste
 from nmdeploy.sparsity.methods.registry import register
 from nmdeploy.sparsity.nm import DEFAULT_TAU, check_maxq_options, maxq_parts, nm_indicator
@@ -25,14 +25,26 @@ __all__ = ["MaxQConfig", "MaxQMask"]
 
 @dataclass(frozen=True)
 class MaxQConfig:
-    """``decay``: SR term on pruned weights (2e-4); ``tau``: sigmoid temperature (1e-2, absolute)."""
+    """``decay``: SR term on pruned weights (2e-4); ``tau``: sigmoid temperature (1e-2, absolute).
+
+    ``rescale`` (nmdeploy's addition, off by default): before training, divide each output row
+    of the weight by the factor MaxQ's multipliers grow its norm by, so the effective weight
+    ``W * (1 + Q)`` starts with the pretrained row norms. MaxQ was built for convolutions
+    followed by BatchNorm, which absorbs the multipliers' scale; a pretrained network without
+    it (a transformer's Linears) otherwise starts from a perturbed function (MiniLM: cosine to
+    the dense embeddings 0.004 instead of 0.93 before any training). A row's uniform scale
+    changes neither its N:M mask nor its multiplier ranks.
+    """
 
     decay: float = SR_DECAY
     tau: float = DEFAULT_TAU
+    rescale: bool = False
 
     def __post_init__(self) -> None:
         check_decay("maxq", self.decay)
         check_maxq_options(0.0, self.tau)
+        if not isinstance(self.rescale, bool):
+            raise ConfigError(f"rescale={self.rescale!r} is invalid: true or false")
 
 
 class MaxQMask(NMParametrization):
@@ -104,4 +116,10 @@ class MaxQMask(NMParametrization):
 
 @register("maxq", MaxQConfig, uses_schedule=True, rebuilds_masks=True)
 def make_maxq(n: int, m: int, weight: torch.Tensor, config: MaxQConfig) -> MaxQMask:
+    if config.rescale:
+        with torch.no_grad():
+            _, multiplier = maxq_parts(weight, n, m, 1.0, config.tau)  # all blocks dense: the multipliers alone
+            rows = weight.flatten(1)
+            grown = (rows * multiplier.flatten(1).to(rows.dtype)).norm(dim=1) / rows.norm(dim=1).clamp(min=1e-12)
+            weight.div_(grown.clamp(min=1e-12).view(-1, *([1] * (weight.ndim - 1))))
     return MaxQMask(n, m, weight, config.decay, config.tau)
