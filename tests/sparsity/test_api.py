@@ -111,7 +111,7 @@ def test_tied_weights_are_sparsified_once():
         ({"schedule": "step"}, ConfigError, "unknown schedule 'step'; choose one of: linear, cubic, cos, exp"),
         ({"start_epoch": 5, "end_epoch": 2}, ConfigError, "end_epoch=2 is before start_epoch=5: need start_epoch <= end_epoch"),
         ({"start_epoch": -1}, ConfigError, "start_epoch=-1 is invalid: need an integer >= 0"),
-        ({"options": {"lambda": 1}}, ConfigError, "unknown key(s) 'lambda' in options of method 'maxq'; allowed: decay, tau"),
+        ({"options": {"lambda": 1}}, ConfigError, "unknown key(s) 'lambda' in options of method 'maxq'; allowed: decay, tau, rescale"),
         ({"method": "srste", "options": {"decay": -1}}, ConfigError, "srste option decay=-1 is invalid: need a number >= 0, e.g. 2e-4"),
         ({"method": "asp", "options": {"decay": 1}}, ConfigError, "unknown key(s) 'decay' in options of method 'asp'; allowed: (none)"),
         ({"exclude": 3}, ConfigError, "exclude=3 is invalid: pass a name pattern such as 'layer1.*' or a list of them"),
