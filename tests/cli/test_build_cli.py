@@ -61,7 +61,7 @@ def test_build_from_a_recipe_file(tmp_path, task_files):
     "args, message, code",
     [
         (["--set", "sparsity.lambda=1"], "Error: unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, "
-                                         "start_epoch, end_epoch, decay, tau, include, exclude\n", 1),
+                                         "start_epoch, end_epoch, decay, tau, rescale, include, exclude\n", 1),
         (["--set", "finetune.epochs=two"], "Error: recipe key finetune.epochs = 'two' has the wrong type: expected an integer\n", 1),
         (["--set", "model.spec=nowhere.nets:Net"], None, 2),
     ],

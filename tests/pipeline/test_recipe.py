@@ -48,7 +48,7 @@ def test_yaml_loader_stays_safe():
     "values, message",
     [
         ({"sparsty": {}}, "unknown recipe section 'sparsty'; a recipe has: model, data, task, dense, sparsity, finetune, export, quantize, engine, output, device"),
-        ({"sparsity": {"lambda": 1}}, "unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, start_epoch, end_epoch, decay, tau, include, exclude"),
+        ({"sparsity": {"lambda": 1}}, "unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, start_epoch, end_epoch, decay, tau, rescale, include, exclude"),
         ({"finetune": {"epochs": "3"}}, "recipe key finetune.epochs = '3' has the wrong type: expected an integer"),
         ({"finetune": {"epochs": True}}, "recipe key finetune.epochs = True has the wrong type: expected an integer"),
         ({"model": {"input_shape": [1, "x"]}}, "recipe key model.input_shape = [1, 'x'] has the wrong type: expected a list of integers"),
