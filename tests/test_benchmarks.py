@@ -57,3 +57,21 @@ def test_build_benchmark_runs_on_a_tiny_recipe(capsys, task_files):
     assert build_example([arg for o in tiny_overrides(*task_files) for arg in ("--set", o)]) == 0
     out = capsys.readouterr().out
     assert "**Wall time of the whole build: " in out and "| quantize | done |" in out and "| int8 | " in out
+
+
+def test_accuracy_benchmark_runs_and_resumes(capsys, tmp_path):
+    import pytest
+
+    from tests.data.test_sources import INSTALLED
+
+    if not INSTALLED:
+        pytest.skip("needs dataset-fashion-mnist")
+    from benchmarks.accuracy import main as accuracy
+
+    args = ["--seeds", "1", "--epochs", "1", "--dense-epochs", "1", "--patterns", "2:4", "--methods", "maxq",
+            "--train-subset", "512", "--runs", str(tmp_path)]
+    assert accuracy(args) == 0
+    out = capsys.readouterr().out
+    assert "| maxq | 2:4 | 50% | 1 |" in out and "| dense (+1 epochs) | – | 0% | 1 |" in out and "MaxQ 2:4 vs converged dense" in out
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["dense-2of4-s0.json", "dense.json", "maxq-2of4-s0.json"]
+    assert accuracy(args) == 0 and "maxq-2of4-s0 epoch" not in capsys.readouterr().out  # finished runs are not redone
