@@ -72,7 +72,7 @@ class Layer(nn.Module):
 
     def forward(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         batch, length, hidden = h.shape
-        attn = getattr(self.attention, "self")
+        attn = self.attention.self
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
