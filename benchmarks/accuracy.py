@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -246,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = goals(dense, means)
     gain = dense.get("last5_gain_pt")
     body = "\n".join([
-        f"Command: `python -m benchmarks.accuracy {' '.join(a for a in (argv if argv is not None else sys.argv[1:]) if a != '--summary-only')}`; "
-        f"{time.strftime('%Y-%m-%d')}; {os.cpu_count()} CPU cores.",
+        f"Command: `python -m benchmarks.accuracy {' '.join(a for a in (argv if argv is not None else sys.argv[1:]) if a != '--summary-only')}`.",
         "",
         f"Start: FashionResNet 16/32/64 trained dense for {dense['epochs']} epochs (cosine), held-out validation top-1 "
         f"{100 * dense['val'][-1]:.2f}% ({'gain over the last 5 epochs: ' + format(gain, '+.2f') + ' pt' if gain is not None else 'too few epochs to judge convergence'}), "

@@ -11,25 +11,12 @@ the per-stage wall times and the top-1 of every artifact from the build's own ma
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import tempfile
 import time
 
 from benchmarks._results import write_section
 from nmdeploy.pipeline.build import build
 from nmdeploy.pipeline.recipe import load_recipe
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     acc_rows = [f"| {name} | {100 * value:.2f}% | {'' if name == 'dense' or dense is None else f'{100 * (value - dense):+.2f} pt'} |"
                 for name, value in accuracy.items()]
     body = "\n".join([
-        f"Command: `{command}` (the same stages as `nmdeploy build` with no arguments), {datetime.date.today()}, "
-        f"{os.cpu_count()} CPUs ({_cpu()}), torch threads: default.",
+        f"Command: `{command}` (the same stages as `nmdeploy build` with no arguments); torch threads: default.",
         "",
         f"**Wall time of the whole build: {wall:.0f} s** (target: at most 300 s on 2 CPU cores).",
         "",
