@@ -52,6 +52,7 @@ def latency_stats(engine: str, batch: int, seconds: Sequence[float]) -> BenchRow
 def _feed(trt: Any, engine: Any, batch: int) -> dict[str, Any]:
     import numpy as np
     from polygraphy import cuda
+    from polygraphy.datatype import DataType
 
     rng = np.random.default_rng(0)
     feed = {}
@@ -63,7 +64,7 @@ def _feed(trt: Any, engine: Any, batch: int) -> dict[str, Any]:
         if any(d < 0 for d in shape):
             raise ConfigError(f"input {name!r} has dynamic dims besides the batch; bench supports a dynamic batch only")
         host = rng.standard_normal(shape).astype(trt.nptype(engine.get_tensor_dtype(name)))
-        feed[name] = cuda.DeviceArray(shape=host.shape, dtype=host.dtype).copy_from(host)
+        feed[name] = cuda.DeviceArray(shape=host.shape, dtype=DataType.from_dtype(host.dtype)).copy_from(host)
     return feed
 
 
