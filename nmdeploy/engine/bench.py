@@ -9,6 +9,7 @@ for device buffers), which needs TensorRT and a GPU.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -36,7 +37,7 @@ class BenchRow:
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank quantile of an ascending list (what latency reports usually mean)."""
-    index = min(len(sorted_values) - 1, max(0, int(round(q * len(sorted_values) + 0.5)) - 1))
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
     return sorted_values[index]
 
 
