@@ -37,7 +37,7 @@ class BenchRow:
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank quantile of an ascending list (what latency reports usually mean)."""
-    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values) - 1e-9) - 1))  # -1e-9: 0.29 * 100 is 29.000000000000004
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values) - 1e-9) - 1))  # -1e-9: 0.07 * 100 is 7.000000000000001
     return sorted_values[index]
 
 
