@@ -17,6 +17,7 @@ sentences, never seen in the distillation):
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, emb in rows:
         mean, worst = cos(emb)
         table.append(f"| {name} | {mean:.4f} ({worst:.4f}) | {_lee_pearson(emb, ratings):.3f} |")
-    command = "python -m benchmarks.minilm" + "".join(f" --set {o}" for o in args.overrides) + " --write"
+    command = "python -m benchmarks.minilm " + " ".join(argv if argv is not None else sys.argv[1:])
     body = "\n".join([
         f"Command: `{command}`.",
         "",

@@ -19,7 +19,7 @@ import numpy as np
 from examples.minilm.model import SEQ_LEN, model_dir
 from nmdeploy.errors import InputError
 
-__all__ = ["lee_similarity", "load", "texts", "tokenize"]
+__all__ = ["lee_similarity", "load", "load_with_windows", "texts", "tokenize"]
 
 _INSTALL = "pip install --no-deps gensim==4.4.0"
 
@@ -35,12 +35,14 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
 
 
-def texts(split: str) -> list[str]:
-    """The raw texts of ``split`` (train, test)."""
+def texts(split: str, windows: int = 0) -> list[str]:
+    """The raw texts of ``split`` (train, test); ``windows`` > 1 adds runs of that many consecutive
+    sentences to ``train``, so the distillation also sees texts as long as the held-out paragraphs."""
     folder = _test_data()
     if split == "train":
-        docs = (folder / "lee_background.cor").read_text(encoding="utf-8", errors="replace").splitlines()
-        return [s for doc in docs for s in _sentences(doc)]
+        docs = [_sentences(doc) for doc in (folder / "lee_background.cor").read_text(encoding="utf-8", errors="replace").splitlines()]
+        runs = [" ".join(doc[i:i + windows]) for doc in docs for i in range(len(doc) - windows + 1)] if windows > 1 else []
+        return [s for doc in docs for s in doc] + runs
     if split in ("test", "val"):
         lee = [line.strip() for line in (folder / "lee.cor").read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         polarity = [line.split(" ", 1)[1].strip() for line in (folder / "pang_lee_polarity.cor").read_text(encoding="latin-1").splitlines()
@@ -64,6 +66,11 @@ def tokenize(items: list[str], length: int = SEQ_LEN) -> dict[str, np.ndarray]:
 def load(split: str = "train") -> dict[str, np.ndarray]:
     """Data SPEC ``examples.minilm.data:load``: inputs only; the targets come from the dense model."""
     return tokenize(texts(split))
+
+
+def load_with_windows(split: str = "train") -> dict[str, np.ndarray]:
+    """Data SPEC ``examples.minilm.data:load_with_windows``: ``load`` plus 3-sentence runs in ``train``."""
+    return tokenize(texts(split, windows=3))
 
 
 def lee_similarity() -> np.ndarray:
