@@ -231,9 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     methods, patterns = args.methods.split(","), args.patterns.split(",")
     args.runs.mkdir(parents=True, exist_ok=True)
-    data = _data(subset=args.train_subset)
-    dense = train_dense(data, args.runs, args.dense_epochs)
-    if not args.summary_only:
+    if args.summary_only:
+        dense = json.loads((args.runs / "dense.json").read_text())
+    else:
+        data = _data(subset=args.train_subset)
+        dense = train_dense(data, args.runs, args.dense_epochs)
         for seed in range(args.seeds):
             for pattern in patterns:
                 for method in methods:
@@ -242,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.peer:
                 run_one(data, args.runs, "modelopt", "2:4", seed, args.epochs)
     table, means = summarise(args.runs, dense, methods, patterns)
+    recorded = len(list(args.runs.glob("*-s*.json")))
+    planned = args.seeds * (len(methods) * len(patterns) + 1 + (1 if args.peer else 0))
     checks = goals(dense, means)
     gain = dense.get("last5_gain_pt")
     body = "\n".join([
@@ -252,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         f"test top-1 {100 * dense['test_top1']:.2f}%. "
         f"Fine-tune budget per method: {args.epochs} epochs, lr 0.02 cosine; MaxQ's schedule ends at 25% of it (75% for 1:16). "
         "Mean ± std over seeds (data order); test set 10,000 images; INT8 = min-max Q/DQ on ONNX Runtime CPU.",
+        "", f"Runs recorded: {recorded} of {planned}" + ("" if recorded >= planned else
+             " — **the sweep is not finished**; the same command resumes it (finished runs are kept)") + ".",
         "", table, "", *(f"- {c}" for c in checks), "", "![accuracy vs sparsity](accuracy.png)",
     ])
     print(body)
