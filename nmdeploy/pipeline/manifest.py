@@ -122,8 +122,8 @@ class Manifest:
                                   ("quantize", "onnx_score", "sparse_onnx"), ("quantize", "int8_score", "int8")):
             metrics = self.stages.get(stage, StageRecord("")).metrics
             if metrics.get(key) is not None:
+                found.setdefault("metric", metrics.get("metric", "top-1"))
                 found[label] = metrics[key]
-                found["metric"] = metrics.get("metric", "top-1")
         return found
 
     def save(self) -> None:

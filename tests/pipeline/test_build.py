@@ -70,7 +70,7 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
     assert set(stages["sparse"]["inputs"]) == {"file:dense.pt", "recipe:data", "recipe:finetune", "recipe:model.spec", "recipe:sparsity", "recipe:task"}
     assert [m["epoch"] for m in stages["sparse"]["metrics"]["history"]] == [1, 2]
     accuracy = manifest["accuracy"]
-    assert list(accuracy) == ["dense", "metric", "sparse", "sparse_onnx", "int8"] and accuracy["metric"] == "top-1"
+    assert list(accuracy) == ["metric", "dense", "sparse", "sparse_onnx", "int8"] and accuracy["metric"] == "top-1"
     assert accuracy["sparse_onnx"] == accuracy["sparse"]  # the ONNX model computes what PyTorch does
     assert accuracy["int8"] > 0.8 and abs(accuracy["int8"] - accuracy["sparse"]) <= 0.02
     assert any(line.startswith("sparse epoch 2/2: loss ") for line in lines)
