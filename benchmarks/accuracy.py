@@ -103,7 +103,7 @@ def _sparsify_peer(model: torch.nn.Module):
     return mts.sparsify(model, "sparse_magnitude")
 
 
-def run_one(data, runs: Path, method: str, pattern: str, seed: int, epochs: int) -> dict:
+def run_one(data, runs: Path, method: str, pattern: str, seed: int, epochs: int, end_fraction: float | None = None) -> dict:
     """Fine-tune the dense model with ``method`` at ``pattern``; resumable through its checkpoint."""
     import nmdeploy
 
@@ -113,7 +113,7 @@ def run_one(data, runs: Path, method: str, pattern: str, seed: int, epochs: int)
         return json.loads(record.read_text())
     model = _model()
     model.load_state_dict(torch.load(runs / "dense.pt", weights_only=True)["model"])
-    end = round((0.75 if pattern == "1:16" else 0.25) * epochs)
+    end = round((end_fraction if end_fraction is not None else 0.75 if pattern == "1:16" else 0.25) * epochs)
     sp = None
     if method == "modelopt":
         model = _sparsify_peer(model)
@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patterns", default=",".join(PATTERNS))
     parser.add_argument("--peer", action="store_true", help="also ModelOpt sparse_magnitude 2:4 (needs nvidia-modelopt)")
     parser.add_argument("--runs", type=Path, default=RUNS, help="folder of the per-run JSON files (resumable)")
+    parser.add_argument("--end-fraction", type=float, default=None,
+                        help="MaxQ's schedule end as a share of the budget (default: 0.25, 0.75 for 1:16); an ablation")
+    parser.add_argument("--no-control", action="store_true", help="skip the dense fine-tune control")
     parser.add_argument("--train-subset", type=int, default=0, help="train on this many images only (a smoke test)")
     parser.add_argument("--summary-only", action="store_true", help="only summarise the runs already in --runs")
     parser.add_argument("--write", action="store_true", help="rewrite this section of benchmarks/RESULTS.md and the plot")
@@ -239,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             for pattern in patterns:
                 for method in methods:
-                    run_one(data, args.runs, method, pattern, seed, args.epochs)
-            run_one(data, args.runs, "dense", "2:4", seed, args.epochs)
+                    run_one(data, args.runs, method, pattern, seed, args.epochs, args.end_fraction)
+            if not args.no_control:
+                run_one(data, args.runs, "dense", "2:4", seed, args.epochs)
             if args.peer:
                 run_one(data, args.runs, "modelopt", "2:4", seed, args.epochs)
     table, means = summarise(args.runs, dense, methods, patterns)
