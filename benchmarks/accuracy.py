@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Start: FashionResNet 16/32/64 trained dense for {dense['epochs']} epochs (cosine), held-out validation top-1 "
         f"{100 * dense['val'][-1]:.2f}% ({'gain over the last 5 epochs: ' + format(gain, '+.2f') + ' pt' if gain is not None else 'too few epochs to judge convergence'}), "
         f"test top-1 {100 * dense['test_top1']:.2f}%. "
-        f"Fine-tune budget per method: {args.epochs} epochs, lr 0.02 cosine; MaxQ's schedule ends at 25% of it (75% for 1:16). "
+        f"Fine-tune budget per method: {args.epochs} epochs, lr 0.02 cosine; MaxQ's schedule ends at "
+        f"{'25% of it (75% for 1:16)' if args.end_fraction is None else format(args.end_fraction, '.0%') + ' of it'}. "
         "Mean ± std over seeds (data order); test set 10,000 images; INT8 = min-max Q/DQ on ONNX Runtime CPU.",
         "", f"Runs recorded: {recorded} of {planned}" + ("" if recorded >= planned else
              " — **the sweep is not finished**; the same command resumes it (finished runs are kept)") + ".",
