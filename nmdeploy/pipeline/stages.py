@@ -50,6 +50,7 @@ class BuildContext:
     world: int = 1
     _data: dict[str, ArrayData] = field(default_factory=dict)
     _targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    _teacher: nn.Module | None = None
 
     @property
     def main(self) -> bool:
@@ -91,7 +92,9 @@ class BuildContext:
             label_tensor = None if labels is None else torch.from_numpy(np.asarray(labels))
             teacher = None
             if not isinstance(self.task, Classification):
-                teacher = load_checkpoint(self.new_model(), self.out / "dense.pt").to(self.device)
+                if self._teacher is None:  # loaded once for the train and the val targets
+                    self._teacher = load_checkpoint(self.new_model(), self.out / "dense.pt").to(self.device)
+                teacher = self._teacher
             self._targets[which] = self.task.targets(teacher, self.inputs(which), label_tensor)
         return self._targets[which]
 
