@@ -1,13 +1,64 @@
-"""Write files so that a reader sees either the old file or the whole new one, never half."""
+"""Write files so that a reader sees either the old file or the whole new one, never half.
+
+Every artifact nmdeploy writes goes through here: the bytes go to a temporary file beside
+the target (same filesystem, so the rename is atomic), which is flushed and ``fsync``-ed,
+renamed over the target, and then the directory is ``fsync``-ed so the rename itself
+survives a power cut. Writers that need a file name rather than bytes (``onnx.save``,
+``torch.onnx.export``) use :func:`atomic_output`, which gives them a private temporary folder
+whose files are published the same way. On any failure the temporary files are removed,
+and the OS errors a user can fix (disk full, read-only or unwritable folder) become one-line
+:class:`~nmdeploy.errors.OutputError` messages.
+
+This module is also copied into the TensorRT target bundle, so it needs only the standard
+library and ``nmdeploy.errors``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["write_atomic", "write_all_atomic"]
+from nmdeploy.errors import OutputError
+
+__all__ = ["atomic_output", "check_writable", "output_error", "publish_folder", "write_all_atomic", "write_atomic"]
+
+_FIXES = {
+    errno.ENOSPC: "the disk is full; free space (or choose another output folder) and re-run",
+    errno.EDQUOT: "the disk quota is exhausted; free space (or choose another output folder) and re-run",
+    errno.EROFS: "the filesystem is read-only; choose a writable output folder",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "permission denied; choose a folder you can write to",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another output path",
+}
+
+
+def output_error(path: str | Path, exc: OSError) -> OutputError | OSError:
+    """The one-line :class:`OutputError` for ``exc`` while writing ``path``; ``exc`` itself when no fix is known."""
+    fix = _FIXES.get(exc.errno or 0)
+    if fix is None:
+        return exc
+    return OutputError(f"cannot write {path}: {fix} (nothing was written there)")
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after an hour of work, when ``path``'s folder cannot take a new file.
+
+    Creates the missing folders and a probe file beside ``path`` (removed at once); this also
+    catches root on a read-only filesystem, which ``os.access`` would pass.
+    """
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".nmdeploy-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise output_error(path, exc) from None
 
 
 def _umask() -> int:
@@ -16,11 +67,26 @@ def _umask() -> int:
     return mask
 
 
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # some filesystems cannot open or sync folders; the rename still happened
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_payload(fh, payload: bytes) -> None:
+    fh.write(payload)
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
 def _stage(path: Path, payload: bytes) -> str:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+            _write_payload(fh, payload)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
     except BaseException:
         os.unlink(tmp)
@@ -31,13 +97,19 @@ def _stage(path: Path, payload: bytes) -> str:
 def write_all_atomic(files: Sequence[tuple[str | Path, bytes | str]]) -> None:
     """Write every (path, payload) to a temporary file first, then move them all into place."""
     staged: list[tuple[str, Path]] = []
+    current = Path(files[0][0]) if files else Path(".")
     try:
         for path, payload in files:
-            path = Path(path)
+            current = path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             staged.append((_stage(path, payload.encode() if isinstance(payload, str) else payload), path))
         for tmp, path in staged:
+            current = path
             os.replace(tmp, path)
+        for folder in {path.parent for _, path in staged}:
+            _fsync_dir(folder)
+    except OSError as exc:
+        raise output_error(current, exc) from None
     finally:
         for tmp, _ in staged:
             if os.path.exists(tmp):
@@ -45,5 +117,63 @@ def write_all_atomic(files: Sequence[tuple[str | Path, bytes | str]]) -> None:
 
 
 def write_atomic(path: str | Path, payload: bytes | str) -> None:
-    """Write one file atomically (temporary file beside it, then rename)."""
+    """Write one file atomically (temporary file beside it, fsync, rename, fsync the folder)."""
     write_all_atomic([(path, payload)])
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A private temporary folder beside ``path``; write ``<folder>/<path.name>`` (and siblings) there.
+
+    On a clean exit every file in the folder is fsync-ed and renamed next to ``path`` (the
+    model file last, so a reader never finds it without its external data); on an exception
+    the folder is deleted and ``path`` is left as it was.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    try:
+        yield folder
+        files = sorted((f for f in folder.iterdir() if f.is_file()), key=lambda f: f.name == path.name)
+        for file in files:
+            with open(file, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(file, 0o666 & ~_umask())
+        for file in files:
+            os.replace(file, path.parent / file.name)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish_folder(stage: Path, dest: Path) -> None:
+    """Move the finished folder ``stage`` to ``dest``, replacing an older one (both on one filesystem).
+
+    Files inside are fsync-ed first. The old folder is moved aside before the new one takes
+    its name, so ``dest`` is at every moment either the complete old or the complete new folder
+    (or, for an instant, absent; never a mixture).
+    """
+    try:
+        for file in (f for f in stage.rglob("*") if f.is_file()):
+            with open(file, "rb+") as fh:
+                os.fsync(fh.fileno())
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-old-"))
+            os.replace(dest, old / dest.name)
+        try:
+            os.replace(stage, dest)
+        except OSError:
+            if old is not None:
+                os.replace(old / dest.name, dest)  # put the old folder back
+            raise
+        _fsync_dir(dest.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise output_error(dest, exc) from None

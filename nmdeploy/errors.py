@@ -16,6 +16,7 @@ __all__ = [
     "InputError",
     "ExportError",
     "QuantError",
+    "OutputError",
 ]
 
 
@@ -57,3 +58,8 @@ class ExportError(NMDeployError):
 
 class QuantError(NMDeployError):
     """INT8 quantisation failed, or its result breaks TensorRT's Q/DQ rules or the N:M layout."""
+
+
+class OutputError(NMDeployError):
+    """An output cannot be written: it already exists (without ``--force``), or its folder is
+    unwritable, read-only or full. Nothing is left at the output path."""

@@ -7,7 +7,10 @@ every subcommand's ``--help``) answers fast on any machine.
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
+import threading
 from typing import Any
 
 import click
@@ -20,18 +23,50 @@ from nmdeploy.log import configure_logging
 __all__ = ["cli", "main"]
 
 
+class _Terminated(BaseException):
+    """SIGTERM outside training: unwinds like Ctrl-C, so temporary files are removed on the way out."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 class _Group(click.Group):
-    """Turns library errors into one line (exit code 1) unless --debug is given."""
+    """Turns library errors into one line (their exit code) unless --debug is given.
+
+    Also answers interrupts: Ctrl-C exits 130 and SIGTERM 143, after the atomic writers have
+    removed their temporary files; an interrupted training run prints the command that resumes it.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["nmdeploy.argv"] = list(args)  # for the resume hint
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
         try:
             return super().invoke(ctx)
         except NMDeployError as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
-            error = click.ClickException(str(exc))
+            message = str(exc)
+            if getattr(exc, "resumable", False):
+                message += f"; resume: {shlex.join(['nmdeploy', *ctx.meta.get('nmdeploy.argv', [])])}"
+            error = click.ClickException(message)
             error.exit_code = exc.exit_code
             raise error from None
+        except (KeyboardInterrupt, _Terminated) as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            name, code = ("SIGTERM", 143) if isinstance(exc, _Terminated) else ("SIGINT", 130)
+            error = click.ClickException(f"stopped by {name}; files already written are complete, nothing half-written "
+                                         "was left; run the same command again to redo what is missing")
+            error.exit_code = code
+            raise error from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,6 +13,7 @@ _SET = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VA
                     help="Override one recipe key (repeatable), e.g. --set finetune.epochs=2.")
 _OUT = click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory.  [default: the recipe's output]")
 _DUMP = click.option("--dump-recipe", is_flag=True, help="Print the merged recipe (defaults, file, --set) as YAML and exit.")
+_FORCE = click.option("--force", is_flag=True, help="Build into a non-empty output folder that no nmdeploy build wrote.")
 
 
 def _recipe(recipe_path: Path | None, overrides: tuple[str, ...]):
@@ -30,14 +31,14 @@ def _command(name: str, recipe_path: Path | None, overrides: tuple[str, ...], ou
     return " ".join(args)
 
 
-def _run(recipe, out: Path | None, stages: tuple[str, ...] | None, command: str):
+def _run(recipe, out: Path | None, stages: tuple[str, ...] | None, command: str, force: bool):
     from nmdeploy.cli._progress import quiet, stage_progress
     from nmdeploy.pipeline.build import ALL_STAGES, build
 
     silent = quiet()
     with stage_progress() as update:
         return build(recipe, out, stages or ALL_STAGES, say=(lambda line: None) if silent else click.echo,
-                     progress=update, command=command)
+                     progress=update, command=command, force=force)
 
 
 @click.command()
@@ -45,7 +46,8 @@ def _run(recipe, out: Path | None, stages: tuple[str, ...] | None, command: str)
 @_SET
 @_OUT
 @_DUMP
-def build(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dump_recipe: bool) -> None:
+@_FORCE
+def build(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dump_recipe: bool, force: bool) -> None:
     """Run the whole pipeline: dense pre-training, N:M fine-tune, ONNX export, 2:4 verify, INT8, engine.
 
     With no recipe it builds the built-in example: Fashion-MNIST (Debian package
@@ -62,7 +64,7 @@ def build(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dum
 
         click.echo(dump(merged), nl=False)
         return
-    result = _run(merged, out, None, _command("build", recipe, overrides, out))
+    result = _run(merged, out, None, _command("build", recipe, overrides, out), force)
     if result.report is None:
         return  # a non-writing process of a distributed run
     _echo_scores(result.manifest.get("accuracy", {}))
@@ -89,6 +91,7 @@ def _artifacts(out: Path) -> list[str]:
 @_SET
 @_OUT
 @_DUMP
+@_FORCE
 @click.option("--model", "spec", metavar="SPEC", help="Shortcut for --set model.spec=SPEC (built-in name or package.module:callable).")
 @click.option("--checkpoint", metavar="FILE", help="Shortcut for --set model.checkpoint=FILE: pretrained dense weights, skips dense pre-training.")
 @click.option("--data", metavar="SPEC", help="Shortcut for --set data.train=SPEC (built-in[:split], .npz, ImageFolder dir, module:callable).")
@@ -98,7 +101,7 @@ def _artifacts(out: Path) -> list[str]:
 @click.option("--epochs", type=int, metavar="N", help="Shortcut for --set finetune.epochs=N.")
 def finetune(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dump_recipe: bool, spec: str | None,
              checkpoint: str | None, data: str | None, val_data: str | None, method: str | None, pattern: str | None,
-             epochs: int | None) -> None:
+             epochs: int | None, force: bool) -> None:
     """Train only: dense pre-training (or a pretrained checkpoint), then the N:M fine-tune.
 
     Writes dense.pt, sparse.pt (plain weights with exact N:M zeros) and manifest.json. Each
@@ -115,7 +118,7 @@ def finetune(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, 
 
         click.echo(dump(merged), nl=False)
         return
-    result = _run(merged, out, ("dense", "sparse"), _command("finetune", recipe, (*extra, *overrides), out))
+    result = _run(merged, out, ("dense", "sparse"), _command("finetune", recipe, (*extra, *overrides), out), force)
     if result.report is None:
         return  # a non-writing process of a distributed run
     _echo_scores(result.manifest.get("accuracy", {}))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from nmdeploy.cli._outputs import FORCE, claim_outputs
+
 
 @click.command()
 @click.option("--data", "spec", help="Data SPEC: fashion-mnist[:train|test], an .npz (x, optional y) or module:callable.")
@@ -14,7 +16,8 @@ import click
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="The .npz to write (manifest beside it, .json).")
 @click.option("--definition", type=click.Path(dir_okay=False, path_type=Path),
               help="Build the set a definition describes, e.g. calibration/fashion-mnist.yaml.")
-def calibrate(spec: str | None, count: int | None, seed: int | None, output: Path | None, definition: Path | None) -> None:
+@FORCE
+def calibrate(spec: str | None, count: int | None, seed: int | None, output: Path | None, definition: Path | None, force: bool) -> None:
     """Draw N samples from a data source into a calibration set for nmdeploy quantize.
 
     Class-balanced when the source has labels, uniform otherwise, from a fixed seed; written
@@ -34,6 +37,7 @@ def calibrate(spec: str | None, count: int | None, seed: int | None, output: Pat
         seed = plan.seed if seed is None else seed
     elif not spec or output is None:
         raise InputError("give --data SPEC and -o FILE.npz (or --definition calibration/NAME.yaml)")
+    claim_outputs([output, output.with_suffix(".json")], force)
     data = load_data(spec, default_split="train")
     subset, fields = make_calibration_set(data, 512 if count is None else count, 0 if seed is None else seed)
     manifest = write_calibration_set(output, subset, fields)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from nmdeploy.cli._outputs import FORCE, claim_outputs
+
 HARDWARE = ("none", "ampere_plus", "same_cc")  # kept equal to nmdeploy.engine.plan.HARDWARE_COMPAT by a test
 
 
@@ -39,10 +41,11 @@ def _batch(value: str, count: int, option: str) -> tuple[int, ...]:
 @click.option("--strongly-typed", is_flag=True, help="TensorRT 10.x: strongly typed network instead of the INT8 flag.")
 @click.option("--verify", "verify_path", type=click.Path(dir_okay=False, path_type=Path), help="verify.json to join into the layer report.  [default: verify MODEL now]")
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), help="Where to write the target bundle when TensorRT is absent.  [default: OUTPUT stem + -bundle]")
+@FORCE
 def engine(model: Path, output: Path | None, dense: bool, batch: str, min_shapes: str | None, opt_shapes: str | None,
            max_shapes: str | None, workspace: int | None, timing_cache: Path | None, hardware_compat: str,
            version_compatible: bool, dense_twin: bool, fp16: bool, strongly_typed: bool, verify_path: Path | None,
-           bundle: Path | None) -> None:
+           bundle: Path | None, force: bool) -> None:
     """Build MODEL (a Q/DQ INT8 or float ONNX) into a TensorRT plan with 2:4 sparse weights.
 
     Works with TensorRT 10.x and 11.x (feature-detected). Writes the plan and
@@ -58,6 +61,7 @@ def engine(model: Path, output: Path | None, dense: bool, batch: str, min_shapes
     from nmdeploy.engine.trt import EngineUnavailable
 
     output = output or model.with_suffix(".plan")
+    claim_outputs([output, output.with_name("engine_report.json"), output.with_name(output.stem + ".dense.plan") if dense_twin else None], force)
     shapes = [parse_shapes(s, f"--{flag}-shapes") or None for s, flag in ((min_shapes, "min"), (opt_shapes, "opt"), (max_shapes, "max"))]
     low, opt, high = _batch(batch, 3, "--batch")
     options = BuildOptions(not dense, fp16, strongly_typed, hardware_compat, version_compatible, workspace)
@@ -81,7 +85,8 @@ def engine(model: Path, output: Path | None, dense: bool, batch: str, min_shapes
 @click.option("--warmup", type=click.IntRange(0), default=20, show_default=True, help="Untimed runs per engine and batch.")
 @click.option("--iterations", type=click.IntRange(1), default=200, show_default=True, help="Timed runs per engine and batch.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the rows as JSON here.")
-def bench(plans: tuple[Path, ...], batch: str, warmup: int, iterations: int, json_path: Path | None) -> None:
+@FORCE
+def bench(plans: tuple[Path, ...], batch: str, warmup: int, iterations: int, json_path: Path | None, force: bool) -> None:
     """Time PLANS side by side (interleaved, one process): latency p50/p90/p99, throughput.
 
     With two plans (e.g. the sparse engine and its --dense-twin) it prints the latency
@@ -93,6 +98,7 @@ def bench(plans: tuple[Path, ...], batch: str, warmup: int, iterations: int, jso
     from nmdeploy.engine.bench import bench_engines
 
     sizes = _batch(batch, 0, "--batch")
+    claim_outputs([json_path], force)
     names = {}
     for path in plans:
         names[path.stem if path.stem not in names else str(path)] = path

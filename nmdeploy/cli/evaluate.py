@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from nmdeploy.cli._outputs import FORCE, claim_outputs
+
 
 @click.command("eval")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
@@ -13,7 +15,8 @@ import click
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), help="Reference ONNX (e.g. the FP32 model) for per-output cosine.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result as JSON here ('-' for stdout).")
-def evaluate(model: Path, spec: str, reference: Path | None, batch_size: int, json_path: Path | None) -> None:
+@FORCE
+def evaluate(model: Path, spec: str, reference: Path | None, batch_size: int, json_path: Path | None, force: bool) -> None:
     """Measure MODEL on onnxruntime (CPU): top-1, and cosine to a reference model.
 
     Top-1 is read from the first output ([N, classes]) when the data has labels; with
@@ -25,6 +28,7 @@ def evaluate(model: Path, spec: str, reference: Path | None, batch_size: int, js
     from nmdeploy.data import load_data
     from nmdeploy.quant.evaluate import evaluate_onnx
 
+    claim_outputs([json_path], force)
     data = load_data(spec, default_split="test")
     with stage_progress(disable=str(json_path) == "-") as update:
         report = evaluate_onnx(model, data, reference, batch_size, lambda done, total: update("evaluate", done, total))

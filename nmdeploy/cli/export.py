@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from nmdeploy.cli._outputs import FORCE, claim_outputs
+
 
 def _shape(value: str) -> tuple[int, ...]:
     try:
@@ -26,7 +28,8 @@ def _shape(value: str) -> tuple[int, ...]:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .onnx file to write.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
 @click.option("--static-batch", is_flag=True, help="Fix the batch size to the sample's instead of a dynamic dim 0.")
-def export(checkpoint: Path, spec: str, input_shape: str, output: Path, opset: int | None, static_batch: bool) -> None:
+@FORCE
+def export(checkpoint: Path, spec: str, input_shape: str, output: Path, opset: int | None, static_batch: bool, force: bool) -> None:
     """Export CHECKPOINT (a state_dict, optionally with nmdeploy masks) to ONNX.
 
     The model is finalized (masks folded into exact zeros), BatchNorm folded, written as one
@@ -39,6 +42,7 @@ def export(checkpoint: Path, spec: str, input_shape: str, output: Path, opset: i
     from nmdeploy.export.onnx import export_onnx
 
     dims = _shape(input_shape)
+    claim_outputs([output], force)
     model = load_checkpoint(build_model(spec), checkpoint)
     sample = torch.randn(dims, generator=torch.Generator().manual_seed(0))
     report = export_onnx(model, sample, output, dynamic_batch=not static_batch, opset=opset)

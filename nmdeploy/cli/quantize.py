@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from nmdeploy.cli._outputs import FORCE, claim_outputs
+
 METHODS = ("minmax", "entropy", "percentile")  # kept equal to nmdeploy.quant.int8.METHODS by a test
 
 
@@ -23,10 +25,11 @@ METHODS = ("minmax", "entropy", "percentile")  # kept equal to nmdeploy.quant.in
 @click.option("--pattern", default="2:4", show_default=True, help="N:M pattern re-verified on the int8 weights.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Calibration batch size.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON here.")
+@FORCE
 def quantize(
     model: Path, output: Path | None, calibration: str, method: str, percentile: float, per_tensor: bool,
     output_qdq_on_sparse: bool, keep_float_weights: bool, exclude: tuple[str, ...], eval_data: str | None,
-    pattern: str, batch_size: int, json_path: Path | None,
+    pattern: str, batch_size: int, json_path: Path | None, force: bool,
 ) -> None:
     """Quantise MODEL to INT8 with explicit Q/DQ nodes (onnxruntime quantize_static).
 
@@ -44,6 +47,7 @@ def quantize(
     from nmdeploy.quant.int8 import quantize_int8
 
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".int8.onnx")
+    claim_outputs([output, json_path], force)
     with stage_progress() as update:
         report = quantize_int8(
             model, output, calibration, method, not per_tensor, output_qdq_on_sparse, exclude,

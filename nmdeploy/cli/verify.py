@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from nmdeploy.cli._outputs import FORCE, claim_outputs
+
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
@@ -19,7 +21,8 @@ import click
     "that has any N:M group (a half-sparse layer is a bug).",
 )
 @click.option("--trt-rules", is_flag=True, help="Also lint the Q/DQ nodes against TensorRT's INT8 import rules.")
-def verify(model: Path, pattern: str, json_path: Path | None, require: str | None, trt_rules: bool) -> None:
+@FORCE
+def verify(model: Path, pattern: str, json_path: Path | None, require: str | None, trt_rules: bool, force: bool) -> None:
     """Check the N:M (2:4) layout of every Conv/ConvTranspose/Gemm/MatMul weight of MODEL.
 
     Follows Cast, Identity, Q/DQ and Transpose back to the stored weight (float or int8).
@@ -36,6 +39,7 @@ def verify(model: Path, pattern: str, json_path: Path | None, require: str | Non
     from nmdeploy.export.verify import load_onnx, verify_model
     from nmdeploy.quant.lint import lint_qdq
 
+    claim_outputs([json_path], force)
     try:
         graph = load_onnx(model)
         report = verify_model(graph, pattern, require, str(model))

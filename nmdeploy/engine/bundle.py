@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nmdeploy._atomic import publish_folder
 from nmdeploy.engine.plan import HARDWARE_COMPAT, BuildOptions
 from nmdeploy.engine.shapes import ShapeProfile
 
@@ -144,9 +145,7 @@ def write_bundle(
         (stage / "README.md").write_text(_readme(onnx.name, profile))
         _copy_code(stage)
         os.chmod(stage, 0o755)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(stage, dest)
+        publish_folder(stage, dest)
     finally:
         if stage.exists():
             shutil.rmtree(stage)

@@ -56,6 +56,7 @@ def _parser(settings: dict) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     settings = _settings()
     args = _parser(settings).parse_args(argv)
+    from nmdeploy._atomic import write_atomic
     from nmdeploy.engine.layers import format_rows, join_layers, parse_build_log, parse_inspector
     from nmdeploy.errors import NMDeployError
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = join_layers(verify, layers, parse_build_log(build_log.read_text(errors="replace").splitlines()))
             report = {"schema": "nmdeploy.engine/1", "source": "trtexec", "inspector_schema": schema,
                       "layers": [row.to_dict() for row in rows]}
-            (HERE / "engine_report.json").write_text(json.dumps(report, indent=2) + "\n")
+            write_atomic(HERE / "engine_report.json", json.dumps(report, indent=2) + "\n")
             print(format_rows(rows))
             return 0
         from nmdeploy.engine.build import build_engine

@@ -14,8 +14,6 @@ import contextlib
 import copy
 import io
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nmdeploy._atomic import atomic_output
 from nmdeploy.errors import ExportError
 from nmdeploy.sparsity.api import finalize
 
@@ -129,8 +128,8 @@ def export_onnx(
     external = size > _SINGLE_FILE_LIMIT
     dynamic = tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if dynamic_batch else None
     log = io.StringIO()
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as tmp:
-        target = Path(tmp) / path.name
+    with atomic_output(path) as tmp:  # published (fsync + rename) only if every check below passes
+        target = tmp / path.name
         try:
             with contextlib.redirect_stdout(log), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
                 warnings.simplefilter("ignore")
@@ -155,8 +154,5 @@ def export_onnx(
                     f"above the tolerance {limit:.3g}; nothing was written"
                 )
         opset_version = next((o.version for o in onnx.load(str(target), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), 0)
-        written = sorted(Path(tmp).iterdir())
-        for file in written:  # the model and, above 2 GB, its external data beside it
-            os.replace(file, path.parent / file.name)
-    size_bytes = sum((path.parent / f.name).stat().st_size for f in written)
+        size_bytes = sum(f.stat().st_size for f in tmp.iterdir())  # the model and, above 2 GB, its external data
     return ExportReport(str(path), opset_version, external, size_bytes, tuple(names), tuple(parity))

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nmdeploy.errors import ConfigError, InputError
+from nmdeploy._atomic import output_error
+from nmdeploy.errors import ConfigError, OutputError
 from nmdeploy.pipeline.recipe import Recipe
 
 __all__ = ["BuildResult", "build", "ARTIFACTS"]
@@ -35,13 +36,27 @@ class BuildResult:
     engine_note: str
 
 
+def _check_output(out: Path, force: bool) -> None:
+    """Refuse a file, or a non-empty folder that no build wrote (without ``force``), as the output folder.
+
+    A folder with ``manifest.json`` or ``.work/`` is an earlier or interrupted build: it is
+    updated in place (only stages whose inputs changed rerun), which is how resuming works.
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"the output folder {out} is a file; pick another with --out")
+    if out.is_dir() and not force and not (out / "manifest.json").is_file() and not (out / ".work").is_dir():
+        if any(out.iterdir()):
+            raise OutputError(f"the output folder {out} already holds files that no nmdeploy build wrote; "
+                              "pass --force to build into it anyway, or pick another with --out")
+
+
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
-        raise InputError(f"cannot write to the output directory {out} ({exc.strerror}); pick another with --out") from None
+        raise output_error(out / "manifest.json", exc) from None
 
 
 def _device(name: str) -> Any:
@@ -86,16 +101,19 @@ def build(
     say: Callable[[str], None] = print,
     progress: Callable[[str, int, int], None] | None = None,
     command: str = "nmdeploy build",
+    force: bool = False,
 ) -> BuildResult:
     """Run ``stages`` of ``recipe`` into ``out`` (default: ``recipe.output``).
 
     ``say`` gets one line per epoch and per stage; ``progress(stage, done, total)`` drives bars.
+    ``force``: build into a non-empty folder that no build wrote (refused otherwise).
     """
     from nmdeploy.pipeline.manifest import Manifest
     from nmdeploy.pipeline.report import write_report
     from nmdeploy.pipeline.stages import BuildContext, check_inputs, run_stages
 
     out = Path(out if out is not None else recipe.output)
+    _check_output(out, force)
     device = _device(recipe.device)
     with _distributed(device) as (rank, world):
         manifest = Manifest(out, recipe.to_dict())

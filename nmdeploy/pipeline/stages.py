@@ -162,7 +162,9 @@ def _train(ctx: BuildContext, stage: str, model: nn.Module, config: Any, key: st
         checkpoint, on_epoch=lambda m: ctx.say(_epoch_line(stage, config.epochs, m, task.metric)),
         on_step=(lambda done, total: ctx.progress(label, done, total)) if ctx.progress else None, task=task,
     )
-    if result.resumed_from:
+    if result.resumed_step:
+        ctx.say(f"{stage}: resumed in epoch {result.resumed_from + 1} after step {result.resumed_step} from {checkpoint}")
+    elif result.resumed_from:
         ctx.say(f"{stage}: resumed after epoch {result.resumed_from} from {checkpoint}")
     model.cpu()
     if ctx.main:

@@ -16,8 +16,6 @@ import dataclasses
 import fnmatch
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 import onnx
 
+from nmdeploy._atomic import atomic_output
 from nmdeploy.data import ArrayData, load_data
 from nmdeploy.errors import ConfigError, InputError, QuantError
 from nmdeploy.export.verify import VerifyReport, load_onnx, verify_model
@@ -152,9 +151,8 @@ def quantize_int8(
     del session
     evaluation = calib if eval_data is None else resolve_data(eval_data, "test")
 
-    onnx_out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=onnx_out.parent, prefix=f".{onnx_out.stem}-") as tmp:
-        pre, raw, final = (Path(tmp) / name for name in ("pre.onnx", "raw.onnx", onnx_out.name))
+    with atomic_output(onnx_out) as tmp:  # only the final model is published, after every check passed
+        pre, raw, final = (tmp / name for name in ("pre.onnx", "raw.onnx", onnx_out.name))
         pre_model, adds = _run_ort(onnx_in, pre, raw, bound, method, percentile, per_channel, output_qdq_on_sparse,
                                    keep_float_weights, excluded, batch_size, progress, Path(tmp))
         fp32_check = verify_model(pre_model, pattern, None, str(onnx_in))
@@ -182,7 +180,9 @@ def quantize_int8(
         done = [n.name for n in graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded]
         eval_progress = (lambda k, total: progress("evaluate", k, total)) if progress else None
         accuracy = evaluate_onnx(final, evaluation, reference=onnx_in, progress=eval_progress)
-        os.replace(final, onnx_out)
+        for scratch in tmp.iterdir():  # pre-processed and raw models are not artifacts
+            if scratch != final and scratch.is_file():
+                scratch.unlink()
     accuracy = dataclasses.replace(accuracy, model=str(onnx_out))
     return QuantReport(
         str(onnx_out), method, percentile if method == "percentile" else None, per_channel, output_qdq_on_sparse,

@@ -4,8 +4,14 @@ Each epoch: ``sparsifier.set_epoch(epoch)`` (MaxQ's schedule), one pass over the
 in an order drawn from ``seed`` and the epoch number alone, evaluation, then an atomic
 checkpoint. Because the order, the global RNG and every optimizer/schedule/sparsifier state
 are restored from that checkpoint, running the same call again after an interruption ends
-with bit-identical weights on CPU (the test suite checks it). Ctrl-C keeps the last
-completed epoch and raises :class:`TrainingInterrupted` with the hint to re-run.
+with bit-identical weights on CPU (the test suite checks it).
+
+SIGINT (Ctrl-C) and SIGTERM (``kill``, a scheduler's pre-emption) are caught while training:
+the step under way finishes, a checkpoint of that exact point (mid-epoch included: the
+epoch's order is re-drawn from the seed and the done batches are skipped on resume) is
+written, and :class:`TrainingInterrupted` is raised with exit code 130 or 143. A second
+Ctrl-C stops at once and keeps only the last checkpoint. A ``KeyboardInterrupt`` raised some
+other way (signal handlers can only be set in the main thread) keeps the last completed epoch.
 
 Under ``torchrun`` (an initialised ``torch.distributed`` process group) the model runs in
 DistributedDataParallel: every process draws the same order and takes every world-th sample
@@ -17,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +43,54 @@ __all__ = ["EpochMetrics", "TrainResult", "TrainingInterrupted", "evaluate", "fi
 
 
 class TrainingInterrupted(NMDeployError):
-    """Ctrl-C during training; the last completed epoch is in the checkpoint."""
+    """SIGINT/SIGTERM (or Ctrl-C) during training; the checkpoint holds the point reached.
+
+    ``exit_code`` is 128 + the signal number: 130 for SIGINT, 143 for SIGTERM.
+    """
 
     exit_code = 130
+    resumable = True  # the CLI adds the command that resumes
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+class _StopRequest:
+    """Set by the signal handlers; the loop polls it after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopRequest]:
+    """Turn SIGINT/SIGTERM into a request to stop at the next step boundary (main thread only)."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        if stop.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        stop.signum = signum
+
+    previous = {s: signal.signal(s, request) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _requested(stop: _StopRequest, world: int) -> int:
+    """The signal to stop on (0: none); under DDP every rank agrees, so all stop at the same step."""
+    if world <= 1:
+        return stop.signum or 0
+    flag = torch.tensor([float(stop.signum or 0)])
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item())
 
 
 @dataclass(frozen=True)
@@ -55,6 +108,7 @@ class TrainResult:
     history: tuple[EpochMetrics, ...]
     resumed_from: int  # epochs already done when this call started (0 = fresh)
     metric: str = "top-1"  # what the scores measure
+    resumed_step: int = 0  # optimizer steps of epoch resumed_from + 1 already done (mid-epoch resume)
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -137,20 +191,36 @@ def fit(
     optimizer = _optimizer(model, config)
     schedule = _schedule(optimizer, config, steps)
     history: list[EpochMetrics] = []
-    start = 0
+    start, skip, partial = 0, 0, (0.0, 0.0)
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.is_file():
-        start, history = _resume(path, model, optimizer, schedule, sparsifier, config)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda" else contextlib.nullcontext())
-    for epoch in range(start, config.epochs):
+        start, history, skip, partial = _resume(path, model, optimizer, schedule, sparsifier, config)
+    resumed = (start, skip)
+
+    def save(epoch_done: int, step: int = 0, sums: tuple[float, float] = (0.0, 0.0)) -> None:
+        if path is not None and rank == 0:
+            save_training_state(path, {
+                "epoch": epoch_done, "step": step, "partial": list(sums), "config": asdict(config), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "sparsifier": sparsifier.state_dict() if sparsifier is not None else None,
+                "rng": torch.get_rng_state(), "history": [asdict(m) for m in history],
+            })
+        if world > 1:
+            torch.distributed.barrier()  # nobody reads a checkpoint rank 0 is still writing
+
+    where = f"{path}" if path is not None else "nowhere (no checkpoint path was given)"
+
+    def _epoch(epoch: int, skip: int, partial: tuple[float, float]) -> EpochMetrics:
         began = time.perf_counter()
         if sparsifier is not None:
             sparsifier.set_epoch(epoch)
         model.train()
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-        loss_sum, correct = 0.0, 0.0
+        loss_sum, correct = partial
         try:
             for step, batch in enumerate(order.split(config.batch_size)[:steps]):
+                if step < skip:
+                    continue  # done before the interruption this run resumes from
                 index = batch[rank::world]  # each process takes its share of the global batch
                 batch_inputs, labels = [t[index].to(device) for t in inputs], y[index].to(device)
                 optimizer.zero_grad(set_to_none=True)
@@ -166,8 +236,13 @@ def fit(
                 correct += task.score_sum(logits.detach().float(), labels)
                 if on_step is not None:
                     on_step(epoch * steps + step + 1, config.epochs * steps)
+                signum = _requested(stop, world)
+                if signum and step + 1 < steps:
+                    save(epoch, step + 1, (loss_sum, correct))
+                    raise TrainingInterrupted(
+                        f"stopped by {signal.Signals(signum).name} in epoch {epoch + 1} after step {step + 1} of {steps}; "
+                        f"that point is saved in {where}: run the same command again to resume", signum)
         except KeyboardInterrupt:
-            where = f"{path}" if path is not None else "nowhere (no checkpoint path was given)"
             raise TrainingInterrupted(
                 f"interrupted in epoch {epoch + 1}; {epoch} completed epoch(s) are saved in {where}: "
                 "run the same command again to resume"
@@ -177,21 +252,23 @@ def fit(
                 torch.distributed.broadcast(buffer, src=0)
         val_score = evaluate(model, val[0], val[1], task) if val is not None else None
         seen = sum(len(b[rank::world]) for b in order.split(config.batch_size)[:steps])
-        metrics = EpochMetrics(epoch + 1, loss_sum / seen, correct / seen, val_score,
-                               optimizer.param_groups[0]["lr"], time.perf_counter() - began)
-        history.append(metrics)
-        if path is not None and rank == 0:
-            save_training_state(path, {
-                "epoch": epoch + 1, "config": asdict(config), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "sparsifier": sparsifier.state_dict() if sparsifier is not None else None,
-                "rng": torch.get_rng_state(), "history": [asdict(m) for m in history],
-            })
-        if world > 1:
-            torch.distributed.barrier()  # nobody reads a checkpoint rank 0 is still writing
-        if on_epoch is not None:
-            on_epoch(metrics)
-    return TrainResult(tuple(history), start, task.metric)
+        return EpochMetrics(epoch + 1, loss_sum / seen, correct / seen, val_score,
+                            optimizer.param_groups[0]["lr"], time.perf_counter() - began)
+
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda" else contextlib.nullcontext())
+    with _stop_on_signals() as stop:
+        for epoch in range(start, config.epochs):
+            metrics = _epoch(epoch, skip, partial)
+            skip, partial = 0, (0.0, 0.0)
+            history.append(metrics)
+            save(epoch + 1)
+            if on_epoch is not None:
+                on_epoch(metrics)
+            signum = _requested(stop, world)
+            if signum:  # after the last epoch too: the caller must not go on to its next step
+                raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1} of {config.epochs}; "
+                                          f"it is saved in {where}: run the same command again to resume", signum)
+    return TrainResult(tuple(history), resumed[0], task.metric, resumed[1])
 
 
 def _distributed() -> tuple[int, int]:
@@ -201,7 +278,8 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _resume(path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsifier: Any, config: TrainConfig) -> tuple[int, list[EpochMetrics]]:
+def _resume(path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsifier: Any,
+            config: TrainConfig) -> tuple[int, list[EpochMetrics], int, tuple[float, float]]:
     state = load_training_state(path)
     saved = state.get("config", {})
     changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v)
@@ -222,4 +300,5 @@ def _resume(path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsif
     if sparsifier is not None:
         sparsifier.load_state_dict(state["sparsifier"])
     torch.set_rng_state(state["rng"])
-    return int(state["epoch"]), [EpochMetrics(**m) for m in state["history"]]
+    loss_sum, correct = state.get("partial", (0.0, 0.0))
+    return int(state["epoch"]), [EpochMetrics(**m) for m in state["history"]], int(state.get("step", 0)), (float(loss_sum), float(correct))
