@@ -103,8 +103,13 @@ def _sparsify_peer(model: torch.nn.Module):
     return mts.sparsify(model, "sparse_magnitude")
 
 
-def run_one(data, runs: Path, method: str, pattern: str, seed: int, epochs: int, end_fraction: float | None = None) -> dict:
-    """Fine-tune the dense model with ``method`` at ``pattern``; resumable through its checkpoint."""
+def run_one(data, runs: Path, method: str, pattern: str, seed: int, epochs: int, end_fraction: float | None = None,
+            *, options: dict | None = None, scratch: bool = False, lr: float = 0.02) -> dict:
+    """Fine-tune the dense model with ``method`` at ``pattern``; resumable through its checkpoint.
+
+    ``options`` go to the method (e.g. ``{"tau": 1e-3}``); ``scratch`` starts from the untrained
+    model instead of the converged dense one (the setting of the MaxQ and SR-STE papers).
+    """
     import nmdeploy
 
     name = f"{method}-{pattern.replace(':', 'of')}-s{seed}"
@@ -112,14 +117,15 @@ def run_one(data, runs: Path, method: str, pattern: str, seed: int, epochs: int,
     if record.is_file():
         return json.loads(record.read_text())
     model = _model()
-    model.load_state_dict(torch.load(runs / "dense.pt", weights_only=True)["model"])
+    if not scratch:
+        model.load_state_dict(torch.load(runs / "dense.pt", weights_only=True)["model"])
     end = round((end_fraction if end_fraction is not None else 0.75 if pattern == "1:16" else 0.25) * epochs)
     sp = None
     if method == "modelopt":
         model = _sparsify_peer(model)
     elif method != "dense":
-        sp = nmdeploy.sparsify(model, pattern, method, "linear", 0, end)
-    config = TrainConfig(epochs=epochs, lr=0.02, seed=seed)
+        sp = nmdeploy.sparsify(model, pattern, method, "linear", 0, end, options=options)
+    config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     began = time.perf_counter()
     result = fit(model, data["train"], data["val"], config, sp, runs / f"{name}.ckpt",
                  on_epoch=lambda m: print(f"{name} epoch {m.epoch}/{epochs}: val {m.val_score:.2%}", flush=True))
@@ -134,6 +140,7 @@ def run_one(data, runs: Path, method: str, pattern: str, seed: int, epochs: int,
     folder.mkdir(exist_ok=True)
     onnx_top1, int8_top1 = _quantised_top1(model, data, folder)
     summary = {"method": method, "pattern": pattern, "seed": seed, "epochs": epochs, "end_epoch": end if sp else None,
+               **({"options": options} if options else {}), **({"scratch": True, "lr": lr} if scratch else {}),
                "fp32_top1": fp32, "onnx_top1": onnx_top1, "int8_top1": int8_top1,
                "val": [m.val_score for m in result.history], "seconds": time.perf_counter() - began}
     record.write_text(json.dumps(summary, indent=2))
