@@ -52,7 +52,9 @@ class _Group(click.Group):
                 raise
             message = str(exc)
             if getattr(exc, "resumable", False):
-                message += f"; resume: {shlex.join(['nmdeploy', *ctx.meta.get('nmdeploy.argv', [])])}"
+                command = shlex.join(["nmdeploy", *ctx.meta.get("nmdeploy.argv", [])])
+                hint = "run the same command again to resume"
+                message = message.replace(hint, f"resume with: {command}") if hint in message else f"{message}; resume with: {command}"
             error = click.ClickException(message)
             error.exit_code = exc.exit_code
             raise error from None

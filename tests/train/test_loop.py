@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 from torch import nn
@@ -64,6 +67,53 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method):
         assert sp.state_dict() == ref_sp.state_dict()
     again = fit(model, train, val, CONFIG, sp, tmp_path / "b.pt")  # finished: nothing to redo
     assert again.resumed_from == 3 and len(again.history) == 3
+
+
+@pytest.mark.parametrize(("signum", "code", "method"), [(signal.SIGTERM, 143, "maxq"), (signal.SIGINT, 130, "srste")])
+def test_a_real_signal_mid_epoch_saves_that_step_and_resumes_bit_identically(tmp_path, signum, code, method):
+    """The process signals itself in the middle of epoch 2: the step finishes, that point is saved, exit code 128+n."""
+    train, val = _task()
+    reference, ref_sp = _model(method)
+    fit(reference, train, val, CONFIG, ref_sp, tmp_path / "a.pt")
+    per_epoch = -(-len(train[1]) // CONFIG.batch_size)
+    model, sp = _model(method)
+
+    def signal_at_step_3_of_epoch_2(done, total):
+        if done == per_epoch + 3:
+            os.kill(os.getpid(), signum)  # delivered to the handler fit installed, as a kill or Ctrl-C would be
+
+    previous = signal.getsignal(signum)
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(model, train, val, CONFIG, sp, tmp_path / "b.pt", on_step=signal_at_step_3_of_epoch_2)
+    assert signal.getsignal(signum) is previous  # the handlers are put back
+    assert info.value.exit_code == code and info.value.resumable
+    assert str(info.value) == (f"stopped by {signal.Signals(signum).name} in epoch 2 after step 3 of {per_epoch}; that point is "
+                               f"saved in {tmp_path / 'b.pt'}: run the same command again to resume")
+    saved = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 3)
+    model, sp = _model(method)  # a fresh process: new model, same settings
+    steps = []
+    result = fit(model, train, val, CONFIG, sp, tmp_path / "b.pt", on_step=lambda done, total: steps.append(done))
+    assert (result.resumed_from, result.resumed_step) == (1, 3) and steps[0] == per_epoch + 4
+    ref_state, state = reference.state_dict(), model.state_dict()
+    assert ref_state.keys() == state.keys() and all(torch.equal(ref_state[k], state[k]) for k in ref_state)
+    assert sp.state_dict() == ref_sp.state_dict()
+    assert [m.epoch for m in result.history] == [1, 2, 3]
+
+
+def test_a_signal_in_the_last_step_of_an_epoch_stops_after_saving_that_epoch(tmp_path):
+    train, val = _task()
+    per_epoch = -(-len(train[1]) // CONFIG.batch_size)
+    model, sp = _model(None)
+
+    def signal_at_the_end_of_epoch_1(done, total):
+        if done == per_epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match=r"^stopped by SIGTERM after epoch 1 of 3; it is saved in .*c.pt: run the same"):
+        fit(model, train, val, CONFIG, sp, tmp_path / "c.pt", on_step=signal_at_the_end_of_epoch_1)
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 0)
 
 
 def test_resume_refuses_other_settings_or_models(tmp_path):
