@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nmdeploy._imports import import_target
-from nmdeploy.errors import InputError
+from nmdeploy.errors import InputError, NMDeployError
 
 __all__ = ["BUILTIN_MODELS", "build_model", "load_checkpoint"]
 
@@ -58,13 +58,32 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
                 f"{path} holds nmdeploy masks but no 'sparsity' entry; save "
                 "{'model': model.state_dict(), 'sparsity': sp.state_dict()}"
             )
-        sp = _sparsify_like(model, settings)
-        sp.load_state_dict(settings)
+        _check_sparsity_settings(path, settings)
+        try:
+            sp = _sparsify_like(model, settings)
+            sp.load_state_dict(settings)
+        except NMDeployError as exc:
+            raise InputError(f"{path}: its 'sparsity' entry does not fit this model ({exc})") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise InputError(f"{path} does not fit the model: {str(exc).splitlines()[0]}") from None
     return model
+
+
+# What a checkpoint's ``sparsity`` entry (Sparsifier.state_dict()) must hold, checked before any of it is used.
+_SETTINGS = {"format": int, "pattern": str, "method": str, "schedule": str, "start_epoch": int, "end_epoch": int,
+             "epoch": int, "layers": list, "options": dict}
+
+
+def _check_sparsity_settings(path: Path, settings: Mapping[str, Any]) -> None:
+    for key, kind in _SETTINGS.items():
+        value = settings.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InputError(f"{path}: its 'sparsity' entry has {key} = {value!r}, expected {kind.__name__}; "
+                             "save {'model': model.state_dict(), 'sparsity': sp.state_dict()} with nmdeploy")
+    if not all(isinstance(name, str) for name in settings["layers"]):
+        raise InputError(f"{path}: its 'sparsity' entry lists layers that are not module names")
 
 
 def _sparsify_like(model: nn.Module, settings: Mapping[str, Any]) -> Any:
