@@ -30,9 +30,10 @@ __all__ = ["atomic_output", "check_writable", "output_error", "publish_folder", 
 _FIXES = {
     errno.ENOSPC: "the disk is full; free space (or choose another output folder) and re-run",
     errno.EDQUOT: "the disk quota is exhausted; free space (or choose another output folder) and re-run",
-    errno.EROFS: "the filesystem is read-only; choose a writable output folder",
-    errno.EACCES: "permission denied; choose a folder you can write to",
-    errno.EPERM: "permission denied; choose a folder you can write to",
+    # One text for all three: which one a machine reports for the same folder varies (root, containers).
+    errno.EROFS: "the folder is read-only or not writable for this user; choose a writable output folder",
+    errno.EACCES: "the folder is read-only or not writable for this user; choose a writable output folder",
+    errno.EPERM: "the folder is read-only or not writable for this user; choose a writable output folder",
     errno.ENOTDIR: "a part of the path is a file, not a folder; choose another output path",
 }
 
@@ -172,8 +173,9 @@ def publish_folder(stage: Path, dest: Path) -> None:
             if old is not None:
                 os.replace(old / dest.name, dest)  # put the old folder back
             raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(dest.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         raise output_error(dest, exc) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from torch import nn
 from nmdeploy._imports import import_target
 from nmdeploy.errors import InputError, NMDeployError
 
-__all__ = ["BUILTIN_MODELS", "build_model", "load_checkpoint"]
+__all__ = ["BUILTIN_MODELS", "build_model", "check_fits", "load_checkpoint"]
 
 # Built-in example names -> "module:callable" (the examples live in the source checkout).
 BUILTIN_MODELS = {"fashion-resnet": "examples.fashion_mnist.model:FashionResNet"}
@@ -45,6 +46,9 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         raise InputError(f"{path}: no such checkpoint file")
     try:
         data: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(f"{path} holds Python objects besides tensors and was refused (loading them could run code); "
+                         "save plain tensors: torch.save({'model': model.state_dict()}, path)") from None
     except Exception as exc:
         raise InputError(f"{path} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
     state = data.get("model", data) if isinstance(data, Mapping) else None
@@ -64,11 +68,28 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
             sp.load_state_dict(settings)
         except NMDeployError as exc:
             raise InputError(f"{path}: its 'sparsity' entry does not fit this model ({exc})") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InputError(f"{path} does not fit the model: {str(exc).splitlines()[0]}") from None
+    check_fits(model, state, path)
+    model.load_state_dict(state)
     return model
+
+
+def check_fits(model: nn.Module, state: Mapping[str, Any], path: str | Path) -> None:
+    """One line on how ``state`` differs from ``model``'s (torch's own message spans many lines)."""
+    mine = model.state_dict()
+    missing = [k for k in mine if k not in state]
+    unexpected = [k for k in state if k not in mine]
+    resized = [k for k in mine if k in state and tuple(state[k].shape) != tuple(mine[k].shape)]
+    if missing or unexpected or resized:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first {missing[0]!r})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
+        if resized:
+            k = resized[0]
+            parts.append(f"{len(resized)} of another shape (first {k!r}: {list(state[k].shape)} vs {list(mine[k].shape)})")
+        raise InputError(f"{path} does not fit model {type(model).__name__}: " + ", ".join(parts) + " tensors; "
+                         "give a checkpoint of this model (the same --model and settings)")
 
 
 # What a checkpoint's ``sparsity`` entry (Sparsifier.state_dict()) must hold, checked before any of it is used.

@@ -320,7 +320,8 @@ def load_recipe(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read recipe {path}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise InputError(f"cannot read recipe {path} ({getattr(exc, 'strerror', None) or exc}); give the path of a YAML recipe, "
+                             "or leave out --recipe for the built-in example") from None
         recipe = recipe_from_mapping(_parse_yaml(text, f"recipe {path}"), recipe)
     return apply_overrides(recipe, overrides)
 

@@ -138,7 +138,8 @@ def check_inputs(ctx: BuildContext) -> None:
             raise InputError(f"data.{which} = {spec!r} has samples of shape {list(x.shape[1:])} but model.input_shape is {shape}; "
                              "make them agree")
         if classify and (data.labels.min(initial=0) < 0 or data.labels.max(initial=0) >= logits.shape[1]):
-            raise InputError(f"data.{which} = {spec!r} has labels up to {int(data.labels.max())} but the model has {logits.shape[1]} outputs")
+            raise InputError(f"data.{which} = {spec!r} has labels up to {int(data.labels.max())} but the model has {logits.shape[1]} outputs; "
+                             f"give labels 0..{logits.shape[1] - 1} or a model with more outputs")
 
 
 def _format(metric: str, value: float) -> str:

@@ -69,7 +69,7 @@ class CalibrationDefinition:
 def draw_indices(count: int, total: int, labels: np.ndarray | None, seed: int) -> np.ndarray:
     """``count`` distinct indices in [0, total): class-balanced when ``labels`` is given."""
     if count <= 0:
-        raise ConfigError(f"calibration count {count} must be a positive number of samples")
+        raise ConfigError(f"calibration count {count} is invalid: give a positive number of samples, e.g. -n 512")
     if count > total:
         raise InputError(f"asked for {count} calibration samples but the source has only {total}; lower -n")
     rng = np.random.default_rng(seed)

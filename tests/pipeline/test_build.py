@@ -170,7 +170,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, task_files):
                             task_files, "model.input_shape=[1, 1, 32, 32]")
     _expect_nothing_written(out, InputError, f"{tmp_path}/none.npz: no such data file", task_files, f"data.val={tmp_path}/none.npz")
     torch.save({"model": torch.nn.Linear(3, 2).state_dict()}, tmp_path / "other.pt")
-    _expect_nothing_written(out, InputError, f"{tmp_path}/other.pt does not fit the model: Error(s) in loading state_dict", task_files,
+    _expect_nothing_written(out, InputError, f"{tmp_path}/other.pt does not fit model FashionResNet: 56 missing (first 'stem.0.weight'), 2 unexpected (first 'weight') tensors; give", task_files,
                             f"model.checkpoint={tmp_path}/other.pt")
     _expect_nothing_written(out, InputError, f"model.checkpoint = '{tmp_path}/nothing.pt': no such file", task_files,
                             f"model.checkpoint={tmp_path}/nothing.pt")

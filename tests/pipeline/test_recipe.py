@@ -89,7 +89,7 @@ def test_bad_overrides(override, message):
 
 
 def test_bad_recipe_files(tmp_path):
-    with pytest.raises(InputError, match=r"cannot read recipe .*missing.yaml: No such file or directory"):
+    with pytest.raises(InputError, match=r"cannot read recipe .*missing.yaml \(No such file or directory\); give the path of a YAML recipe"):
         load_recipe(tmp_path / "missing.yaml")
     (tmp_path / "bad.yaml").write_text("model:\n  spec: x\n   checkpoint: y\n")
     with pytest.raises(ConfigError, match=r"recipe .*bad.yaml is not valid YAML at line 3, column 14: mapping values are not allowed here"):
