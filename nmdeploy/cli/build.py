@@ -56,7 +56,7 @@ def build(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dum
     the output directory, and the TensorRT engine (model.plan, engine_report.json) where
     TensorRT and a GPU are present, else target-bundle/ to build it on the target GPU.
     Running it again redoes only the stages whose inputs changed, and resumes an interrupted
-    training stage from its last epoch.
+    training stage where it stopped (Ctrl-C or SIGTERM save the step reached; exit 130/143).
     """
     merged = _recipe(recipe, overrides)
     if dump_recipe:
