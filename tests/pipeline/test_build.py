@@ -201,3 +201,19 @@ def test_a_pretrained_checkpoint_skips_dense_training(built, tmp_path):
     assert "file:dense.pt" in dense["inputs"] and "recipe:dense" not in dense["inputs"]
     assert lines[0] == f"dense: pretrained weights from {built[0] / 'dense.pt'} (dense pre-training skipped)"
     assert dense["metrics"]["val_score"] == built[1].manifest["accuracy"]["dense"]
+
+
+def test_force_builds_into_a_folder_with_other_files_which_then_counts_as_a_build(tmp_path, task_files):
+    from nmdeploy.errors import OutputError
+
+    out = tmp_path / "docs"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    recipe = load_recipe(None, tiny_overrides(*task_files))
+    with pytest.raises(OutputError, match="the output folder .*docs already holds files that no nmdeploy build wrote; pass --force"):
+        build(recipe, out, stages=("dense",), say=lambda line: None)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    build(recipe, out, stages=("dense",), say=lambda line: None, force=True)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "dense.pt").is_file()
+    again = build(recipe, out, stages=("dense",), say=lambda line: None)  # its manifest marks it as a build now
+    assert again.manifest["stages"]["dense"]["status"] == "skipped"
