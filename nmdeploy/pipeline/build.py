@@ -56,7 +56,7 @@ def _check_writable(out: Path) -> None:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
-        raise output_error(out / "manifest.json", exc) from None
+        raise output_error(out, exc) from None
 
 
 def _device(name: str) -> Any:

@@ -190,7 +190,9 @@ def test_missing_fashion_mnist_names_the_install_command(tmp_path, monkeypatch):
 
 def test_an_unwritable_output_is_refused(tmp_path, task_files):
     (tmp_path / "file").write_text("")
-    with pytest.raises(InputError, match=r"cannot write to the output directory .*file/out \(Not a directory\); pick another with --out"):
+    from nmdeploy.errors import OutputError
+
+    with pytest.raises(OutputError, match=r"^cannot write .*/file/out: a part of the path is a file, not a folder; choose another output"):
         _build(tmp_path / "file" / "out", task_files)
 
 

@@ -47,7 +47,7 @@ def test_unlabelled_draw_is_uniform_without_replacement(total, seed, data):
 
 
 def test_draw_rejects_bad_counts():
-    with pytest.raises(ConfigError, match="must be a positive"):
+    with pytest.raises(ConfigError, match=r"^calibration count 0 is invalid: give a positive number of samples, e.g. -n 512$"):
         draw_indices(0, 10, None, 0)
     with pytest.raises(InputError, match="asked for 11 calibration samples but the source has only 10; lower -n"):
         draw_indices(11, 10, None, 0)
