@@ -47,3 +47,16 @@ def test_a_tiny_distillation_build(tmp_path):
     required = [layer for layer in verify["layers"] if layer["required"]]
     assert verify["ok"] and len(required) == 36 and {layer["op"] for layer in required} == {"MatMul"}
     assert stages["quantize"]["metrics"]["nm_layers"] == 36
+
+
+def test_the_wikipedia_text_is_clean_prose_and_a_fixed_draw():
+    from examples.minilm.data import load, load_wiki, texts, wiki_sentences
+
+    sentences = wiki_sentences()
+    assert len(sentences) == 17585
+    assert all(6 <= len(s.split()) <= 60 and not any(c in s for c in "{}[]|=") for s in sentences)
+    assert not any("REDIRECT" in s or "'''" in s for s in sentences)
+    train = texts("train", wiki=7400)
+    assert len(train) == len(texts("train")) + 7400 and train == texts("train", wiki=7400)  # the same draw every time
+    assert not set(train) & set(texts("test"))  # held-out text stays held out
+    assert load_wiki("test")["input_ids"].tolist() == load("test")["input_ids"].tolist()
