@@ -67,8 +67,8 @@ class _Group(click.Group):
             error.exit_code = code
             raise error from None
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if in_main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -81,7 +81,7 @@ def _stop_on_signals() -> Iterator[_StopRequest]:
         yield stop
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)  # None: set outside Python
 
 
 def _requested(stop: _StopRequest, world: int) -> int:

@@ -58,3 +58,26 @@ def test_sigterm_mid_epoch_saves_exits_143_and_resumes_to_the_same_weights(tmp_p
     got, want = _weights(out / "sparse.pt"), _weights(tmp_path / "ref" / "sparse.pt")
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)  # weights, and so the N:M masks
     assert (out / "dense.pt").read_bytes() == (tmp_path / "ref" / "dense.pt").read_bytes()
+
+
+def test_signals_outside_training_exit_130_or_143_in_one_line_and_restore_the_handler(tmp_path, monkeypatch, cnn_onnx):
+    """Ctrl-C or SIGTERM while, say, verifying: one line, 130/143, the caller's SIGTERM handler is back."""
+    from click.testing import CliRunner
+
+    import nmdeploy.export.verify as verify
+    from nmdeploy.cli import cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        def stop(path, signum=signum):
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # what Python's default SIGINT handler raises
+            os.kill(os.getpid(), signum)  # delivered to the handler the CLI installed
+            time.sleep(5)  # never reached: the handler raises first
+
+        monkeypatch.setattr(verify, "load_onnx", stop)
+        result = CliRunner().invoke(cli, ["verify", str(cnn_onnx)])
+        assert result.exit_code == code, result.output
+        assert result.stderr == (f"Error: stopped by {signal.Signals(signum).name}; files already written are complete, "
+                                 "nothing half-written was left; run the same command again to redo what is missing\n")
+    assert signal.getsignal(signal.SIGTERM) is before
