@@ -2,7 +2,7 @@
 
 Runs each benchmark with ``--write`` in turn: training overhead, verify speed, INT8 accuracy and
 CPU latency, the default ``nmdeploy build``, the MaxQ/baseline accuracy sweep (resumes from
-``benchmarks/runs/accuracy``), and the MiniLM fidelity. The sweep includes the ModelOpt peer
+``benchmarks/runs/accuracy``), the MaxQ ablations, and the MiniLM fidelity. The sweep includes the ModelOpt peer
 when ``nvidia-modelopt`` is importable, which it is only in a separate benchmark venv:
 
     python3.11 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 && \\
@@ -11,7 +11,7 @@ when ``nvidia-modelopt`` is importable, which it is only in a separate benchmark
       .venv-bench/bin/python -m benchmarks
 
 ``--only NAME[,NAME]`` runs a subset (names: overhead, verify_speed, int8_accuracy, build_example,
-accuracy, minilm).
+accuracy, maxq_ablations, minilm).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import argparse
 import importlib
 import importlib.util
 
-ORDER = ("overhead", "verify_speed", "int8_accuracy", "build_example", "accuracy", "minilm")
+ORDER = ("overhead", "verify_speed", "int8_accuracy", "build_example", "accuracy", "maxq_ablations", "minilm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
     for name in (n for n in ORDER if n in names):
         extra = ["--peer"] if name == "accuracy" and importlib.util.find_spec("modelopt") is not None else []
+        extra = ["--seeds", "2"] if name == "maxq_ablations" else extra
         print(f"== benchmarks.{name} {' '.join([*extra, '--write'])}", flush=True)
         code = importlib.import_module(f"benchmarks.{name}").main([*extra, "--write"])
         if code:

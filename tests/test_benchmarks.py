@@ -75,3 +75,17 @@ def test_accuracy_benchmark_runs_and_resumes(capsys, tmp_path):
     assert "| maxq | 2:4 | 50% | 1 |" in out and "| dense (+1 epochs) | – | 0% | 1 |" in out and "MaxQ 2:4 vs converged dense" in out
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["dense-2of4-s0.json", "dense.json", "maxq-2of4-s0.json"]
     assert accuracy(args) == 0 and "maxq-2of4-s0 epoch" not in capsys.readouterr().out  # finished runs are not redone
+
+
+def test_the_no_multipliers_ablation_gives_hard_masks_and_restores_maxq():
+    from benchmarks.maxq_ablations import ABLATIONS, _without_multipliers, summarise
+
+    torch.manual_seed(0)
+    w = torch.randn(16, 32, 3, 3)
+    soft = maxq_mask(w, 1, 16)
+    with _without_multipliers():
+        hard = maxq_mask(w, 1, 16)
+    assert set(hard.unique().tolist()) == {0.0, 1.0} and torch.equal(hard != 0, soft != 0)
+    assert soft.max() > 1 and torch.equal(maxq_mask(w, 1, 16), soft)  # MaxQ is itself again
+    table = summarise("1:16", list(ABLATIONS))  # the committed runs
+    assert "| `scratch-30` | from scratch, 30 epochs, lr 0.1 | srste | " in table and "| sweep (reference) |" in table
