@@ -46,13 +46,13 @@ def output_error(path: str | Path, exc: OSError) -> OutputError | OSError:
     return OutputError(f"cannot write {path}: {fix} (nothing was written there)")
 
 
-def check_writable(path: str | Path) -> None:
-    """Fail now, not after an hour of work, when ``path``'s folder cannot take a new file.
+def check_writable(path: str | Path, *, is_folder: bool = False) -> None:
+    """Fail now, not after an hour of work, when ``path``'s folder (or ``path`` itself, a folder) cannot take a new file.
 
-    Creates the missing folders and a probe file beside ``path`` (removed at once); this also
-    catches root on a read-only filesystem, which ``os.access`` would pass.
+    Creates the missing folders and a probe file (removed at once); this also catches root on
+    a read-only filesystem, which ``os.access`` would pass.
     """
-    folder = Path(path).parent
+    folder = Path(path) if is_folder else Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".nmdeploy-probe-")

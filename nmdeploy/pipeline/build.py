@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nmdeploy._atomic import output_error
+from nmdeploy._atomic import check_writable
 from nmdeploy.errors import ConfigError, OutputError
 from nmdeploy.pipeline.recipe import Recipe
 
@@ -48,15 +47,6 @@ def _check_output(out: Path, force: bool) -> None:
         if any(out.iterdir()):
             raise OutputError(f"the output folder {out} already holds files that no nmdeploy build wrote; "
                               "pass --force to build into it anyway, or pick another with --out")
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise output_error(out, exc) from None
 
 
 def _device(name: str) -> Any:
@@ -121,7 +111,7 @@ def build(
                            progress if rank == 0 else None, rank, world)
         check_inputs(ctx)  # before the output directory exists: bad input leaves nothing behind
         if rank == 0:
-            _check_writable(out)
+            check_writable(out, is_folder=True)
         training = tuple(s for s in stages if s in ("dense", "sparse"))
         run_stages(ctx, training)
     if rank != 0:
