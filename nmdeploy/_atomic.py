@@ -77,6 +77,15 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _normal_permissions(path: str | Path) -> None:
+    os.chmod(path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file what a plain open() would
+
+
 def _write_payload(fh, payload: bytes) -> None:
     fh.write(payload)
     fh.flush()
@@ -88,7 +97,7 @@ def _stage(path: Path, payload: bytes) -> str:
     try:
         with os.fdopen(fd, "wb") as fh:
             _write_payload(fh, payload)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        _normal_permissions(tmp)
     except BaseException:
         os.unlink(tmp)
         raise
@@ -140,9 +149,8 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         yield folder
         files = sorted((f for f in folder.iterdir() if f.is_file()), key=lambda f: f.name == path.name)
         for file in files:
-            with open(file, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.chmod(file, 0o666 & ~_umask())
+            _fsync_file(file)
+            _normal_permissions(file)
         for file in files:
             os.replace(file, path.parent / file.name)
         _fsync_dir(path.parent)
@@ -161,8 +169,7 @@ def publish_folder(stage: Path, dest: Path) -> None:
     """
     try:
         for file in (f for f in stage.rglob("*") if f.is_file()):
-            with open(file, "rb+") as fh:
-                os.fsync(fh.fileno())
+            _fsync_file(file)
         old = None
         if dest.exists():
             old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-old-"))
