@@ -31,6 +31,12 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated
 
 
+def _one_line(message: str, exit_code: int) -> click.ClickException:
+    error = click.ClickException(message)
+    error.exit_code = exit_code
+    return error
+
+
 class _Group(click.Group):
     """Turns library errors into one line (their exit code) unless --debug is given.
 
@@ -55,17 +61,13 @@ class _Group(click.Group):
                 command = shlex.join(["nmdeploy", *ctx.meta.get("nmdeploy.argv", [])])
                 hint = "run the same command again to resume"
                 message = message.replace(hint, f"resume with: {command}") if hint in message else f"{message}; resume with: {command}"
-            error = click.ClickException(message)
-            error.exit_code = exc.exit_code
-            raise error from None
+            raise _one_line(message, exc.exit_code) from None
         except (KeyboardInterrupt, _Terminated) as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
             name, code = ("SIGTERM", 143) if isinstance(exc, _Terminated) else ("SIGINT", 130)
-            error = click.ClickException(f"stopped by {name}; files already written are complete, nothing half-written "
-                                         "was left; run the same command again to redo what is missing")
-            error.exit_code = code
-            raise error from None
+            raise _one_line(f"stopped by {name}; files already written are complete, nothing half-written was left; "
+                            "run the same command again to redo what is missing", code) from None
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
