@@ -17,7 +17,7 @@ import click
 
 from nmdeploy import __version__
 from nmdeploy.config import env_flag
-from nmdeploy.errors import NMDeployError
+from nmdeploy.errors import NMDeployError, TrainingInterrupted
 from nmdeploy.log import configure_logging
 
 __all__ = ["cli", "main"]
@@ -57,10 +57,8 @@ class _Group(click.Group):
             if (ctx.obj or {}).get("debug"):
                 raise
             message = str(exc)
-            if getattr(exc, "resumable", False):
-                command = shlex.join(["nmdeploy", *ctx.meta.get("nmdeploy.argv", [])])
-                hint = "run the same command again to resume"
-                message = message.replace(hint, f"resume with: {command}") if hint in message else f"{message}; resume with: {command}"
+            if isinstance(exc, TrainingInterrupted):
+                message = exc.resume_with(shlex.join(["nmdeploy", *ctx.meta.get("nmdeploy.argv", [])]))
             raise _one_line(message, exc.exit_code) from None
         except (KeyboardInterrupt, _Terminated) as exc:
             if (ctx.obj or {}).get("debug"):

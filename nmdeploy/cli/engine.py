@@ -58,7 +58,7 @@ def engine(model: Path, output: Path | None, dense: bool, batch: str, min_shapes
     from nmdeploy.engine.layers import format_rows
     from nmdeploy.engine.plan import BuildOptions
     from nmdeploy.engine.shapes import parse_shapes
-    from nmdeploy.engine.trt import EngineUnavailable
+    from nmdeploy.errors import EngineUnavailable
 
     output = output or model.with_suffix(".plan")
     claim_outputs([output, output.with_name("engine_report.json"), output.with_name(output.stem + ".dense.plan") if dense_twin else None], force)
@@ -69,7 +69,7 @@ def engine(model: Path, output: Path | None, dense: bool, batch: str, min_shapes
                              min_shapes=shapes[0], opt_shapes=shapes[1], max_shapes=shapes[2], timing_cache=timing_cache,
                              dense_twin=dense_twin, verify=verify_path)
     if result.report is None:
-        raise EngineUnavailable(f"{result.reason.rstrip('.')}. Wrote the target bundle {result.bundle}/ "
+        raise EngineUnavailable(f"{result.reason}. Wrote the target bundle {result.bundle}/ "
                                 f"({len(result.files)} files); on the target GPU run: python3 {result.bundle}/build_engine.py")
     report = result.report
     click.echo(f"wrote {report.plan} (TensorRT {report.tensorrt}, flags {', '.join(report.build.builder_flags) or 'none'}, "

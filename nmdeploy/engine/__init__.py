@@ -13,7 +13,7 @@ _LAZY = {
     "EngineReport": "nmdeploy.engine.build",
     "bench_engines": "nmdeploy.engine.bench",
     "write_bundle": "nmdeploy.engine.bundle",
-    "EngineUnavailable": "nmdeploy.engine.trt",
+    "EngineUnavailable": "nmdeploy.errors",
     "import_tensorrt": "nmdeploy.engine.trt",
     "probe": "nmdeploy.engine.trt",
 }

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nmdeploy.engine.trt import EngineUnavailable, probe
-from nmdeploy.errors import ConfigError, InputError
+from nmdeploy.engine.trt import probe
+from nmdeploy.errors import ConfigError, EngineUnavailable, InputError
 
 __all__ = ["BenchRow", "bench_engines", "latency_stats"]
 
@@ -78,7 +78,7 @@ def bench_engines(plans: Mapping[str, str | Path], batch_sizes: Sequence[int] = 
     try:
         from polygraphy.backend.trt import TrtRunner
     except ImportError as exc:
-        raise EngineUnavailable(f"timing needs polygraphy ({exc}); pip install polygraphy") from None
+        raise EngineUnavailable(f"timing needs polygraphy ({exc})", "pip install polygraphy") from None
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
     engines = {}
     for name, path in plans.items():

@@ -24,16 +24,12 @@ from nmdeploy.engine.layers import LayerRow, join_layers, parse_build_log, parse
 from nmdeploy.engine.plan import BuildOptions, BuildPlan, plan_build
 from nmdeploy.engine.shapes import Shape, ShapeProfile, make_profile, onnx_inputs
 from nmdeploy.engine.trt import detect_capabilities, probe
-from nmdeploy.errors import ConfigError, InputError, NMDeployError
+from nmdeploy.errors import ConfigError, EngineBuildError, InputError
 
-__all__ = ["EngineBuildError", "EngineReport", "build_engine", "has_qdq", "load_verify"]
+__all__ = ["EngineReport", "build_engine", "has_qdq", "load_verify"]
 
 log = logging.getLogger("nmdeploy")
 SCHEMA = "nmdeploy.engine/1"
-
-
-class EngineBuildError(NMDeployError):
-    """TensorRT refused the ONNX or the build failed."""
 
 
 @dataclass(frozen=True)
@@ -87,12 +83,14 @@ def _logger(trt: Any) -> Any:
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.lines: list[str] = []
+            self.errors: list[str] = []
 
         def log(self, severity: Any, msg: str) -> None:
             level = int(severity)  # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
             if level <= 3:
                 self.lines.append(msg)
             if level <= 1:
+                self.errors.append(msg)
                 log.error("TensorRT: %s", msg)
             elif level == 2:
                 log.warning("TensorRT: %s", msg)
@@ -130,7 +128,7 @@ def _build_once(trt: Any, onnx_path: Path, profile: ShapeProfile, plan: BuildPla
     config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        last = next((line for line in reversed(logger.lines) if "rror" in line), "no error message")
+        last = logger.errors[-1] if logger.errors else "no error message"
         raise EngineBuildError(f"TensorRT could not build {onnx_path}: {last}")
     if timing_cache is not None:
         write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))

@@ -16,8 +16,7 @@ from nmdeploy.engine.build import EngineReport, build_engine, has_qdq, load_veri
 from nmdeploy.engine.bundle import write_bundle
 from nmdeploy.engine.plan import BuildOptions
 from nmdeploy.engine.shapes import Shape, make_profile, onnx_inputs
-from nmdeploy.engine.trt import EngineUnavailable
-from nmdeploy.errors import ConfigError, InputError
+from nmdeploy.errors import ConfigError, EngineUnavailable, InputError
 
 __all__ = ["DeployResult", "build_or_bundle"]
 
@@ -26,8 +25,9 @@ __all__ = ["DeployResult", "build_or_bundle"]
 class DeployResult:
     report: EngineReport | None  # the engine was built here
     bundle: Path | None  # or the target bundle was written
-    reason: str  # why there is no engine here ("" when built)
+    reason: str  # why there is no engine here, and the fix ("" when built)
     files: tuple[Path, ...]
+    problem: str = ""  # the reason without the fix: what is missing here
 
 
 def build_or_bundle(
@@ -59,6 +59,6 @@ def build_or_bundle(
     except EngineUnavailable as exc:
         files = write_bundle(bundle, onnx, profile, options, qdq=has_qdq(onnx), verify=verify_data, manifest=manifest,
                              dense_twin=dense_twin, batch=batch)
-        return DeployResult(None, Path(bundle), str(exc), tuple(files))
+        return DeployResult(None, Path(bundle), str(exc), tuple(files), exc.problem)
     files = [Path(report.plan), Path(report.plan).with_name("engine_report.json")]
     return DeployResult(report, None, "", tuple([*files, *([Path(report.dense_twin)] if report.dense_twin else [])]))

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_rows(list(report.layers)))
         if report.dense_twin:
             from nmdeploy.engine.bench import bench_engines
-            from nmdeploy.engine.trt import EngineUnavailable
+            from nmdeploy.errors import EngineUnavailable
 
             try:
                 rows = bench_engines({"sparse": report.plan, "dense": report.dense_twin}, args.bench_batch, iterations=args.iterations)

@@ -15,18 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nmdeploy.errors import MissingDependencyError
+from nmdeploy.errors import EngineUnavailable
 
-__all__ = ["Capabilities", "EngineUnavailable", "INSTALL_HINT", "detect_capabilities", "import_tensorrt", "probe"]
+__all__ = ["Capabilities", "INSTALL_HINT", "detect_capabilities", "import_tensorrt", "probe"]
 
 INSTALL_HINT = ("pip install 'nmdeploy[trt]' (the tensorrt wheel) on an x86_64/SBSA server with an NVIDIA GPU, "
                 "or use the TensorRT that JetPack ships on Jetson Orin")
-
-
-class EngineUnavailable(MissingDependencyError):
-    """TensorRT or a GPU it can use is missing here (the CLI exits 3 and writes a target bundle)."""
-
-    exit_code = 3
 
 
 def import_tensorrt() -> Any:
@@ -35,7 +29,7 @@ def import_tensorrt() -> Any:
         import tensorrt
     except ImportError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EngineUnavailable(f"TensorRT is not importable here ({detail}); {INSTALL_HINT}") from None
+        raise EngineUnavailable(f"TensorRT is not importable here ({detail})", INSTALL_HINT) from None
     return tensorrt
 
 
@@ -48,7 +42,7 @@ def probe() -> Any:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EngineUnavailable(
             f"TensorRT {getattr(trt, '__version__', '?')} is installed but cannot create a builder ({detail}): "
-            "no NVIDIA GPU or a driver too old for it; build on the target GPU"
+            "no NVIDIA GPU or a driver too old for it", "build on the target GPU"
         ) from None
     return trt
 

@@ -116,7 +116,7 @@ def _stage_summary(name: str, record: Mapping[str, Any]) -> str:
                 f"{m['nm_layers']} layer(s) kept N:M")
     if name == "engine" and record.get("status") == "bundled":
         return (f"bundled for target: `{m.get('bundle')}/` (run `python3 build_engine.py` there on the GPU); "
-                f"here: {str(m.get('reason', '')).split(';')[0]}")
+                f"here: {m.get('problem', '')}")
     if name == "engine" and m.get("built"):
         return (f"model.plan with TensorRT {m['tensorrt']} ({', '.join(m['flags'])}); sparse kernels picked for "
                 f"{m['picked_layers']} of {m['eligible_layers']} eligible layer(s), see engine_report.json")

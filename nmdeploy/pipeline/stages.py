@@ -325,7 +325,8 @@ def _onnx_score(ctx: BuildContext, path: Path) -> float:
 
 def _tensorrt_here() -> str:
     """What TensorRT this machine offers the engine stage (part of its inputs: installing it redoes the stage)."""
-    from nmdeploy.engine.trt import EngineUnavailable, probe
+    from nmdeploy.engine.trt import probe
+    from nmdeploy.errors import EngineUnavailable
 
     try:
         return f"tensorrt {probe().__version__}"
@@ -348,9 +349,10 @@ def engine_stage(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Path], Ca
                                  batch=(e.min_batch, e.opt_batch, e.max_batch), timing_cache=e.timing_cache,
                                  dense_twin=e.dense_twin, verify=ctx.out / "verify.json", manifest=ctx.manifest.to_dict())
         if result.report is None:
-            ctx.say(f"engine: bundled for target in {BUNDLE}/ ({result.reason.split(';')[0]}); "
+            ctx.say(f"engine: bundled for target in {BUNDLE}/ ({result.problem}); "
                     f"on the target GPU run: python3 {ctx.out / BUNDLE}/build_engine.py")
-            return list(result.files), {"built": False, "bundle": BUNDLE, "reason": result.reason}, "bundled", "bundled for target"
+            return list(result.files), {"built": False, "bundle": BUNDLE, "reason": result.reason, "problem": result.problem}, \
+                "bundled", "bundled for target"
         report = result.report
         picked = sum(1 for row in report.layers if row.picked)
         eligible = sum(1 for row in report.layers if row.eligible)

@@ -1,6 +1,7 @@
 """N:M sparsity: masks, layer selection, methods (maxq, srste, ste, asp, dense), schedules."""
 
-from nmdeploy.sparsity.api import NotAcceleratedWarning, Sparsifier, finalize, sparsify
+from nmdeploy.errors import NotAcceleratedWarning
+from nmdeploy.sparsity.api import Sparsifier, finalize, sparsify
 from nmdeploy.sparsity.methods import method_names
 from nmdeploy.sparsity.nm import is_nm_sparse, maxq_mask, nm_mask, soft_nm_mask
 from nmdeploy.sparsity.pattern import Pattern, implies_2_4, parse_pattern

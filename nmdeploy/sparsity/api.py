@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nmdeploy.errors import ConfigError, LayerSelectionError, SparsityStateError
+from nmdeploy.errors import ConfigError, LayerSelectionError, NotAcceleratedWarning, SparsityStateError
 from nmdeploy.sparsity.methods import NMParametrization, get_method
 from nmdeploy.sparsity.methods.maxq import MaxQMask
 from nmdeploy.sparsity.batching import attach_batching, detach_batching
@@ -26,13 +26,9 @@ from nmdeploy.sparsity.report import LayerReport, SparsityReport
 from nmdeploy.sparsity.schedule import check_epochs, check_schedule, preserve_rate
 from nmdeploy.sparsity.targets import LayerTarget, select_layers
 
-__all__ = ["NotAcceleratedWarning", "Sparsifier", "sparsify", "finalize", "nm_parametrization"]
+__all__ = ["Sparsifier", "sparsify", "finalize", "nm_parametrization"]
 
 _STATE_FORMAT = 1
-
-
-class NotAcceleratedWarning(UserWarning):
-    """The chosen N:M pattern does not imply 2:4, so sparse tensor cores cannot run it."""
 
 
 def nm_parametrization(module: nn.Module, param_name: str) -> NMParametrization | None:

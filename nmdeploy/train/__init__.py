@@ -12,7 +12,7 @@ _LAZY = {
     "TrainConfig": "nmdeploy.train.config",
     "EpochMetrics": "nmdeploy.train.loop",
     "TrainResult": "nmdeploy.train.loop",
-    "TrainingInterrupted": "nmdeploy.train.loop",
+    "TrainingInterrupted": "nmdeploy.errors",
     "fit": "nmdeploy.train.loop",
     "top1_accuracy": "nmdeploy.train.loop",
     "evaluate": "nmdeploy.train.loop",

@@ -34,26 +34,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from nmdeploy.errors import InputError, NMDeployError
+from nmdeploy.errors import InputError, TrainingInterrupted
 from nmdeploy.train.checkpoint import load_training_state, save_training_state
 from nmdeploy.train.config import TrainConfig
 from nmdeploy.train.tasks import Classification, Task, run_batched
 
-__all__ = ["EpochMetrics", "TrainResult", "TrainingInterrupted", "evaluate", "fit", "top1_accuracy"]
-
-
-class TrainingInterrupted(NMDeployError):
-    """SIGINT/SIGTERM (or Ctrl-C) during training; the checkpoint holds the point reached.
-
-    ``exit_code`` is 128 + the signal number: 130 for SIGINT, 143 for SIGTERM.
-    """
-
-    exit_code = 130
-    resumable = True  # the CLI adds the command that resumes
-
-    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + int(signum)
+__all__ = ["EpochMetrics", "TrainResult", "evaluate", "fit", "top1_accuracy"]
 
 
 class _StopRequest:
@@ -241,11 +227,10 @@ def fit(
                     save(epoch, step + 1, (loss_sum, correct))
                     raise TrainingInterrupted(
                         f"stopped by {signal.Signals(signum).name} in epoch {epoch + 1} after step {step + 1} of {steps}; "
-                        f"that point is saved in {where}: run the same command again to resume", signum)
+                        f"that point is saved in {where}", signum)
         except KeyboardInterrupt:
             raise TrainingInterrupted(
-                f"interrupted in epoch {epoch + 1}; {epoch} completed epoch(s) are saved in {where}: "
-                "run the same command again to resume"
+                f"interrupted in epoch {epoch + 1}; {epoch} completed epoch(s) are saved in {where}"
             ) from None
         if world > 1:  # DDP syncs buffers at each forward; do it once more so every rank ends equal
             for buffer in model.buffers():
@@ -267,7 +252,7 @@ def fit(
             signum = _requested(stop, world)
             if signum:  # after the last epoch too: the caller must not go on to its next step
                 raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1} of {config.epochs}; "
-                                          f"it is saved in {where}: run the same command again to resume", signum)
+                                          f"it is saved in {where}", signum)
     return TrainResult(tuple(history), resumed[0], task.metric, resumed[1])
 
 

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from nmdeploy.engine.bench import bench_engines, latency_stats
-from nmdeploy.engine.trt import EngineUnavailable
+from nmdeploy.errors import EngineUnavailable
 from nmdeploy.errors import ConfigError
 
 

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from nmdeploy.engine.trt import EngineUnavailable, import_tensorrt, probe
+from nmdeploy.engine.trt import import_tensorrt, probe
+from nmdeploy.errors import EngineUnavailable
 
 
 def test_the_engine_package_needs_neither_tensorrt_nor_torch():

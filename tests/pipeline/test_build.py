@@ -17,7 +17,7 @@ from nmdeploy.pipeline.build import ARTIFACTS, build
 from nmdeploy.pipeline.manifest import file_sha256
 from nmdeploy.pipeline.recipe import load_recipe
 from nmdeploy.sparsity import is_nm_sparse
-from nmdeploy.train.loop import TrainingInterrupted
+from nmdeploy.errors import TrainingInterrupted
 from tests.pipeline.tiny import tiny_overrides
 
 STAGES = ("dense", "sparse", "export", "verify", "quantize")  # then "engine": bundled for the target where TensorRT is absent

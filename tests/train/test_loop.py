@@ -13,7 +13,7 @@ import nmdeploy
 from nmdeploy.errors import ConfigError, InputError
 from nmdeploy.pipeline.demo import DemoNet, make_task
 from nmdeploy.train import TrainConfig, fit
-from nmdeploy.train.loop import TrainingInterrupted
+from nmdeploy.errors import TrainingInterrupted
 
 CONFIG = TrainConfig(epochs=3, batch_size=64, lr=0.05, warmup_epochs=0.5, label_smoothing=0.1, grad_clip=5.0)
 
