@@ -1,16 +1,99 @@
-"""Build frozen config dataclasses from plain mappings, rejecting unknown keys by name."""
+"""What every stage's frozen config dataclass shares: documented fields, type checks, unknown keys.
+
+Each stage owns one config class (``SparsityConfig``, ``TrainConfig``, ``ExportConfig``,
+``QuantizeConfig``, ``EngineConfig``, ...), whose fields are declared with :func:`setting` so
+that the recipe reference and the command-line help read their text from one place. A
+config validates itself once, in ``__post_init__``, starting with :func:`check_types`; its
+errors are :meth:`ConfigError.setting` errors that name ``section.key``.
+
+Standard library only: the CLI reads these classes for ``--help`` without importing torch.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from nmdeploy.errors import ConfigError
 
-__all__ = ["build_config", "env_flag"]
+__all__ = ["build_config", "check_types", "coerce", "env_flag", "from_arguments", "help_of", "setting", "type_name", "unknown_keys"]
 
 T = TypeVar("T")
+
+
+def setting(default: Any, help: str, **metadata: Any) -> Any:
+    """A config field with its default and the one-line ``help`` shown in docs and ``--help``."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help text :func:`setting` gave field ``name`` of the config class ``cls``."""
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
+
+
+def type_name(hint: Any) -> str:
+    """How an error message names the type ``hint`` asks for (``an integer``, ``a list of strings``)."""
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    if hint in names:
+        return names[hint]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {type_name(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    return " or ".join(type_name(a) for a in args)
+
+
+def coerce(value: Any, hint: Any, *, widen: bool = True) -> tuple[bool, Any]:
+    """(fits, the value as the field stores it): lists become tuples; ``widen``: ints become floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            ok, out = coerce(value, arg, widen=widen)
+            if ok:
+                return True, out
+        return False, value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        items = [coerce(v, typing.get_args(hint)[0], widen=widen) for v in value]
+        return all(ok for ok, _ in items), tuple(out for _, out in items)
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return fits, float(value) if fits and widen else value
+    return isinstance(value, hint), value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_types(config: Any, section: str) -> None:
+    """Raise unless every field of ``config`` holds its declared type; store lists as tuples.
+
+    Integers are accepted (and kept) where a number is declared: ``lr=0`` stays ``0``.
+    """
+    hints = _hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        ok, stored = coerce(value, hints[f.name], widen=False)
+        if not ok:
+            raise ConfigError.setting(section, f"{f.name} = {value!r} has the wrong type: expected {type_name(hints[f.name])}")
+        if isinstance(value, list):
+            object.__setattr__(config, f.name, stored)  # frozen: the tuple is the canonical form
+
+
+def unknown_keys(cls: type, values: Mapping[str, Any]) -> list[str]:
+    """The keys of ``values`` that are not init fields of ``cls``, sorted."""
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    return sorted(set(values) - fields)
 
 
 def build_config(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
@@ -20,14 +103,26 @@ def build_config(cls: type[T], values: Mapping[str, Any] | None, where: str) -> 
     the error points the user at what to edit.
     """
     values = dict(values or {})
-    fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
+    unknown = unknown_keys(cls, values)
     if unknown:
+        fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
         raise ConfigError(
             f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; "
             f"allowed: {', '.join(fields) or '(none)'}"
         )
     return cls(**values)
+
+
+def from_arguments(cls: type[T], **values: Any) -> T:
+    """``cls(**values)`` for a function that takes the settings as keyword arguments.
+
+    Its errors speak of the arguments (``pattern "3:2" is invalid``) rather than of the
+    config's fields (``sparsity.pattern: ...``) where the config kept that wording.
+    """
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise (exc.original or exc) from None
 
 
 def env_flag(value: str | None, name: str, default: bool = False) -> bool:

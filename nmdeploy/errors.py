@@ -43,11 +43,12 @@ class ConfigError(NMDeployError, ValueError):
 
     An error about one setting of a config section knows where that setting lives:
     ``section`` (``"sparsity"``) and ``detail``, the message after ``"section."``
-    (``"pattern: pattern '3:2' is invalid: ..."``); ``plural`` when the detail names several
-    keys. A recipe re-words it with :meth:`in_recipe`, which puts its own section name (the
+    (``"pattern: pattern '3:2' is invalid: ..."``), in which ``{section}`` stands for the
+    section wherever the detail names another of its keys; ``plural`` when it names several.
+    A recipe re-words it with :meth:`in_recipe`, which puts its own section name (the
     training settings serve both ``dense`` and ``finetune``) and ``recipe key`` in front.
-    ``original`` is the error of the check behind it, for callers that take the setting as
-    a plain argument rather than as a config field.
+    ``original`` is the error of the check behind it, worded for callers that take the
+    setting as a plain argument rather than as a config field.
     """
 
     def __init__(self, message: str, *, section: str | None = None, detail: str | None = None,
@@ -62,14 +63,18 @@ class ConfigError(NMDeployError, ValueError):
     def setting(cls, section: str, detail: str, *, plural: bool = False,
                 original: NMDeployError | None = None) -> ConfigError:
         """The error about ``section.<detail>``; its message is ``"{section}.{detail}"``."""
-        return cls(f"{section}.{detail}", section=section, detail=detail, plural=plural, original=original)
+        return cls(_render(section, detail), section=section, detail=detail, plural=plural, original=original)
 
     def in_recipe(self, section: str) -> ConfigError:
         """The same error worded for a recipe: ``recipe key SECTION.DETAIL`` (``recipe keys`` for several)."""
         if self.detail is None:
             return self
-        return ConfigError(f"recipe key{'s' if self.plural else ''} {section}.{self.detail}", section=section,
-                           detail=self.detail, plural=self.plural, original=self.original)
+        return type(self)(f"recipe key{'s' if self.plural else ''} {_render(section, self.detail)}", section=section,
+                          detail=self.detail, plural=self.plural, original=self.original)
+
+
+def _render(section: str, detail: str) -> str:
+    return f"{section}.{detail.replace('{section}', section)}"
 
 
 class PatternError(ConfigError):

@@ -94,14 +94,13 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 def _register() -> None:
     from nmdeploy.cli.build import build, finetune
     from nmdeploy.cli.calibrate import calibrate
-    from nmdeploy.cli.demo import demo
     from nmdeploy.cli.engine import bench, engine
     from nmdeploy.cli.evaluate import evaluate
     from nmdeploy.cli.export import export
     from nmdeploy.cli.quantize import quantize
     from nmdeploy.cli.verify import verify
 
-    for command in (build, finetune, demo, export, verify, calibrate, quantize, evaluate, engine, bench):
+    for command in (build, finetune, export, verify, calibrate, quantize, evaluate, engine, bench):
         cli.add_command(command)
 
 

@@ -33,11 +33,11 @@ def _command(name: str, recipe_path: Path | None, overrides: tuple[str, ...], ou
 
 def _run(recipe, out: Path | None, stages: tuple[str, ...] | None, command: str, force: bool):
     from nmdeploy.cli._progress import quiet, stage_progress
-    from nmdeploy.pipeline.build import ALL_STAGES, build
+    from nmdeploy.pipeline.build import build
 
     silent = quiet()
     with stage_progress() as update:
-        return build(recipe, out, stages or ALL_STAGES, say=(lambda line: None) if silent else click.echo,
+        return build(recipe, out, stages, say=(lambda line: None) if silent else click.echo,
                      progress=update, command=command, force=force)
 
 
@@ -86,22 +86,38 @@ def _artifacts(out: Path) -> list[str]:
     return [name + ("/" if (out / name).is_dir() else "") for name in ARTIFACTS if (out / name).exists()]
 
 
+# finetune's shortcuts: option, parameter, the recipe key it sets, metavar, type
+_SHORTCUTS = (("--model", "spec", "model.spec", "SPEC", None), ("--checkpoint", "checkpoint", "model.checkpoint", "FILE", None),
+              ("--data", "data", "data.train", "SPEC", None), ("--val-data", "val_data", "data.val", "SPEC", None),
+              ("--method", "method", "sparsity.method", "NAME", None), ("--pattern", "pattern", "sparsity.pattern", "N:M", None),
+              ("--epochs", "epochs", "finetune.epochs", "N", int))
+
+
+def _shortcut(flag: str, param: str, key: str, metavar: str, kind: type | None):
+    """An option that stands for ``--set KEY=VALUE``; its help is the recipe key's own."""
+    from nmdeploy.config import help_of
+    from nmdeploy.pipeline.recipe import SECTIONS
+
+    section, _, name = key.partition(".")
+    meaning = help_of(SECTIONS[section], name).replace("`", "")
+    return click.option(flag, param, metavar=metavar, type=kind, help=f"Shortcut for --set {key}={metavar}: {meaning}")
+
+
+def _with_shortcuts(command):
+    for shortcut in reversed(_SHORTCUTS):
+        command = _shortcut(*shortcut)(command)
+    return command
+
+
 @click.command()
 @_RECIPE
 @_SET
 @_OUT
 @_DUMP
 @_FORCE
-@click.option("--model", "spec", metavar="SPEC", help="Shortcut for --set model.spec=SPEC (built-in name or package.module:callable).")
-@click.option("--checkpoint", metavar="FILE", help="Shortcut for --set model.checkpoint=FILE: pretrained dense weights, skips dense pre-training.")
-@click.option("--data", metavar="SPEC", help="Shortcut for --set data.train=SPEC (built-in[:split], .npz, ImageFolder dir, module:callable).")
-@click.option("--val-data", metavar="SPEC", help="Shortcut for --set data.val=SPEC.")
-@click.option("--method", metavar="NAME", help="Shortcut for --set sparsity.method=NAME (maxq, srste, ste, asp).")
-@click.option("--pattern", metavar="N:M", help="Shortcut for --set sparsity.pattern=N:M.")
-@click.option("--epochs", type=int, metavar="N", help="Shortcut for --set finetune.epochs=N.")
-def finetune(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dump_recipe: bool, spec: str | None,
-             checkpoint: str | None, data: str | None, val_data: str | None, method: str | None, pattern: str | None,
-             epochs: int | None, force: bool) -> None:
+@_with_shortcuts
+def finetune(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dump_recipe: bool, force: bool,
+             **shortcuts: object) -> None:
     """Train only: dense pre-training (or a pretrained checkpoint), then the N:M fine-tune.
 
     Writes dense.pt, sparse.pt (plain weights with exact N:M zeros) and manifest.json. Each
@@ -109,16 +125,16 @@ def finetune(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, 
     (torchrun --nproc_per_node=K -m nmdeploy finetune ...) every process trains with
     DistributedDataParallel and the first one writes the files.
     """
-    shortcuts = {"model.spec": spec, "model.checkpoint": checkpoint, "data.train": data, "data.val": val_data,
-                 "sparsity.method": method, "sparsity.pattern": pattern, "finetune.epochs": epochs}
-    extra = tuple(f"{key}={_yaml_scalar(value)}" for key, value in shortcuts.items() if value is not None)
+    extra = tuple(f"{key}={_yaml_scalar(shortcuts[param])}" for _, param, key, _, _ in _SHORTCUTS if shortcuts[param] is not None)
     merged = _recipe(recipe, (*extra, *overrides))
     if dump_recipe:
         from nmdeploy.pipeline.recipe import dump_recipe as dump
 
         click.echo(dump(merged), nl=False)
         return
-    result = _run(merged, out, ("dense", "sparse"), _command("finetune", recipe, (*extra, *overrides), out), force)
+    from nmdeploy.pipeline.stages import stage_names
+
+    result = _run(merged, out, stage_names(training=True), _command("finetune", recipe, (*extra, *overrides), out), force)
     if result.report is None:
         return  # a non-writing process of a distributed run
     _echo_scores(result.manifest.get("accuracy", {}))

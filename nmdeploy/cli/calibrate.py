@@ -7,12 +7,15 @@ from pathlib import Path
 import click
 
 from nmdeploy.cli._outputs import FORCE, claim_outputs
+from nmdeploy.quant.config import QuantizeConfig
 
 
 @click.command()
 @click.option("--data", "spec", help="Data SPEC: fashion-mnist[:train|test], an .npz (x, optional y) or module:callable.")
-@click.option("-n", "--count", type=int, default=None, help="Samples to draw (class-balanced when labelled).  [default: 512]")
-@click.option("--seed", type=int, default=None, help="Seed of the draw; the same seed gives the same bytes.  [default: 0]")
+@click.option("-n", "--count", type=int, default=None,
+              help=f"Samples to draw (class-balanced when labelled).  [default: {QuantizeConfig.count}]")
+@click.option("--seed", type=int, default=None,
+              help=f"Seed of the draw; the same seed gives the same bytes.  [default: {QuantizeConfig.seed}]")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="The .npz to write (manifest beside it, .json).")
 @click.option("--definition", type=click.Path(dir_okay=False, path_type=Path),
               help="Build the set a definition describes, e.g. calibration/fashion-mnist.yaml.")
@@ -39,7 +42,8 @@ def calibrate(spec: str | None, count: int | None, seed: int | None, output: Pat
         raise InputError("give --data SPEC and -o FILE.npz (or --definition calibration/NAME.yaml)")
     claim_outputs([output, output.with_suffix(".json")], force)
     data = load_data(spec, default_split="train")
-    subset, fields = make_calibration_set(data, 512 if count is None else count, 0 if seed is None else seed)
+    count = QuantizeConfig.count if count is None else count
+    subset, fields = make_calibration_set(data, count, QuantizeConfig.seed if seed is None else seed)
     manifest = write_calibration_set(output, subset, fields)
     shapes = ", ".join(f"{k} {'x'.join(map(str, v))} {manifest.dtypes[k]}" for k, v in manifest.inputs.items())
     where = f"{manifest.source}:{manifest.split}" if manifest.split else manifest.source

@@ -7,9 +7,8 @@ from pathlib import Path
 import click
 
 from nmdeploy.cli._outputs import FORCE, claim_outputs
-
-HARDWARE = ("none", "ampere_plus", "same_cc")  # kept equal to nmdeploy.engine.plan.HARDWARE_COMPAT by a test
-
+from nmdeploy.cli._settings import config_from, setting_option
+from nmdeploy.engine.config import EngineConfig
 
 def _batch(value: str, count: int, option: str) -> tuple[int, ...]:
     from nmdeploy.errors import ConfigError
@@ -27,25 +26,25 @@ def _batch(value: str, count: int, option: str) -> tuple[int, ...]:
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Plan to write.  [default: MODEL with .plan]")
-@click.option("--dense", is_flag=True, help="Build without SPARSE_WEIGHTS (the dense baseline).")
-@click.option("--batch", default="1,32,256", show_default=True, help="min,opt,max batch of the profile (dynamic dim 0).")
+@setting_option(EngineConfig, "sparse", "--dense", invert=True, help="Build without SPARSE_WEIGHTS (the dense baseline).")
+@click.option("--batch", default=",".join(map(str, EngineConfig().batch)), show_default=True,
+              help="min,opt,max batch of the profile (dynamic dim 0).")
 @click.option("--min-shapes", help="Explicit profile shapes NAME:DIMS[,...] (with --opt-shapes and --max-shapes).")
 @click.option("--opt-shapes", help="Shapes TensorRT tunes for, NAME:DIMS[,...].")
 @click.option("--max-shapes", help="Largest shapes, NAME:DIMS[,...].")
-@click.option("--workspace", type=click.IntRange(1), metavar="MIB", help="Workspace memory limit in MiB.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="Timing cache: read if present, saved after the build.")
-@click.option("--hardware-compat", type=click.Choice(HARDWARE), default="none", show_default=True, help="Hardware compatibility level.")
-@click.option("--version-compatible", is_flag=True, help="A plan that runs on newer TensorRT of the same major version.")
-@click.option("--dense-twin", is_flag=True, help="Also build MODEL.dense.plan without SPARSE_WEIGHTS, for nmdeploy bench.")
-@click.option("--fp16", is_flag=True, help="TensorRT 10.x: FP16 for layers without Q/DQ (11.x: convert the ONNX instead).")
-@click.option("--strongly-typed", is_flag=True, help="TensorRT 10.x: strongly typed network instead of the INT8 flag.")
+@setting_option(EngineConfig, "workspace_mb", "--workspace", type=click.IntRange(1), metavar="MIB")
+@setting_option(EngineConfig, "timing_cache", "--timing-cache", type=click.Path(dir_okay=False))
+@setting_option(EngineConfig, "hardware_compat", "--hardware-compat")
+@setting_option(EngineConfig, "version_compatible", "--version-compatible")
+@setting_option(EngineConfig, "dense_twin", "--dense-twin", default=False,
+                help="Also build MODEL.dense.plan without SPARSE_WEIGHTS, for nmdeploy bench.")
+@setting_option(EngineConfig, "fp16", "--fp16")
+@setting_option(EngineConfig, "strongly_typed", "--strongly-typed")
 @click.option("--verify", "verify_path", type=click.Path(dir_okay=False, path_type=Path), help="verify.json to join into the layer report.  [default: verify MODEL now]")
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), help="Where to write the target bundle when TensorRT is absent.  [default: OUTPUT stem + -bundle]")
 @FORCE
-def engine(model: Path, output: Path | None, dense: bool, batch: str, min_shapes: str | None, opt_shapes: str | None,
-           max_shapes: str | None, workspace: int | None, timing_cache: Path | None, hardware_compat: str,
-           version_compatible: bool, dense_twin: bool, fp16: bool, strongly_typed: bool, verify_path: Path | None,
-           bundle: Path | None, force: bool) -> None:
+def engine(model: Path, output: Path | None, batch: str, min_shapes: str | None, opt_shapes: str | None,
+           max_shapes: str | None, verify_path: Path | None, bundle: Path | None, force: bool, **settings: object) -> None:
     """Build MODEL (a Q/DQ INT8 or float ONNX) into a TensorRT plan with 2:4 sparse weights.
 
     Works with TensorRT 10.x and 11.x (feature-detected). Writes the plan and
@@ -56,18 +55,17 @@ def engine(model: Path, output: Path | None, dense: bool, batch: str, min_shapes
     """
     from nmdeploy.engine.deploy import build_or_bundle
     from nmdeploy.engine.layers import format_rows
-    from nmdeploy.engine.plan import BuildOptions
     from nmdeploy.engine.shapes import parse_shapes
     from nmdeploy.errors import EngineUnavailable
 
     output = output or model.with_suffix(".plan")
-    claim_outputs([output, output.with_name("engine_report.json"), output.with_name(output.stem + ".dense.plan") if dense_twin else None], force)
-    shapes = [parse_shapes(s, f"--{flag}-shapes") or None for s, flag in ((min_shapes, "min"), (opt_shapes, "opt"), (max_shapes, "max"))]
     low, opt, high = _batch(batch, 3, "--batch")
-    options = BuildOptions(not dense, fp16, strongly_typed, hardware_compat, version_compatible, workspace)
-    result = build_or_bundle(model, output, bundle or output.with_name(output.stem + "-bundle"), options, batch=(low, opt, high),
-                             min_shapes=shapes[0], opt_shapes=shapes[1], max_shapes=shapes[2], timing_cache=timing_cache,
-                             dense_twin=dense_twin, verify=verify_path)
+    config = config_from(EngineConfig, settings, min_batch=low, opt_batch=opt, max_batch=high)
+    twin = output.with_name(output.stem + ".dense.plan") if config.dense_twin else None
+    claim_outputs([output, output.with_name("engine_report.json"), twin], force)
+    shapes = [parse_shapes(s, f"--{flag}-shapes") or None for s, flag in ((min_shapes, "min"), (opt_shapes, "opt"), (max_shapes, "max"))]
+    result = build_or_bundle(model, output, bundle or output.with_name(output.stem + "-bundle"), config,
+                             min_shapes=shapes[0], opt_shapes=shapes[1], max_shapes=shapes[2], verify=verify_path)
     if result.report is None:
         raise EngineUnavailable(f"{result.reason}. Wrote the target bundle {result.bundle}/ "
                                 f"({len(result.files)} files); on the target GPU run: python3 {result.bundle}/build_engine.py")

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from nmdeploy.cli._outputs import FORCE, claim_outputs
+from nmdeploy.cli._settings import config_from, setting_option
+from nmdeploy.export.config import ExportConfig
 
 
 def _shape(value: str) -> tuple[int, ...]:
@@ -26,10 +28,13 @@ def _shape(value: str) -> tuple[int, ...]:
 @click.option("--model", "spec", required=True, help="Built-in example (fashion-resnet) or package.module:callable.")
 @click.option("--input-shape", required=True, help="Sample input shape, e.g. 1x1x28x28 (dim 0 stays dynamic).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .onnx file to write.")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
-@click.option("--static-batch", is_flag=True, help="Fix the batch size to the sample's instead of a dynamic dim 0.")
+@setting_option(ExportConfig, "opset", "--opset")
+@setting_option(ExportConfig, "dynamic_batch", "--static-batch", invert=True,
+                help="Fix the batch size to the sample's instead of a dynamic dim 0.")
+@setting_option(ExportConfig, "atol", "--atol")
+@setting_option(ExportConfig, "rtol", "--rtol")
 @FORCE
-def export(checkpoint: Path, spec: str, input_shape: str, output: Path, opset: int | None, static_batch: bool, force: bool) -> None:
+def export(checkpoint: Path, spec: str, input_shape: str, output: Path, force: bool, **settings: object) -> None:
     """Export CHECKPOINT (a state_dict, optionally with nmdeploy masks) to ONNX.
 
     The model is finalized (masks folded into exact zeros), BatchNorm folded, written as one
@@ -42,10 +47,11 @@ def export(checkpoint: Path, spec: str, input_shape: str, output: Path, opset: i
     from nmdeploy.export.onnx import export_onnx
 
     dims = _shape(input_shape)
+    config = config_from(ExportConfig, settings)
     claim_outputs([output], force)
     model = load_checkpoint(build_model(spec), checkpoint)
     sample = torch.randn(dims, generator=torch.Generator().manual_seed(0))
-    report = export_onnx(model, sample, output, dynamic_batch=not static_batch, opset=opset)
+    report = export_onnx(model, sample, output, config=config)
     click.echo(f"wrote {report.path} (opset {report.opset}, {report.size_bytes / 1e6:.2f} MB"
                f"{', external data' if report.external_data else ''})")
     for p in report.parity:

@@ -7,30 +7,26 @@ from pathlib import Path
 import click
 
 from nmdeploy.cli._outputs import FORCE, claim_outputs
-
-METHODS = ("minmax", "entropy", "percentile")  # kept equal to nmdeploy.quant.int8.METHODS by a test
-
+from nmdeploy.cli._settings import config_from, setting_option
+from nmdeploy.quant.config import QuantizeConfig
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="INT8 model to write.  [default: MODEL.int8.onnx]")
 @click.option("--calibration", required=True, help="Calibration set (.npz from nmdeploy calibrate) or any data SPEC (its train split).")
-@click.option("--method", type=click.Choice(METHODS), default="entropy", show_default=True, help="Calibration method (onnxruntime's).")
-@click.option("--percentile", type=float, default=99.999, show_default=True, help="Cut-off for --method percentile.")
-@click.option("--per-tensor", is_flag=True, help="One weight scale per layer instead of per output channel.")
-@click.option("--output-qdq-on-sparse", is_flag=True, help="Also quantise the outputs of N:M layers (INT8-out sparse kernels).")
-@click.option("--keep-float-weights", is_flag=True, help="Float weights behind Q->DQ instead of int8 initializers (TensorRT 8.6, JetPack 5-6).")
-@click.option("--exclude", multiple=True, help="Keep these nodes in float: glob on node or weight names (repeatable).")
+@setting_option(QuantizeConfig, "method", "--method")
+@setting_option(QuantizeConfig, "percentile", "--percentile")
+@setting_option(QuantizeConfig, "per_channel", "--per-tensor", invert=True, help="One weight scale per layer instead of per output channel.")
+@setting_option(QuantizeConfig, "output_qdq_on_sparse", "--output-qdq-on-sparse")
+@setting_option(QuantizeConfig, "keep_float_weights", "--keep-float-weights")
+@setting_option(QuantizeConfig, "exclude", "--exclude", help="Keep these nodes in float: glob on node or weight names (repeatable).")
 @click.option("--eval-data", help="Data SPEC for the FP32-vs-INT8 comparison.  [default: the calibration data]")
 @click.option("--pattern", default="2:4", show_default=True, help="N:M pattern re-verified on the int8 weights.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Calibration batch size.")
+@setting_option(QuantizeConfig, "batch_size", "--batch-size", type=click.IntRange(1))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON here.")
 @FORCE
-def quantize(
-    model: Path, output: Path | None, calibration: str, method: str, percentile: float, per_tensor: bool,
-    output_qdq_on_sparse: bool, keep_float_weights: bool, exclude: tuple[str, ...], eval_data: str | None,
-    pattern: str, batch_size: int, json_path: Path | None, force: bool,
-) -> None:
+def quantize(model: Path, output: Path | None, calibration: str, eval_data: str | None, pattern: str, json_path: Path | None,
+             force: bool, **settings: object) -> None:
     """Quantise MODEL to INT8 with explicit Q/DQ nodes (onnxruntime quantize_static).
 
     Symmetric int8 activations and weights (zero points 0), per-channel weights on the
@@ -46,15 +42,12 @@ def quantize(
     from nmdeploy.cli._progress import stage_progress
     from nmdeploy.quant.int8 import quantize_int8
 
+    config = config_from(QuantizeConfig, settings)
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".int8.onnx")
     claim_outputs([output, json_path], force)
     with stage_progress() as update:
-        report = quantize_int8(
-            model, output, calibration, method, not per_tensor, output_qdq_on_sparse, exclude,
-            percentile=percentile, keep_float_weights=keep_float_weights, pattern=pattern,
-            batch_size=batch_size, eval_data=eval_data, progress=update,
-        )
-    setting = f"{method}" + (f" {percentile}" if report.percentile is not None else "")
+        report = quantize_int8(model, output, calibration, config=config, pattern=pattern, eval_data=eval_data, progress=update)
+    setting = f"{config.method}" + (f" {config.percentile}" if report.percentile is not None else "")
     click.echo(
         f"wrote {report.path}: {len(report.quantized)} layer(s) INT8 ({setting}, "
         f"{'per-channel' if report.per_channel else 'per-tensor'} weights, {report.calibration_samples} calibration samples)"

@@ -1,5 +1,18 @@
-"""Data sources as plain numpy arrays: built-in example sets, ``.npz`` files, plug-ins."""
+"""Data sources as plain numpy arrays: built-in example sets, ``.npz`` files, plug-ins.
 
-from nmdeploy.data.sources import BUILTIN_DATA, ArrayData, load_data
+Names resolve lazily: reading a recipe (``DataConfig``) imports no numpy.
+"""
 
-__all__ = ["ArrayData", "BUILTIN_DATA", "load_data"]
+from __future__ import annotations
+
+from nmdeploy._lazy import lazy_getattr
+
+_LAZY = {
+    "ArrayData": "nmdeploy.data.sources",
+    "BUILTIN_DATA": "nmdeploy.data.sources",
+    "DataConfig": "nmdeploy.data.config",
+    "load_data": "nmdeploy.data.sources",
+}
+
+__all__ = list(_LAZY)
+__getattr__ = lazy_getattr("nmdeploy.data", _LAZY, globals())

@@ -11,6 +11,7 @@ Flags come from :func:`nmdeploy.engine.plan.plan_build`, a pure function of the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -21,7 +22,8 @@ from typing import Any
 
 from nmdeploy._atomic import write_atomic
 from nmdeploy.engine.layers import LayerRow, join_layers, parse_build_log, parse_inspector
-from nmdeploy.engine.plan import BuildOptions, BuildPlan, plan_build
+from nmdeploy.engine.config import EngineConfig
+from nmdeploy.engine.plan import BuildPlan, plan_build
 from nmdeploy.engine.shapes import Shape, ShapeProfile, make_profile, onnx_inputs
 from nmdeploy.engine.trt import detect_capabilities, probe
 from nmdeploy.errors import ConfigError, EngineBuildError, InputError
@@ -100,7 +102,7 @@ def _logger(trt: Any) -> Any:
     return Capture()
 
 
-def _build_once(trt: Any, onnx_path: Path, profile: ShapeProfile, plan: BuildPlan, options: BuildOptions,
+def _build_once(trt: Any, onnx_path: Path, profile: ShapeProfile, plan: BuildPlan, options: EngineConfig,
                 timing_cache: Path | None) -> tuple[bytes, list[str]]:
     logger = _logger(trt)
     builder = trt.Builder(logger)
@@ -144,54 +146,44 @@ def _inspect(trt: Any, plan_bytes: bytes) -> str:
 def build_engine(
     onnx: str | Path,
     out: str | Path,
-    sparse: bool = True,
+    config: EngineConfig = EngineConfig(),
+    *,
     min_shapes: Mapping[str, Shape] | None = None,
     opt_shapes: Mapping[str, Shape] | None = None,
     max_shapes: Mapping[str, Shape] | None = None,
-    workspace: int | None = None,
-    timing_cache: str | Path | None = None,
-    hardware_compat: str = "none",
-    version_compatible: bool = False,
-    dense_twin: bool = False,
-    *,
-    batch: tuple[int, int, int] = (1, 32, 256),
-    fp16: bool = False,
-    strongly_typed: bool = False,
     verify: str | Path | Mapping[str, Any] | None = None,
     report_path: str | Path | None = None,
 ) -> EngineReport:
-    """Build ``onnx`` into the plan ``out`` and write ``engine_report.json`` beside it.
+    """Build ``onnx`` into the plan ``out`` with ``config`` and write ``engine_report.json`` beside it.
 
-    Shapes: explicit ``min/opt/max_shapes`` per input, else ``batch`` (min, opt, max) on a
-    dynamic dim 0. ``workspace`` in MiB. ``timing_cache`` is read when present and saved
-    after the build. ``dense_twin`` also builds ``<out>.dense.plan`` without SPARSE_WEIGHTS
-    for ``nmdeploy bench``. Raises :class:`~nmdeploy.engine.trt.EngineUnavailable` where
-    TensorRT or a GPU is missing.
+    Shapes: explicit ``min/opt/max_shapes`` per input, else the config's batch range on a
+    dynamic dim 0. The config's timing cache is read when present and saved after the
+    build; its ``dense_twin`` also builds ``<out>.dense.plan`` without SPARSE_WEIGHTS for
+    ``nmdeploy bench``. Raises :class:`~nmdeploy.errors.EngineUnavailable` where TensorRT
+    or a GPU is missing.
     """
     onnx_path, out = Path(onnx), Path(out)
     if not onnx_path.is_file():
         raise InputError(f"{onnx_path}: no such ONNX file")
     if out.suffix not in (".plan", ".engine"):
         raise ConfigError(f"engine path {out} should end in .plan or .engine")
-    profile = make_profile(onnx_inputs(onnx_path), batch, min_shapes, opt_shapes, max_shapes)
-    options = BuildOptions(sparse, fp16, strongly_typed, hardware_compat, version_compatible, workspace)
+    profile = make_profile(onnx_inputs(onnx_path), config.batch, min_shapes, opt_shapes, max_shapes)
     qdq = has_qdq(onnx_path)
     verify_data = load_verify(verify, onnx_path)
     trt = probe()
     caps = detect_capabilities(trt)
-    plan = plan_build(caps, options, qdq)
-    cache = Path(timing_cache) if timing_cache is not None else None
+    plan = plan_build(caps, config, qdq)
+    cache = Path(config.timing_cache) if config.timing_cache is not None else None
     began = time.perf_counter()
-    plan_bytes, lines = _build_once(trt, onnx_path, profile, plan, options, cache)
+    plan_bytes, lines = _build_once(trt, onnx_path, profile, plan, config, cache)
     seconds = time.perf_counter() - began
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, plan_bytes)
     schema, layers = parse_inspector(_inspect(trt, plan_bytes))
     sparsity = parse_build_log(lines)
     twin = None
-    if dense_twin:
-        dense_plan = plan_build(caps, BuildOptions(False, fp16, strongly_typed, hardware_compat, version_compatible, workspace), qdq)
-        twin_bytes, _ = _build_once(trt, onnx_path, profile, dense_plan, options, cache)
+    if config.dense_twin and config.sparse:
+        dense_plan = plan_build(caps, dataclasses.replace(config, sparse=False), qdq)
+        twin_bytes, _ = _build_once(trt, onnx_path, profile, dense_plan, config, cache)
         twin = str(out.with_name(out.stem + ".dense" + out.suffix))
         write_atomic(twin, twin_bytes)
     report = EngineReport(str(out), caps.version, plan, profile, seconds, schema, sparsity.eligible, sparsity.picked,

@@ -10,6 +10,7 @@ beside its final place and renamed into it, so a half-written bundle never appea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -20,19 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from nmdeploy._atomic import publish_folder
-from nmdeploy.engine.plan import HARDWARE_COMPAT, BuildOptions
+from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.shapes import ShapeProfile
 
 __all__ = ["BUNDLED_CODE", "trtexec_script", "write_bundle"]
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # nmdeploy/
 # the modules build_engine.py imports, relative to nmdeploy/ (checked by a test: no torch among them)
-BUNDLED_CODE = ("__init__.py", "_lazy.py", "errors.py", "_atomic.py", "engine/__init__.py", "engine/trt.py", "engine/plan.py",
-                "engine/shapes.py", "engine/layers.py", "engine/build.py", "engine/bench.py")
+BUNDLED_CODE = ("__init__.py", "_lazy.py", "errors.py", "config.py", "_atomic.py", "engine/__init__.py", "engine/config.py",
+                "engine/trt.py", "engine/plan.py", "engine/shapes.py", "engine/layers.py", "engine/build.py", "engine/bench.py")
 _TRTEXEC_LEVEL = {"none": None, "ampere_plus": "ampere+", "same_cc": "sameComputeCapability"}
 
 
-def trtexec_script(onnx_name: str, profile: ShapeProfile, options: BuildOptions, dense_twin: bool, qdq: bool) -> str:
+def trtexec_script(onnx_name: str, profile: ShapeProfile, options: EngineConfig, qdq: bool) -> str:
     """``build_engine.sh``: the trtexec commands equivalent to build_engine.py, for TensorRT 10 and 11."""
     common = [f"--onnx={onnx_name}", *profile.trtexec_args(), "--timingCacheFile=timing.cache",
               "--profilingVerbosity=detailed", "--verbose"]
@@ -59,10 +60,10 @@ def trtexec_script(onnx_name: str, profile: ShapeProfile, options: BuildOptions,
              "major=${TRT_MAJOR:-$(python3 -c 'import tensorrt; print(tensorrt.__version__.split(\".\")[0])' 2>/dev/null || echo 11)}",
              'if [ "$major" -ge 11 ]; then',
              line(sparse, "model.plan", "layers.json", "build.log")]
-    if dense_twin and options.sparse:
+    if options.dense_twin and options.sparse:
         lines.append(line([], "model.dense.plan", "layers.dense.json", "build.dense.log"))
     lines += ["else", line([*ten, *sparse], "model.plan", "layers.json", "build.log")]
-    if dense_twin and options.sparse:
+    if options.dense_twin and options.sparse:
         lines.append(line(ten, "model.dense.plan", "layers.dense.json", "build.dense.log"))
     lines += ["fi", ""]
     return "\n".join(lines)
@@ -116,31 +117,29 @@ def write_bundle(
     dest: str | Path,
     onnx: str | Path,
     profile: ShapeProfile,
-    options: BuildOptions,
+    options: EngineConfig,
     *,
     qdq: bool,
     verify: Mapping[str, Any] | None = None,
     manifest: Mapping[str, Any] | None = None,
-    dense_twin: bool = True,
-    batch: tuple[int, int, int] = (1, 32, 256),
 ) -> list[Path]:
-    """Write the bundle folder ``dest`` (replacing an older one); returns its files."""
+    """Write the bundle folder ``dest`` (replacing an older one); returns its files.
+
+    ``bundle.json`` holds the ONNX file name, every field of ``options`` (the
+    ``EngineConfig`` the target builds with), the batch range and the shape profile.
+    """
     dest, onnx = Path(dest), Path(onnx)
-    if options.hardware_compat not in HARDWARE_COMPAT:
-        raise ValueError(f"unknown hardware_compat {options.hardware_compat!r}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
     try:
         shutil.copyfile(onnx, stage / onnx.name)
-        settings = {"onnx": onnx.name, "batch": list(batch), "sparse": options.sparse, "dense_twin": dense_twin,
-                    "workspace_mb": options.workspace_mb, "hardware_compat": options.hardware_compat,
-                    "version_compatible": options.version_compatible, "profile": profile.to_dict()}
+        settings = {"onnx": onnx.name, "batch": list(options.batch), **dataclasses.asdict(options), "profile": profile.to_dict()}
         (stage / "bundle.json").write_text(json.dumps(settings, indent=2) + "\n")
         if verify is not None:
             (stage / "verify.json").write_text(json.dumps(verify, indent=2) + "\n")
         if manifest is not None:
             (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        (stage / "build_engine.sh").write_text(trtexec_script(onnx.name, profile, options, dense_twin, qdq))
+        (stage / "build_engine.sh").write_text(trtexec_script(onnx.name, profile, options, qdq))
         os.chmod(stage / "build_engine.sh", 0o755)
         (stage / "README.md").write_text(_readme(onnx.name, profile))
         _copy_code(stage)

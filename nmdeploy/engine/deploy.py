@@ -14,7 +14,7 @@ from typing import Any
 
 from nmdeploy.engine.build import EngineReport, build_engine, has_qdq, load_verify
 from nmdeploy.engine.bundle import write_bundle
-from nmdeploy.engine.plan import BuildOptions
+from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.shapes import Shape, make_profile, onnx_inputs
 from nmdeploy.errors import ConfigError, EngineUnavailable, InputError
 
@@ -34,14 +34,11 @@ def build_or_bundle(
     onnx: str | Path,
     plan: str | Path,
     bundle: str | Path,
-    options: BuildOptions,
+    config: EngineConfig,
     *,
-    batch: tuple[int, int, int] = (1, 32, 256),
     min_shapes: Mapping[str, Shape] | None = None,
     opt_shapes: Mapping[str, Shape] | None = None,
     max_shapes: Mapping[str, Shape] | None = None,
-    timing_cache: str | Path | None = None,
-    dense_twin: bool = False,
     verify: str | Path | Mapping[str, Any] | None = None,
     manifest: Mapping[str, Any] | None = None,
 ) -> DeployResult:
@@ -50,15 +47,13 @@ def build_or_bundle(
         raise InputError(f"{onnx}: no such ONNX file")
     if Path(plan).suffix not in (".plan", ".engine"):
         raise ConfigError(f"engine path {plan} should end in .plan or .engine")
-    profile = make_profile(onnx_inputs(onnx), batch, min_shapes, opt_shapes, max_shapes)  # bad shapes fail here, anywhere
+    profile = make_profile(onnx_inputs(onnx), config.batch, min_shapes, opt_shapes, max_shapes)  # bad shapes fail here, anywhere
     verify_data = load_verify(verify, onnx)
     try:
-        report = build_engine(onnx, plan, options.sparse, min_shapes, opt_shapes, max_shapes, options.workspace_mb,
-                              timing_cache, options.hardware_compat, options.version_compatible, dense_twin, batch=batch,
-                              fp16=options.fp16, strongly_typed=options.strongly_typed, verify=verify_data)
+        report = build_engine(onnx, plan, config, min_shapes=min_shapes, opt_shapes=opt_shapes, max_shapes=max_shapes,
+                              verify=verify_data)
     except EngineUnavailable as exc:
-        files = write_bundle(bundle, onnx, profile, options, qdq=has_qdq(onnx), verify=verify_data, manifest=manifest,
-                             dense_twin=dense_twin, batch=batch)
+        files = write_bundle(bundle, onnx, profile, config, qdq=has_qdq(onnx), verify=verify_data, manifest=manifest)
         return DeployResult(None, Path(bundle), str(exc), tuple(files), exc.problem)
     files = [Path(report.plan), Path(report.plan).with_name("engine_report.json")]
     return DeployResult(report, None, "", tuple([*files, *([Path(report.dense_twin)] if report.dense_twin else [])]))

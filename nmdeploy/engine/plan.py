@@ -11,24 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nmdeploy.engine.config import HARDWARE_COMPAT, EngineConfig
 from nmdeploy.engine.trt import Capabilities
 from nmdeploy.errors import ConfigError
 
-__all__ = ["BuildOptions", "BuildPlan", "HARDWARE_COMPAT", "plan_build"]
-
-# CLI / recipe spelling -> trt.HardwareCompatibilityLevel member
-HARDWARE_COMPAT = {"none": "NONE", "ampere_plus": "AMPERE_PLUS", "same_cc": "SAME_COMPUTE_CAPABILITY"}
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    sparse: bool = True  # BuilderFlag.SPARSE_WEIGHTS: let TensorRT pick 2:4 kernels where weights allow
-    fp16: bool = False  # 10.x only: FP16 for layers without Q/DQ
-    strongly_typed: bool = False  # 10.x only: STRONGLY_TYPED network instead of the INT8 flag
-    hardware_compat: str = "none"  # none, ampere_plus, same_cc
-    version_compatible: bool = False
-    workspace_mb: int | None = None  # None = TensorRT's default (the device's memory)
-
+__all__ = ["BuildPlan", "plan_build"]
 
 @dataclass(frozen=True)
 class BuildPlan:
@@ -45,15 +32,14 @@ def _require(caps: Capabilities, flag: str, why: str) -> None:
         raise ConfigError(f"TensorRT {caps.version} has no BuilderFlag.{flag}, needed for {why}")
 
 
-def plan_build(caps: Capabilities, options: BuildOptions, has_qdq: bool) -> BuildPlan:
-    """Flags for building a network (``has_qdq``: the ONNX carries Q/DQ nodes) with ``options``."""
-    if options.hardware_compat not in HARDWARE_COMPAT:
-        raise ConfigError(f"hardware compatibility {options.hardware_compat!r} is unknown; use one of {', '.join(HARDWARE_COMPAT)}")
+def plan_build(caps: Capabilities, options: EngineConfig, has_qdq: bool) -> BuildPlan:
+    """Flags for building a network (``has_qdq``: the ONNX carries Q/DQ nodes) with ``options``.
+
+    ``options`` is already valid in itself; what is refused here is what this TensorRT cannot do.
+    """
     level = HARDWARE_COMPAT[options.hardware_compat]
     if level != "NONE" and level not in caps.hardware_levels:
         raise ConfigError(f"TensorRT {caps.version} has no HardwareCompatibilityLevel.{level}; use hardware_compat none")
-    if options.workspace_mb is not None and options.workspace_mb < 1:
-        raise ConfigError(f"workspace {options.workspace_mb} MiB must be at least 1")
     network: list[str] = []
     builder: list[str] = []
     notes: list[str] = []

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmdeploy.engine.config import check_batch
 from nmdeploy.errors import ConfigError, InputError
 
 __all__ = ["ShapeProfile", "make_profile", "onnx_inputs", "parse_shapes", "format_shape"]
@@ -83,8 +84,7 @@ def make_profile(
 ) -> ShapeProfile:
     """The profile for ``inputs``: explicit shapes where given, else the batch range on dim 0."""
     explicit = [dict(min_shapes or {}), dict(opt_shapes or {}), dict(max_shapes or {})]
-    if not 1 <= batch[0] <= batch[1] <= batch[2]:
-        raise ConfigError(f"batch sizes min/opt/max = {'/'.join(map(str, batch))}: need 1 <= min <= opt <= max")
+    check_batch(batch)
     for given, flag in zip(explicit, ("min", "opt", "max")):
         unknown = sorted(set(given) - set(inputs))
         if unknown:

@@ -32,20 +32,28 @@ def _batches(text: str) -> tuple[int, ...]:
     return values
 
 
-def _parser(settings: dict) -> argparse.ArgumentParser:
+def _profile(text: str) -> tuple[int, int, int]:
+    values = _batches(text)
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated integers min,opt,max")
+    return values  # type: ignore[return-value]
+
+
+def _parser(settings: dict, engine: object) -> argparse.ArgumentParser:
+    """Options default to the bundle's settings (``engine``: its EngineConfig)."""
     parser = argparse.ArgumentParser(prog="build_engine.py", description="Build the sparse TensorRT engine of this bundle on this GPU.")
     parser.add_argument("--onnx", default=str(HERE / settings.get("onnx", "model.int8.onnx")), help="ONNX model (default: %(default)s)")
     parser.add_argument("--out", default=str(HERE / "model.plan"), help="plan to write (default: %(default)s)")
-    parser.add_argument("--batch", type=_batches, default=tuple(settings.get("batch", (1, 32, 256))),
-                        help="min,opt,max batch of the profile (default: %(default)s)")
+    parser.add_argument("--batch", type=_profile, default=engine.batch, help="min,opt,max batch of the profile (default: %(default)s)")
     parser.add_argument("--no-sparse", action="store_true", help="build without SPARSE_WEIGHTS")
     parser.add_argument("--no-dense-twin", action="store_true", help="skip the dense twin and its timing")
-    parser.add_argument("--workspace", type=int, default=settings.get("workspace_mb"), help="workspace limit in MiB")
+    parser.add_argument("--workspace", type=int, default=engine.workspace_mb, help="workspace limit in MiB")
     parser.add_argument("--timing-cache", default=str(HERE / "timing.cache"), help="timing cache, read and saved (default: %(default)s)")
-    parser.add_argument("--hardware-compat", default=settings.get("hardware_compat", "none"), choices=("none", "ampere_plus", "same_cc"))
-    parser.add_argument("--version-compatible", action="store_true", default=settings.get("version_compatible", False))
-    parser.add_argument("--fp16", action="store_true", help="TensorRT 10.x: FP16 for layers without Q/DQ")
-    parser.add_argument("--strongly-typed", action="store_true", help="TensorRT 10.x: strongly typed network instead of the INT8 flag")
+    parser.add_argument("--hardware-compat", default=engine.hardware_compat, choices=("none", "ampere_plus", "same_cc"))
+    parser.add_argument("--version-compatible", action="store_true", default=engine.version_compatible)
+    parser.add_argument("--fp16", action="store_true", default=engine.fp16, help="TensorRT 10.x: FP16 for layers without Q/DQ")
+    parser.add_argument("--strongly-typed", action="store_true", default=engine.strongly_typed,
+                        help="TensorRT 10.x: strongly typed network instead of the INT8 flag")
     parser.add_argument("--bench-batch", type=_batches, default=(1, 32), help="batch sizes timed (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=200, help="timed runs per engine and batch (default: %(default)s)")
     parser.add_argument("--from-trtexec", nargs=2, metavar=("LAYERS_JSON", "BUILD_LOG"),
@@ -54,11 +62,21 @@ def _parser(settings: dict) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = _settings()
-    args = _parser(settings).parse_args(argv)
+    import dataclasses
+
     from nmdeploy._atomic import write_atomic
+    from nmdeploy.engine.config import EngineConfig
     from nmdeploy.engine.layers import format_rows, join_layers, parse_build_log, parse_inspector
     from nmdeploy.errors import NMDeployError
+
+    settings = _settings()
+    fields = {f.name for f in dataclasses.fields(EngineConfig)}
+    try:
+        bundled = EngineConfig(**{k: v for k, v in settings.items() if k in fields})
+    except NMDeployError as exc:
+        print(f"error: bundle.json: {exc}", file=sys.stderr)
+        return exc.exit_code
+    args = _parser(settings, bundled).parse_args(argv)
 
     verify = json.loads((HERE / "verify.json").read_text()) if (HERE / "verify.json").is_file() else {"layers": []}
     try:
@@ -73,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from nmdeploy.engine.build import build_engine
 
-        report = build_engine(
-            args.onnx, args.out, sparse=not args.no_sparse, workspace=args.workspace, timing_cache=args.timing_cache,
-            hardware_compat=args.hardware_compat, version_compatible=args.version_compatible,
-            dense_twin=not args.no_dense_twin and not args.no_sparse, batch=tuple(args.batch), fp16=args.fp16,
-            strongly_typed=args.strongly_typed, verify=verify,
+        low, opt, high = args.batch
+        config = dataclasses.replace(
+            bundled, sparse=bundled.sparse and not args.no_sparse, dense_twin=bundled.dense_twin and not args.no_dense_twin,
+            workspace_mb=args.workspace, timing_cache=args.timing_cache, hardware_compat=args.hardware_compat,
+            version_compatible=args.version_compatible, fp16=args.fp16, strongly_typed=args.strongly_typed,
+            min_batch=low, opt_batch=opt, max_batch=high,
         )
+        report = build_engine(args.onnx, args.out, config, verify=verify)
         print(f"wrote {report.plan} (TensorRT {report.tensorrt}, flags {', '.join(report.build.builder_flags) or 'none'}, "
               f"{report.seconds:.0f} s) and engine_report.json")
         print(format_rows(list(report.layers)))

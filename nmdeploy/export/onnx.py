@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from nmdeploy._atomic import atomic_output
+from nmdeploy.config import from_arguments
 from nmdeploy.errors import ExportError
+from nmdeploy.export.config import ExportConfig
 from nmdeploy.sparsity.api import finalize
 
 __all__ = ["ExportReport", "OutputParity", "export_onnx"]
@@ -102,25 +104,28 @@ def export_onnx(
     model: nn.Module,
     sample_input: torch.Tensor | tuple[torch.Tensor, ...],
     path: str | Path,
-    dynamic_batch: bool = True,
-    opset: int | None = None,
-    atol: float = 1e-4,
-    rtol: float = 1e-3,
+    dynamic_batch: bool = ExportConfig.dynamic_batch,
+    opset: int | None = ExportConfig.opset,
+    atol: float = ExportConfig.atol,
+    rtol: float = ExportConfig.rtol,
+    *,
+    config: ExportConfig | None = None,
 ) -> ExportReport:
     """Export ``model`` to ``path`` and check it against PyTorch on ``sample_input``.
 
     A sparsified model is finalized on a copy first. ``dynamic_batch`` makes dim 0 of every
     input symbolic. Parity fails when an output differs by more than
-    ``atol + rtol * max|reference|``; nothing is written then.
+    ``atol + rtol * max|reference|``; nothing is written then. ``config``: these settings
+    as one :class:`ExportConfig` (a recipe's ``export`` section); the arguments are then
+    not used.
     """
+    if config is None:
+        config = from_arguments(ExportConfig, dynamic_batch=dynamic_batch, opset=opset, atol=atol, rtol=rtol)
+    dynamic_batch, opset, atol, rtol = config.dynamic_batch, config.opset, config.atol, config.rtol
     args = _as_tuple(sample_input)
     path = Path(path)
     if path.suffix != ".onnx":
         raise ExportError(f"output path {path} should end in .onnx")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"cannot create the output folder {path.parent}: {exc.strerror}") from None
     work = finalize(copy.deepcopy(model)).eval()
     with torch.no_grad():
         reference = _flatten(work(*args))

@@ -19,12 +19,14 @@ from typing import Any
 from nmdeploy._atomic import check_writable
 from nmdeploy.errors import ConfigError, OutputError
 from nmdeploy.pipeline.recipe import Recipe
+from nmdeploy.pipeline.stages import STAGES, run_stages, stage_names
 
-__all__ = ["BuildResult", "build", "ARTIFACTS"]
+__all__ = ["ALL_STAGES", "ARTIFACTS", "BuildResult", "build"]
 
-ARTIFACTS = ("dense.pt", "sparse.pt", "model.onnx", "verify.json", "model.int8.onnx", "model.plan", "model.dense.plan",
-             "engine_report.json", "target-bundle", "manifest.json", "report.md")
-ALL_STAGES = ("dense", "sparse", "export", "verify", "quantize", "engine")
+
+
+ALL_STAGES = stage_names()
+ARTIFACTS = (*(name for stage in STAGES for name in stage.writes), "manifest.json", "report.md")
 
 
 @dataclass(frozen=True)
@@ -87,20 +89,22 @@ def _distributed(device: Any) -> Iterator[tuple[int, int]]:
 def build(
     recipe: Recipe,
     out: str | Path | None = None,
-    stages: tuple[str, ...] = ALL_STAGES,
+    stages: tuple[str, ...] | None = None,
     say: Callable[[str], None] = print,
     progress: Callable[[str, int, int], None] | None = None,
     command: str = "nmdeploy build",
     force: bool = False,
 ) -> BuildResult:
-    """Run ``stages`` of ``recipe`` into ``out`` (default: ``recipe.output``).
+    """Run ``stages`` (names; default: all) of ``recipe`` into ``out`` (default: ``recipe.output``).
 
     ``say`` gets one line per epoch and per stage; ``progress(stage, done, total)`` drives bars.
     ``force``: build into a non-empty folder that no build wrote (refused otherwise).
     """
+    from nmdeploy.pipeline.context import BuildContext, check_inputs
     from nmdeploy.pipeline.manifest import Manifest
     from nmdeploy.pipeline.report import write_report
-    from nmdeploy.pipeline.stages import BuildContext, check_inputs, run_stages
+
+    stages = stage_names() if stages is None else tuple(stages)
 
     out = Path(out if out is not None else recipe.output)
     _check_output(out, force)
@@ -112,7 +116,7 @@ def build(
         check_inputs(ctx)  # before the output directory exists: bad input leaves nothing behind
         if rank == 0:
             check_writable(out, is_folder=True)
-        training = tuple(s for s in stages if s in ("dense", "sparse"))
+        training = tuple(s for s in stages if s in stage_names(training=True))
         run_stages(ctx, training)
     if rank != 0:
         return BuildResult(out, {}, None, "")

@@ -1,129 +1,73 @@
 """Recipes: one YAML file that names every stage's settings, checked before any work starts.
 
-A recipe is a mapping of sections (``model``, ``data``, ``task``, ``dense``, ``sparsity``, ``finetune``,
-``export``, ``quantize``, ``engine``) plus two top-level keys (``output``, ``device``). Every
-key has a default, and the defaults *are* the built-in Fashion-MNIST example, so
-``nmdeploy build`` with no recipe runs it. A recipe file or ``--set section.key=value``
-overrides keys; an unknown key, a value of the wrong type or one out of range is a one-line
-:class:`ConfigError` that names the key. YAML is read with ``yaml.safe_load`` only.
+A recipe is a mapping of sections plus two top-level keys (``output``, ``device``). Each
+section *is* its stage's config class: ``model`` and ``export`` (:mod:`nmdeploy.export.config`),
+``data``, ``task``, ``dense`` and ``finetune`` (both :class:`~nmdeploy.train.config.TrainConfig`),
+``sparsity``, ``quantize`` and ``engine``; every value is checked by that class. Every key has
+a default, and the defaults *are* the built-in Fashion-MNIST example, so ``nmdeploy build``
+with no recipe runs it. What this module adds is the YAML reading (``yaml.safe_load`` rules
+only), turning YAML values into the declared types, recipe wording of the errors, and the
+rules that span sections.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nmdeploy.config import coerce, setting, type_name, unknown_keys
+from nmdeploy.data.config import DataConfig
+from nmdeploy.engine.config import EngineConfig
 from nmdeploy.errors import ConfigError, InputError
-from nmdeploy.train.config import TrainConfig
+from nmdeploy.export.config import ExportConfig, ModelConfig
+from nmdeploy.quant.config import QuantizeConfig
+from nmdeploy.sparsity.config import SparsityConfig
+from nmdeploy.train.config import TaskConfig, TrainConfig
 
 __all__ = ["Recipe", "SECTIONS", "apply_overrides", "dump_recipe", "load_recipe", "recipe_from_mapping", "reference_rows"]
 
 
 @dataclass(frozen=True)
-class ModelSection:
-    """The network and where its dense weights come from."""
-
-    spec: str = "fashion-resnet"  # built-in name or package.module:callable returning an nn.Module
-    checkpoint: str | None = None  # pretrained dense weights (weights_only load); skips dense pre-training
-    pretrained: bool = False  # the model spec returns trained weights itself; skips dense pre-training
-    input_shape: tuple[int, ...] = (1, 1, 28, 28)  # one sample batch; dim 0 is dynamic in the ONNX
-
-
-@dataclass(frozen=True)
-class DataSection:
-    """Training and validation data: data SPECs (built-in[:split], .npz, ImageFolder dir, module:callable)."""
-
-    train: str = "fashion-mnist:train"
-    val: str = "fashion-mnist:test"
-    train_subset: int = 0  # use this many class-balanced training samples; 0 = all
-    val_subset: int = 0  # same for validation; 0 = all
-
-
-@dataclass(frozen=True)
-class TaskSection:
-    """What training optimises and the reports score (``nmdeploy.train.tasks``)."""
-
-    spec: str = "classification"  # classification, distillation (from the dense model), or package.module:callable
-    mse_weight: float = 1.0  # distillation: loss = (1 - cosine) + mse_weight * MSE
-
-
-@dataclass(frozen=True)
-class SparsitySection:
-    """How the fine-tune makes the model N:M sparse (``nmdeploy.sparsify`` arguments)."""
-
-    pattern: str = "2:4"
-    method: str = "maxq"  # maxq, srste, ste, asp
-    schedule: str = "linear"  # MaxQ's incremental schedule: linear, cubic, cos, exp
-    start_epoch: int = 0  # fine-tune epoch where the share of dense blocks starts to fall
-    end_epoch: int = 3  # fine-tune epoch from which every block is N:M
-    decay: float = 2e-4  # lambda: SR decay on pruned weights (maxq, srste)
-    tau: float = 1e-2  # tau: MaxQ's sigmoid temperature
-    rescale: bool = False  # MaxQ: start with the pretrained row norms (for networks without BatchNorm)
-    include: tuple[str, ...] | None = None  # globs on module names; None = every eligible layer
-    exclude: str | tuple[str, ...] = "auto"  # "auto" keeps the first and last layer dense; [] = none
-
-
-@dataclass(frozen=True)
-class ExportSection:
-    opset: int | None = None  # None = the exporter's default
-    dynamic_batch: bool = True
-
-
-@dataclass(frozen=True)
-class QuantizeSection:
-    """INT8 Q/DQ (``nmdeploy.quantize_int8``), calibrated on a class-balanced draw of the data."""
-
-    enabled: bool = True
-    method: str = "minmax"  # minmax, entropy, percentile
-    calibration: str | None = None  # data SPEC to draw from; None = data.train
-    count: int = 512  # calibration samples
-    seed: int = 0
-    percentile: float = 99.999  # for method percentile
-    per_channel: bool = True
-    exclude: tuple[str, ...] = ()  # globs on ONNX node or weight names kept in float
-
-
-@dataclass(frozen=True)
-class EngineSection:
-    """TensorRT engine (``nmdeploy.engine``); without TensorRT here, a bundle to build it on the target."""
-
-    enabled: bool = True
-    sparse: bool = True  # SPARSE_WEIGHTS
-    min_batch: int = 1
-    opt_batch: int = 32
-    max_batch: int = 256
-    dense_twin: bool = True  # also the same engine without SPARSE_WEIGHTS, to time against
-    workspace_mb: int | None = None  # None = TensorRT's default
-    timing_cache: str | None = None  # a file read and saved by the build
-    hardware_compat: str = "none"  # none, ampere_plus, same_cc
-    version_compatible: bool = False
-    fp16: bool = False  # TensorRT 10.x only: FP16 for layers without Q/DQ
-    strongly_typed: bool = False  # TensorRT 10.x only: instead of the INT8 flag
-
-
-# dense pre-training and fine-tune defaults of the built-in example (benchmarks/RESULTS.md)
-_DENSE = TrainConfig(epochs=8, lr=0.1)
-_FINETUNE = TrainConfig(epochs=6, lr=0.02)
-
-
-@dataclass(frozen=True)
 class Recipe:
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    task: TaskSection = field(default_factory=TaskSection)
-    dense: TrainConfig = _DENSE
-    sparsity: SparsitySection = field(default_factory=SparsitySection)
-    finetune: TrainConfig = _FINETUNE
-    export: ExportSection = field(default_factory=ExportSection)
-    quantize: QuantizeSection = field(default_factory=QuantizeSection)
-    engine: EngineSection = field(default_factory=EngineSection)
-    output: str = "build"  # output directory (the CLI's --out overrides it)
-    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    """Every stage's settings; the defaults are the built-in example (benchmarks/RESULTS.md)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    dense: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.1))
+    sparsity: SparsityConfig = field(default_factory=lambda: SparsityConfig(end_epoch=3))
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=0.02))
+    export: ExportConfig = field(default_factory=ExportConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    output: str = setting("build", "Output directory (`--out` overrides it).")
+    device: str = setting("auto", "`auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`.")
+
+    def __post_init__(self) -> None:
+        """The rules that span sections, or that only a build has."""
+        from nmdeploy.sparsity.methods.registry import get_method
+
+        sp = self.sparsity
+        if sp.method == "dense":
+            raise ConfigError("recipe key sparsity.method = 'dense' makes nothing sparse; use maxq, srste, ste or asp")
+        if get_method(sp.method).uses_schedule and sp.end_epoch >= self.finetune.epochs:
+            raise ConfigError(
+                f"recipe key sparsity.end_epoch = {sp.end_epoch} must be below finetune.epochs = {self.finetune.epochs}, "
+                "so that the last fine-tune epoch trains the final N:M mask"
+            )
+        if self.task.spec == "distillation" and not (self.model.checkpoint or self.model.pretrained):
+            raise ConfigError("recipe key task.spec = 'distillation' needs a trained dense model to learn from: "
+                              "set model.checkpoint or model.pretrained: true")
+        for key in ("output", "device"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"recipe key {key} = {value!r} has the wrong type: expected a non-empty string")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ConfigError(f"recipe key device = {self.device!r}: use auto, cpu, cuda or cuda:N")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -143,59 +87,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _type_name(hint: Any) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
-    if hint in names:
-        return names[hint]
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is tuple:
-        return f"a list of {_type_name(args[0]).removeprefix('an ').removeprefix('a ')}s"
-    return " or ".join(_type_name(a) for a in args)
-
-
-def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
-    """(fits, value as the field stores it): lists become tuples, ints are numbers too."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            ok, out = _coerce(value, arg)
-            if ok:
-                return True, out
-        return False, value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        items = [_coerce(v, typing.get_args(hint)[0]) for v in value]
-        return all(ok for ok, _ in items), tuple(out for _, out in items)
-    if hint is type(None):
-        return value is None, value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool), float(value) if isinstance(value, (int, float)) else value
-    return isinstance(value, hint), value
-
-
-def _build(cls: type, values: Any, where: str, base: Any) -> Any:
-    """``base`` with ``values`` applied; every key known and every value of the field's type."""
+def _section(cls: type, values: Any, where: str, base: Any) -> Any:
+    """``base`` with ``values`` applied: YAML values in the declared types, then the config's own checks."""
     if not isinstance(values, Mapping):
         raise ConfigError(f"recipe section {where!r} must be a mapping of keys, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    unknown = unknown_keys(cls, values)
+    if unknown:
+        raise ConfigError(f"unknown recipe key {where}.{unknown[0]}; {where} has: {', '.join(names)}")
+    hints = typing.get_type_hints(cls)
     changes = {}
     for key, value in values.items():
-        if key not in names:
-            raise ConfigError(f"unknown recipe key {where}.{key}; {where} has: {', '.join(names)}")
-        ok, coerced = _coerce(value, hints[key])
+        ok, typed = coerce(value, hints[key])  # YAML 1 is the number 1.0, a YAML list a tuple
         if not ok:
-            raise ConfigError(f"recipe key {where}.{key} = {value!r} has the wrong type: expected {_type_name(hints[key])}")
-        changes[key] = coerced
+            raise ConfigError(f"recipe key {where}.{key} = {value!r} has the wrong type: expected {type_name(hints[key])}")
+        changes[key] = typed
     try:
         return dataclasses.replace(base, **changes)
-    except ConfigError as exc:  # TrainConfig names its keys train.KEY; say which section they are in
-        raise ConfigError(f"recipe key {str(exc).replace('train.', f'{where}.')}") from None
+    except ConfigError as exc:
+        raise exc.in_recipe(where) from None
 
 
 def recipe_from_mapping(values: Any, base: Recipe | None = None) -> Recipe:
@@ -208,73 +118,12 @@ def recipe_from_mapping(values: Any, base: Recipe | None = None) -> Recipe:
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if key in SECTIONS:
-            changes[key] = _build(SECTIONS[key], value if value is not None else {}, key, getattr(recipe, key))
+            changes[key] = _section(SECTIONS[key], value if value is not None else {}, key, getattr(recipe, key))
         elif key in _TOP_LEVEL:
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"recipe key {key} = {value!r} has the wrong type: expected a non-empty string")
             changes[key] = value
         else:
             raise ConfigError(f"unknown recipe section {key!r}; a recipe has: {', '.join([*SECTIONS, *_TOP_LEVEL])}")
-    recipe = dataclasses.replace(recipe, **changes)
-    check_recipe(recipe)
-    return recipe
-
-
-def check_recipe(recipe: Recipe) -> None:
-    """Value rules that span keys or need the sparsity registry (types are already right)."""
-    from nmdeploy.quant.int8 import METHODS as QUANT_METHODS
-    from nmdeploy.sparsity.methods import get_method
-    from nmdeploy.sparsity.pattern import parse_pattern
-    from nmdeploy.sparsity.schedule import check_schedule
-
-    sp = recipe.sparsity
-    for key, check in (("pattern", parse_pattern), ("method", get_method), ("schedule", check_schedule)):
-        try:
-            check(getattr(sp, key))
-        except ConfigError as exc:
-            raise ConfigError(f"recipe key sparsity.{key}: {exc}") from None
-    if sp.method == "dense":
-        raise ConfigError("recipe key sparsity.method = 'dense' makes nothing sparse; use maxq, srste, ste or asp")
-    if not 0 <= sp.start_epoch <= sp.end_epoch:
-        raise ConfigError(f"recipe keys sparsity.start_epoch = {sp.start_epoch}, end_epoch = {sp.end_epoch}: need 0 <= start_epoch <= end_epoch")
-    if get_method(sp.method).uses_schedule and sp.end_epoch >= recipe.finetune.epochs:
-        raise ConfigError(
-            f"recipe key sparsity.end_epoch = {sp.end_epoch} must be below finetune.epochs = {recipe.finetune.epochs}, "
-            "so that the last fine-tune epoch trains the final N:M mask"
-        )
-    for key in ("decay", "tau"):
-        if getattr(sp, key) < 0 or (key == "tau" and sp.tau == 0):
-            raise ConfigError(f"recipe key sparsity.{key} = {getattr(sp, key)} is out of range: use a number > 0")
-    if isinstance(sp.exclude, str) and sp.exclude != "auto":
-        raise ConfigError(f"recipe key sparsity.exclude = {sp.exclude!r}: use 'auto' or a list of globs ([] = none)")
-    task = recipe.task
-    if task.mse_weight < 0:
-        raise ConfigError(f"recipe key task.mse_weight = {task.mse_weight}: use a number >= 0")
-    if task.spec == "distillation" and not (recipe.model.checkpoint or recipe.model.pretrained):
-        raise ConfigError("recipe key task.spec = 'distillation' needs a trained dense model to learn from: "
-                          "set model.checkpoint or model.pretrained: true")
-    shape = recipe.model.input_shape
-    if len(shape) < 2 or any(d < 1 for d in shape):
-        raise ConfigError(f"recipe key model.input_shape = {list(shape)}: give [batch, ...] with every size >= 1, e.g. [1, 1, 28, 28]")
-    for key in ("train_subset", "val_subset"):
-        if getattr(recipe.data, key) < 0:
-            raise ConfigError(f"recipe key data.{key} = {getattr(recipe.data, key)}: use 0 (all) or a positive count")
-    q = recipe.quantize
-    if q.method not in QUANT_METHODS:
-        raise ConfigError(f"recipe key quantize.method = {q.method!r}: use one of {', '.join(QUANT_METHODS)}")
-    if q.count < 1 or not 0 < q.percentile <= 100:
-        raise ConfigError(f"recipe keys quantize.count = {q.count}, percentile = {q.percentile}: need count >= 1 and 0 < percentile <= 100")
-    e = recipe.engine
-    if not 1 <= e.min_batch <= e.opt_batch <= e.max_batch:
-        raise ConfigError(f"recipe keys engine.min_batch/opt_batch/max_batch = {e.min_batch}/{e.opt_batch}/{e.max_batch}: need 1 <= min <= opt <= max")
-    from nmdeploy.engine.plan import HARDWARE_COMPAT
-
-    if e.hardware_compat not in HARDWARE_COMPAT:
-        raise ConfigError(f"recipe key engine.hardware_compat = {e.hardware_compat!r}: use one of {', '.join(HARDWARE_COMPAT)}")
-    if e.workspace_mb is not None and e.workspace_mb < 1:
-        raise ConfigError(f"recipe key engine.workspace_mb = {e.workspace_mb}: use null (TensorRT's default) or a size >= 1")
-    if recipe.device != "auto" and recipe.device != "cpu" and not recipe.device.startswith("cuda"):
-        raise ConfigError(f"recipe key device = {recipe.device!r}: use auto, cpu, cuda or cuda:N")
+    return dataclasses.replace(recipe, **changes)
 
 
 def _recipe_loader() -> type:
@@ -312,22 +161,8 @@ def _parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from None
 
 
-def load_recipe(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Recipe:
-    """The built-in example, with the recipe file at ``path`` and then ``overrides`` applied."""
-    recipe = Recipe()
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read recipe {path} ({getattr(exc, 'strerror', None) or exc}); give the path of a YAML recipe, "
-                             "or leave out --recipe for the built-in example") from None
-        recipe = recipe_from_mapping(_parse_yaml(text, f"recipe {path}"), recipe)
-    return apply_overrides(recipe, overrides)
-
-
-def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
-    """Apply ``section.key=value`` (or ``output=DIR``) strings; values are parsed as YAML scalars/lists."""
+def _override_values(overrides: Sequence[str]) -> dict[str, Any]:
+    """``section.key=value`` (or ``output=DIR``) strings as a recipe mapping; values are parsed as YAML."""
     values: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -341,6 +176,44 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
             values.setdefault(section, {})[name] = value
         else:
             values[section] = value
+    return values
+
+
+def _merge(values: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe mapping ``values`` with ``overrides`` on top, key by key inside each section."""
+    merged = dict(values)
+    for key, value in overrides.items():
+        old = merged.get(key)
+        if key in SECTIONS and isinstance(old, Mapping) and isinstance(value, Mapping):
+            merged[key] = {**old, **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_recipe(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Recipe:
+    """The built-in example with the recipe file at ``path`` and then ``overrides`` applied.
+
+    File and overrides are merged before anything is checked, so a file may rely on an
+    override (and the other way round) for a rule that spans sections.
+    """
+    values: Any = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read recipe {path} ({getattr(exc, 'strerror', None) or exc}); give the path of a YAML recipe, "
+                             "or leave out --recipe for the built-in example") from None
+        values = _parse_yaml(text, f"recipe {path}")
+        if values is not None and not isinstance(values, Mapping):
+            return recipe_from_mapping(values)  # says it is not a mapping of sections
+    return recipe_from_mapping(_merge(values or {}, _override_values(overrides)))
+
+
+def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
+    """Apply ``section.key=value`` (or ``output=DIR``) strings to ``recipe``."""
+    values = _override_values(overrides)
     return recipe_from_mapping(values, recipe) if values else recipe
 
 
@@ -352,7 +225,7 @@ def dump_recipe(recipe: Recipe) -> str:
         text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip()
         return text.removesuffix("...").strip()
 
-    lines = ["# nmdeploy recipe: every key, in stage order (README: Recipe reference)"]
+    lines = ["# nmdeploy recipe: every key, in stage order (docs/recipe.md)"]
     for name, value in recipe.to_dict().items():
         if isinstance(value, dict):
             lines.append(f"{name}:")
@@ -362,17 +235,20 @@ def dump_recipe(recipe: Recipe) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reference_rows() -> list[tuple[str, str, str]]:
-    """(key, default, type) for every recipe key: the README's recipe reference is checked against it."""
+def reference_rows() -> list[tuple[str, str, str, str]]:
+    """(key, default, type, meaning) for every recipe key, from the config classes' fields."""
+    from nmdeploy.config import help_of
+
     rows = []
     defaults = Recipe().to_dict()
     for name in [f.name for f in dataclasses.fields(Recipe)]:
         if name in SECTIONS:
-            hints = typing.get_type_hints(SECTIONS[name])
+            cls = SECTIONS[name]
+            hints = typing.get_type_hints(cls)
             for key, default in defaults[name].items():
-                rows.append((f"{name}.{key}", _show(default), _type_name(hints[key])))
+                rows.append((f"{name}.{key}", _show(default), type_name(hints[key]), help_of(cls, key)))
         else:
-            rows.append((name, _show(defaults[name]), "a string"))
+            rows.append((name, _show(defaults[name]), "a string", help_of(Recipe, name)))
     return rows
 
 

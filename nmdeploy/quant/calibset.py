@@ -28,6 +28,7 @@ from nmdeploy._atomic import write_all_atomic
 from nmdeploy.config import build_config
 from nmdeploy.data import ArrayData, load_data
 from nmdeploy.errors import ConfigError, InputError
+from nmdeploy.quant.config import QuantizeConfig
 
 __all__ = [
     "CalibrationDefinition", "CalibrationManifest", "draw_indices", "make_calibration_set",
@@ -61,8 +62,8 @@ class CalibrationDefinition:
     """A recipe for one calibration set (``calibration/NAME.yaml``); unknown keys are errors."""
 
     data: str
-    count: int = 512
-    seed: int = 0
+    count: int = QuantizeConfig.count
+    seed: int = QuantizeConfig.seed
     output: str = ""  # default: NAME.npz beside the definition
 
 

@@ -25,9 +25,12 @@ import onnx
 
 from nmdeploy._atomic import atomic_output
 from nmdeploy.data import ArrayData, load_data
+from nmdeploy.config import from_arguments
 from nmdeploy.errors import ConfigError, InputError, QuantError
 from nmdeploy.export.verify import VerifyReport, load_onnx, verify_model
+from nmdeploy.sparsity.pattern import parse_pattern
 from nmdeploy.quant.calibset import load_calibration_set
+from nmdeploy.quant.config import METHODS, QuantizeConfig
 from nmdeploy.quant.evaluate import EvalReport, evaluate_onnx
 from nmdeploy.quant.lint import LintReport, lint_qdq
 from nmdeploy.quant.placement import drop_fused_add_qdq, drop_output_qdq, prune_unused, residual_adds
@@ -35,7 +38,6 @@ from nmdeploy.quant.reader import CalibrationReader, bind_inputs, ort_session
 
 __all__ = ["METHODS", "QuantReport", "quantize_int8", "resolve_data"]
 
-METHODS = ("minmax", "entropy", "percentile")
 _QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 _ALREADY = ("QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear")
 log = logging.getLogger("nmdeploy")
@@ -104,34 +106,39 @@ def quantize_int8(
     onnx_in: str | Path,
     onnx_out: str | Path,
     calibration: str | Path | ArrayData,
-    method: str = "entropy",
-    per_channel: bool = True,
-    output_qdq_on_sparse: bool = False,
-    exclude: Sequence[str] = (),
+    method: str = QuantizeConfig.method,
+    per_channel: bool = QuantizeConfig.per_channel,
+    output_qdq_on_sparse: bool = QuantizeConfig.output_qdq_on_sparse,
+    exclude: Sequence[str] = QuantizeConfig.exclude,
     *,
-    percentile: float = 99.999,
-    keep_float_weights: bool = False,
+    percentile: float = QuantizeConfig.percentile,
+    keep_float_weights: bool = QuantizeConfig.keep_float_weights,
+    batch_size: int = QuantizeConfig.batch_size,
+    config: QuantizeConfig | None = None,
     pattern: str = "2:4",
-    batch_size: int = 32,
     eval_data: str | Path | ArrayData | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> QuantReport:
     """Quantise ``onnx_in`` to INT8 Q/DQ at ``onnx_out``, calibrated on ``calibration``.
 
     ``calibration``: a calibration-set ``.npz`` (``nmdeploy calibrate``), any data spec or an
-    ArrayData. ``method``: minmax, entropy or percentile (``percentile`` sets its cut-off).
-    ``output_qdq_on_sparse`` also quantises the outputs of N:M layers. ``keep_float_weights``
-    stores float weights behind a Q -> DQ pair (TensorRT 8.6 / JetPack 5-6) instead of int8
-    initializers. ``exclude``: globs on node or weight names kept in float. Accuracy is
+    ArrayData. ``method``: minmax (the default: the most accurate on our benchmark), entropy
+    or percentile (``percentile`` sets its cut-off). ``output_qdq_on_sparse`` also
+    quantises the outputs of N:M layers. ``keep_float_weights`` stores float weights behind
+    a Q -> DQ pair (TensorRT 8.6 / JetPack 5-6) instead of int8 initializers. ``exclude``:
+    globs on node or weight names kept in float. ``config``: these settings as one
+    :class:`QuantizeConfig` (a recipe's ``quantize`` section); the arguments are then not
+    used. ``pattern``: the N:M pattern checked again on the int8 weights. Accuracy is
     measured on ``eval_data`` (default: the calibration data). ``progress(stage, done,
     total)`` is told how far calibration and evaluation are.
     """
-    if method not in METHODS:
-        raise ConfigError(f"calibration method {method!r} does not exist; use one of {', '.join(METHODS)}")
-    if method == "percentile" and not 0 < percentile <= 100:
-        raise ConfigError(f"percentile {percentile} must be in (0, 100], e.g. 99.999")
-    if batch_size < 1:
-        raise ConfigError(f"batch size {batch_size} must be >= 1")
+    if config is None:
+        config = from_arguments(QuantizeConfig, method=method, per_channel=per_channel, output_qdq_on_sparse=output_qdq_on_sparse,
+                                exclude=tuple(exclude), percentile=percentile, keep_float_weights=keep_float_weights,
+                                batch_size=batch_size)
+    parse_pattern(pattern)  # a bad pattern fails now, not after calibration
+    method, percentile, per_channel, batch_size = config.method, config.percentile, config.per_channel, config.batch_size
+    output_qdq_on_sparse, keep_float_weights, exclude = config.output_qdq_on_sparse, config.keep_float_weights, config.exclude
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     if onnx_out.suffix != ".onnx":
         raise ConfigError(f"output path {onnx_out} should end in .onnx")

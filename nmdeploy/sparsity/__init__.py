@@ -1,32 +1,39 @@
-"""N:M sparsity: masks, layer selection, methods (maxq, srste, ste, asp, dense), schedules."""
+"""N:M sparsity: masks, layer selection, methods (maxq, srste, ste, asp, dense), schedules.
 
-from nmdeploy.errors import NotAcceleratedWarning
-from nmdeploy.sparsity.api import Sparsifier, finalize, sparsify
-from nmdeploy.sparsity.methods import method_names
-from nmdeploy.sparsity.nm import is_nm_sparse, maxq_mask, nm_mask, soft_nm_mask
-from nmdeploy.sparsity.pattern import Pattern, implies_2_4, parse_pattern
-from nmdeploy.sparsity.report import LayerReport, SparsityReport
-from nmdeploy.sparsity.schedule import SCHEDULES, preserve_rate
-from nmdeploy.sparsity.targets import REASONS, LayerTarget, select_layers
+Names resolve lazily: ``nmdeploy.sparsity.config`` (and so the command line's ``--help``)
+imports no torch.
+"""
 
-__all__ = [
-    "REASONS",
-    "SCHEDULES",
-    "LayerReport",
-    "LayerTarget",
-    "NotAcceleratedWarning",
-    "Pattern",
-    "Sparsifier",
-    "SparsityReport",
-    "finalize",
-    "implies_2_4",
-    "is_nm_sparse",
-    "maxq_mask",
-    "method_names",
-    "nm_mask",
-    "parse_pattern",
-    "preserve_rate",
-    "select_layers",
-    "soft_nm_mask",
-    "sparsify",
-]
+from __future__ import annotations
+
+from nmdeploy._lazy import lazy_getattr
+
+_LAZY = {
+    "REASONS": "nmdeploy.sparsity.targets",
+    "SCHEDULES": "nmdeploy.sparsity.schedule",
+    "LayerReport": "nmdeploy.sparsity.report",
+    "LayerTarget": "nmdeploy.sparsity.targets",
+    "NotAcceleratedWarning": "nmdeploy.errors",
+    "Pattern": "nmdeploy.sparsity.pattern",
+    "Sparsifier": "nmdeploy.sparsity.api",
+    "SparsityConfig": "nmdeploy.sparsity.config",
+    "SparsityReport": "nmdeploy.sparsity.report",
+    "finalize": "nmdeploy.sparsity.api",
+    "implies_2_4": "nmdeploy.sparsity.pattern",
+    "is_nm_sparse": "nmdeploy.sparsity.nm",
+    "maxq_mask": "nmdeploy.sparsity.nm",
+    "method_names": "nmdeploy.sparsity.methods.registry",
+    "nm_mask": "nmdeploy.sparsity.nm",
+    "parse_pattern": "nmdeploy.sparsity.pattern",
+    "preserve_rate": "nmdeploy.sparsity.schedule",
+    "select_layers": "nmdeploy.sparsity.targets",
+    "soft_nm_mask": "nmdeploy.sparsity.nm",
+    "sparsify": "nmdeploy.sparsity.api",
+}
+
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_getattr("nmdeploy.sparsity", _LAZY, globals())
+
+
+def __dir__() -> list[str]:
+    return __all__

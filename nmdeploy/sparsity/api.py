@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -18,13 +19,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nmdeploy.errors import ConfigError, LayerSelectionError, NotAcceleratedWarning, SparsityStateError
-from nmdeploy.sparsity.methods import NMParametrization, get_method
-from nmdeploy.sparsity.methods.maxq import MaxQMask
+from nmdeploy.config import from_arguments
 from nmdeploy.sparsity.batching import attach_batching, detach_batching
+from nmdeploy.sparsity.config import SparsityConfig
+from nmdeploy.sparsity.methods.base import NMParametrization
+from nmdeploy.sparsity.methods.registry import get_method
 from nmdeploy.sparsity.pattern import Pattern, parse_pattern
 from nmdeploy.sparsity.report import LayerReport, SparsityReport
-from nmdeploy.sparsity.schedule import check_epochs, check_schedule, preserve_rate
-from nmdeploy.sparsity.targets import LayerTarget, select_layers
+from nmdeploy.sparsity.schedule import preserve_rate
+from nmdeploy.sparsity.targets import LayerTarget, normalise_patterns, select_layers
 
 __all__ = ["Sparsifier", "sparsify", "finalize", "nm_parametrization"]
 
@@ -46,25 +49,16 @@ class Sparsifier:
     carries them; ``Sparsifier.state_dict()`` adds the settings and the epoch.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        pattern: Pattern,
-        method: str,
-        schedule: str,
-        start_epoch: int,
-        end_epoch: int,
-        targets: list[LayerTarget],
-        options: Mapping[str, Any],
-    ) -> None:
+    def __init__(self, model: nn.Module, config: SparsityConfig, targets: list[LayerTarget]) -> None:
         self.model = model
-        self.pattern = pattern
-        self.method = method
-        self.schedule = schedule
-        self.start_epoch = start_epoch
-        self.end_epoch = end_epoch
+        self.config = config
+        self.pattern: Pattern = parse_pattern(config.pattern)
+        self.method = config.method
+        self.schedule = config.schedule
+        self.start_epoch = config.start_epoch
+        self.end_epoch = config.end_epoch
         self.targets = tuple(targets)
-        self.options = dict(options)
+        self.options = asdict(config.method_options())
         self.epoch = 0
         self._sad_reference: dict[str, torch.Tensor] = {}
 
@@ -101,8 +95,7 @@ class Sparsifier:
         self.epoch = epoch
         fraction = self.dense_fraction
         for _, p, _weight in self._parametrized():
-            if isinstance(p, MaxQMask):
-                p.set_dense_fraction(fraction)
+            p.set_dense_fraction(fraction)
         self._snapshot_masks()
 
     def _snapshot_masks(self) -> None:
@@ -152,9 +145,13 @@ class Sparsifier:
                 "sparsifier state is not from Sparsifier.state_dict() (format 1); save sp.state_dict() beside the model"
             )
         mine = self.state_dict()
+        theirs = dict(state)
+        if state.get("method") == self.method and isinstance(state.get("options"), Mapping):
+            # saved as given or as the method's full options: compare what they mean
+            theirs["options"] = asdict(get_method(self.method).make_config(state["options"]))
         for key in ("pattern", "method", "schedule", "start_epoch", "end_epoch", "layers", "options"):
-            if state.get(key) != mine[key]:
-                shown = "differ" if key == "layers" else f"{state.get(key)!r} vs {mine[key]!r}"
+            if theirs.get(key) != mine[key]:
+                shown = "differ" if key == "layers" else f"{theirs.get(key)!r} vs {mine[key]!r}"
                 raise SparsityStateError(
                     f"sparsifier state does not match this model: {key} {shown}; "
                     "call sparsify() with the settings the checkpoint was made with"
@@ -170,15 +167,16 @@ class Sparsifier:
 
 def sparsify(
     model: nn.Module,
-    pattern: str | tuple[int, int] = "2:4",
-    method: str = "maxq",
-    schedule: str = "linear",
-    start_epoch: int = 0,
-    end_epoch: int = 30,
-    include: object = None,
-    exclude: object = "auto",
+    pattern: str | tuple[int, int] = SparsityConfig.pattern,
+    method: str = SparsityConfig.method,
+    schedule: str = SparsityConfig.schedule,
+    start_epoch: int = SparsityConfig.start_epoch,
+    end_epoch: int = SparsityConfig.end_epoch,
+    include: object = SparsityConfig.include,
+    exclude: object = SparsityConfig.exclude,
     *,
     options: Mapping[str, Any] | None = None,
+    config: SparsityConfig | None = None,
 ) -> Sparsifier:
     """Make ``model``'s eligible layers N:M sparse with ``method``, in place.
 
@@ -187,7 +185,7 @@ def sparsify(
             MultiheadAttention projections are candidates, grouped along the input dimension.
         pattern: ``"N:M"`` (or ``(n, m)``), ``0 < n < m <= 32``. Patterns that do not imply
             2:4 (e.g. 4:8) work for research but are not hardware-accelerated (warning).
-        method: ``maxq``, ``srste``, ``ste``, ``asp`` or ``dense`` (METHODS.md).
+        method: ``maxq``, ``srste``, ``ste``, ``asp`` or ``dense`` (docs/design/methods.md).
         schedule, start_epoch, end_epoch: MaxQ's incremental schedule: the share of dense
             blocks falls from 1 at ``start_epoch`` to 0 at ``end_epoch`` (``linear``,
             ``cubic``, ``cos``, ``exp``); ``0, 0`` means fully N:M from the first step.
@@ -195,24 +193,31 @@ def sparsify(
         exclude: glob pattern(s) to keep dense; ``"auto"`` keeps the first and the last
             weighted layer dense; ``()`` sparsifies them too.
         options: method options, e.g. ``{"decay": 1e-4}`` for srste/maxq or ``{"tau": 2e-2}``.
+        config: all of the above as one :class:`SparsityConfig` (a recipe's ``sparsity``
+            section); when given, the other arguments are not used.
 
     Returns:
         A :class:`Sparsifier`; call ``set_epoch(epoch)`` at the start of every epoch.
     """
-    nm = parse_pattern(pattern)
-    spec = get_method(method)
-    check_schedule(schedule)
-    check_epochs(start_epoch, end_epoch)
-    config = spec.make_config(options)
+    if config is None:
+        nm = parse_pattern(pattern)
+        chosen = get_method(method).make_config(options)  # only the options this method takes
+        config = from_arguments(
+            SparsityConfig, pattern=str(nm), method=method, schedule=schedule, start_epoch=start_epoch,
+            end_epoch=end_epoch, include=normalise_patterns(include, "include") if include is not None else None,
+            exclude=exclude if exclude == "auto" else normalise_patterns(exclude, "exclude"), **asdict(chosen),
+        )
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    nm = parse_pattern(config.pattern)
+    spec = get_method(config.method)
     already = [n for n, mod in model.named_modules() if _has_nm_parametrization(mod)]
     if already:
         raise SparsityStateError(
             f"model is already sparsified (layer {already[0]!r}); call nmdeploy.finalize(model) "
             "first, or load the checkpoint into a fresh model"
         )
-    targets = select_layers(model, nm.m, include, exclude)
+    targets = select_layers(model, nm.m, config.include, config.exclude)
     if not any(t.eligible for t in targets):
         listing = "; ".join(f"{t.name or '(model)'} {t.type_name}{list(t.shape)}: {t.reason} ({t.detail})" for t in targets)
         raise LayerSelectionError(
@@ -226,17 +231,18 @@ def sparsify(
             NotAcceleratedWarning,
             stacklevel=2,
         )
+    options = config.method_options()
     for target in targets:
         if not target.eligible:
             continue
         weight = getattr(target.module, target.param_name)
-        parametrization = spec.factory(nm.n, nm.m, weight, config)
+        parametrization = spec.factory(nm.n, nm.m, weight, options)
         if parametrization is not None:
             parametrization.train(model.training)
             parametrize.register_parametrization(target.module, target.param_name, parametrization, unsafe=True)
     if spec.rebuilds_masks:
         attach_batching(model)
-    sp = Sparsifier(model, nm, method, schedule, start_epoch, end_epoch, targets, dict(options or {}))
+    sp = Sparsifier(model, config, targets)
     sp.set_epoch(0)
     return sp
 

@@ -18,9 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nmdeploy.sparsity.methods import NMParametrization
-from nmdeploy.sparsity.methods.maxq import MaxQMask
-from nmdeploy.sparsity.nm import maxq_masks_same_shape, nm_indicators
+from nmdeploy.sparsity.methods.base import NMParametrization
+from nmdeploy.sparsity.nm import nm_indicators
 
 __all__ = ["attach_batching", "detach_batching"]
 
@@ -28,7 +27,7 @@ __all__ = ["attach_batching", "detach_batching"]
 # model's parametrization lists, so the per-forward hooks need not walk the module tree.
 _HOOKS: weakref.WeakKeyDictionary[nn.Module, list[Any]] = weakref.WeakKeyDictionary()
 _LAYERS: weakref.WeakKeyDictionary[nn.Module, list[nn.Module]] = weakref.WeakKeyDictionary()
-# model -> {tuple of layer ids: warm-start hints} for MaxQ layers batched by shape
+# model -> {tuple of layer ids: hints} for the layers a method batches together (see batch_key)
 _GROUP_HINTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], dict]] = weakref.WeakKeyDictionary()
 
 
@@ -67,29 +66,28 @@ def _recomputing(model: nn.Module) -> list[tuple[NMParametrization, torch.Tensor
 
 
 def _prepare_masks(model: nn.Module, args: Any) -> None:
-    """Forward pre-hook: build every mask this forward needs, in one batched pass."""
+    """Forward pre-hook: build every mask this forward needs, in one batched pass.
+
+    The N:M indicators of all layers of one pattern come out of one stacked computation;
+    each method then takes its share, and layers whose method gives them equal
+    :meth:`~NMParametrization.batch_key` finish their masks together.
+    """
     by_pattern: dict[tuple[int, int], list[tuple[NMParametrization, torch.Tensor]]] = {}
     for p, weight in _recomputing(model):
         by_pattern.setdefault((p.n, p.m), []).append((p, weight))
     with torch.no_grad():
         for (n, m), items in by_pattern.items():
             nms = nm_indicators([w for _, w in items], n, m)
-            same_shape: dict[tuple, list[tuple[MaxQMask, torch.Tensor, torch.Tensor]]] = {}
+            groups: dict[tuple, list[tuple[NMParametrization, torch.Tensor, torch.Tensor]]] = {}
             for (p, weight), nm in zip(items, nms):
-                if isinstance(p, MaxQMask) and float(p.dense_fraction) == 0:
-                    key = (tuple(weight.shape), weight.device, weight.dtype, p.tau)
-                    same_shape.setdefault(key, []).append((p, weight, nm))
+                key = p.batch_key(weight)
+                if key is None:
+                    p.prepare(weight, nm)
                 else:
-                    p.prepare(weight, nm)
-            for (_, _, _, tau), group in same_shape.items():
-                if len(group) == 1:
-                    p, weight, nm = group[0]
-                    p.prepare(weight, nm)
-                    continue
+                    groups.setdefault((type(p), key), []).append((p, weight, nm))
+            for (method, _), group in groups.items():
                 hints = _GROUP_HINTS.setdefault(model, {}).setdefault(tuple(id(g[0]) for g in group), {})
-                masks = maxq_masks_same_shape([g[1] for g in group], n, m, tau, [g[2] for g in group], hints)
-                for (p, weight, _), mask in zip(group, masks):
-                    p.adopt(weight, mask)
+                method.prepare_batch(group, hints)
 
 
 def _release_masks(model: nn.Module, args: Any, output: Any) -> None:

@@ -1,4 +1,4 @@
-"""Classification fine-tuning: the loop, its settings and resumable checkpoints.
+"""Fine-tuning: the loop, its settings, the tasks it optimises and resumable checkpoints.
 
 Names resolve lazily so that reading a recipe (which needs only :class:`TrainConfig`) does
 not import torch.
@@ -20,6 +20,8 @@ _LAZY = {
     "Classification": "nmdeploy.train.tasks",
     "Distillation": "nmdeploy.train.tasks",
     "load_task": "nmdeploy.train.tasks",
+    "make_task": "nmdeploy.train.tasks",
+    "TaskConfig": "nmdeploy.train.config",
 }
 
 __all__ = list(_LAZY)

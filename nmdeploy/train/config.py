@@ -1,32 +1,41 @@
-"""Fine-tuning settings: one frozen dataclass, checked when it is built."""
+"""Training settings (``TrainConfig``) and what training optimises (``TaskConfig``).
+
+A recipe uses ``TrainConfig`` twice, for dense pre-training (``dense``) and for the N:M
+fine-tune (``finetune``); its errors name the section ``train`` and a recipe re-words them
+with its own section name. Standard library only.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
+from nmdeploy.config import check_types, setting
 from nmdeploy.errors import ConfigError
 
-__all__ = ["TrainConfig"]
+__all__ = ["OPTIMIZERS", "TaskConfig", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to fine-tune. ``lr`` is the peak rate: a linear warm-up to it, then a cosine to 0."""
+    """How to train. ``lr`` is the peak rate: a linear warm-up to it, then a cosine to 0."""
 
-    epochs: int = 4
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4  # never on norm weights and biases (1-D parameters)
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0  # max gradient norm; 0 = off
-    amp: bool = True  # bfloat16 autocast, on CUDA only
-    seed: int = 0
+    SECTION: ClassVar[str] = "train"
+
+    epochs: int = setting(4, "Epochs.")
+    batch_size: int = setting(128, "Global batch size (split over processes under torchrun).")
+    optimizer: str = setting("sgd", "`sgd` or `adamw`.")
+    lr: float = setting(0.05, "Peak learning rate: linear warm-up to it, cosine to 0.")
+    momentum: float = setting(0.9, "SGD momentum.")
+    nesterov: bool = setting(True, "Nesterov momentum (SGD).")
+    weight_decay: float = setting(5e-4, "Weight decay, never on norm weights and biases.")
+    warmup_epochs: float = setting(0.0, "Warm-up length (may be fractional).")
+    label_smoothing: float = setting(0.0, "Cross-entropy label smoothing.")
+    grad_clip: float = setting(0.0, "Max gradient norm; 0 = off.")
+    amp: bool = setting(True, "bfloat16 autocast on CUDA (ignored on CPU).")
+    seed: int = setting(0, "Seed of the data order (and of the initial weights for `dense`).")
 
     def __post_init__(self) -> None:
         checks = {
@@ -37,19 +46,40 @@ class TrainConfig:
         for key, (kind, ok, rule) in checks.items():
             value = getattr(self, key)
             if not isinstance(value, kind) or isinstance(value, bool) or not ok:
-                raise ConfigError(f"train.{key} = {value!r} is invalid: an integer {rule}".rstrip())
+                raise _error(f"{key} = {value!r} is invalid: an integer {rule}".rstrip())
         for key in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "grad_clip"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"train.{key} = {value!r} is invalid: a number >= 0")
+                raise _error(f"{key} = {value!r} is invalid: a number >= 0")
         if self.lr <= 0:
-            raise ConfigError(f"train.lr = {self.lr!r} is invalid: a number > 0, e.g. 0.05")
+            raise _error(f"lr = {self.lr!r} is invalid: a number > 0, e.g. 0.05")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"train.optimizer = {self.optimizer!r} is invalid: use one of {', '.join(OPTIMIZERS)}")
+            raise _error(f"optimizer = {self.optimizer!r} is invalid: use one of {', '.join(OPTIMIZERS)}")
         if self.label_smoothing >= 1:
-            raise ConfigError(f"train.label_smoothing = {self.label_smoothing!r} is invalid: use a value in [0, 1)")
+            raise _error(f"label_smoothing = {self.label_smoothing!r} is invalid: use a value in [0, 1)")
         if self.warmup_epochs >= self.epochs:
-            raise ConfigError(f"train.warmup_epochs = {self.warmup_epochs!r} must be below train.epochs = {self.epochs}")
+            raise _error(f"warmup_epochs = {self.warmup_epochs!r} must be below {{section}}.epochs = {self.epochs}")
         for key in ("nesterov", "amp"):
             if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"train.{key} = {getattr(self, key)!r} is invalid: true or false")
+                raise _error(f"{key} = {getattr(self, key)!r} is invalid: true or false")
+
+
+def _error(detail: str) -> ConfigError:
+    return ConfigError.setting(TrainConfig.SECTION, detail)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What training optimises and every stage reports (``nmdeploy.train.tasks``)."""
+
+    SECTION: ClassVar[str] = "task"
+
+    spec: str = setting(
+        "classification", "`classification` (cross-entropy, top-1), `distillation` (match the dense model's outputs: "
+        "1 − cosine + MSE; scored by cosine), or `package.module:callable` returning a task.")
+    mse_weight: float = setting(1.0, "Distillation: weight of the MSE term.")
+
+    def __post_init__(self) -> None:
+        check_types(self, self.SECTION)
+        if self.mse_weight < 0:
+            raise ConfigError.setting(self.SECTION, f"mse_weight = {self.mse_weight}: use a number >= 0")

@@ -19,8 +19,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from nmdeploy.errors import ConfigError, InputError
+from nmdeploy.train.config import TaskConfig
 
-__all__ = ["BUILTIN_TASKS", "Classification", "Distillation", "Task", "load_task", "run_batched"]
+__all__ = ["BUILTIN_TASKS", "Classification", "Distillation", "Task", "load_task", "make_task", "run_batched"]
 
 
 class Task(Protocol):
@@ -104,3 +105,10 @@ def load_task(spec: str) -> Task:
         raise InputError(f"task spec {spec!r} returned {type(task).__name__}, which lacks {', '.join(missing) or 'metric'}; "
                          "see nmdeploy.train.tasks.Task")
     return task
+
+
+def make_task(config: TaskConfig) -> Task:
+    """The task a ``TaskConfig`` names, with its settings (``mse_weight`` for distillation)."""
+    if config.spec == "distillation":
+        return Distillation(config.mse_weight)
+    return load_task(config.spec)

@@ -1,4 +1,4 @@
-"""The nmdeploy command line: help without heavy imports, version, errors, the demo."""
+"""The nmdeploy command line: help without heavy imports, version, errors, global options."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 import nmdeploy
 from nmdeploy.cli import cli
-from nmdeploy.cli.demo import METHODS
 
 BLOCKED = ("torch", "onnx", "onnxruntime", "tensorrt", "polygraphy")
 
@@ -36,7 +35,7 @@ def _run_blocked(args: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], *([name, "--help"] for name in ("build", "finetune", "demo", "export", "verify", "calibrate", "quantize", "eval", "engine", "bench")), ["--version"]],
+    [["--help"], *([name, "--help"] for name in ("build", "finetune", "export", "verify", "calibrate", "quantize", "eval", "engine", "bench")), ["--version"]],
 )
 def test_help_and_version_need_no_torch(args):
     proc = _run_blocked(args)
@@ -51,39 +50,27 @@ def test_every_subcommand_has_help():
         assert result.exit_code == 0 and f"Usage: cli {name}" in result.output
 
 
-def test_bad_pattern_is_one_line_and_exit_1():
-    result = CliRunner().invoke(cli, ["demo", "--pattern", "3:2"])
+def test_bad_pattern_is_one_line_and_exit_1(tmp_path):
+    """A bad --pattern fails at once, before the model or the calibration data are read."""
+    result = CliRunner().invoke(cli, ["quantize", str(tmp_path / "m.onnx"), "--calibration", "c.npz", "--pattern", "3:2"])
     assert result.exit_code == 1
     assert result.output == 'Error: pattern "3:2" is invalid: need 0 < n < m <= 32, e.g. "2:4"\n'
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_debug_shows_the_exception():
-    result = CliRunner().invoke(cli, ["--debug", "demo", "--method", "magic"])
+    result = CliRunner().invoke(cli, ["--debug", "finetune", "--method", "magic", "--out", "out"])
     assert result.exit_code == 1
     assert type(result.exception).__name__ == "ConfigError"
 
 
 def test_bad_debug_environment_value():
-    result = CliRunner().invoke(cli, ["demo", "--pattern", "2:4"], env={"NMDEPLOY_DEBUG": "yes"})
+    result = CliRunner().invoke(cli, ["verify", "model.onnx"], env={"NMDEPLOY_DEBUG": "yes"})
     assert result.exit_code == 1
     assert result.output == "Error: environment variable NMDEPLOY_DEBUG='yes' is not a boolean; use 1/0/true/false\n"
 
 
-def test_demo_methods_listed_in_help_are_the_registry():
-    from nmdeploy.sparsity import method_names
-
-    assert METHODS == method_names()
-
-
-def test_demo_json():
-    result = CliRunner().invoke(cli, ["demo", "--method", "srste", "--epochs", "2", "--dense-epochs", "1", "--json"])
-    assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.stdout)
-    assert row["method"] == "srste" and row["pattern"] == "2:4" and row["exact_nm"] is True
-    assert [layer["name"] for layer in row["layers"]] == ["stem.0", "conv1.0", "conv2.0", "head.1", "head.3"]
-
-
-@pytest.mark.parametrize("args", [[], ["build"], ["finetune"], ["engine"], ["bench"], ["demo"], ["export"], ["verify"], ["calibrate"], ["quantize"], ["eval"]])
+@pytest.mark.parametrize("args", [[], ["build"], ["finetune"], ["engine"], ["bench"], ["export"], ["verify"], ["calibrate"], ["quantize"], ["eval"]])
 def test_readme_cli_reference_is_current(args):
     """README's help blocks are the real --help output (regenerate them when this fails)."""
     from pathlib import Path

@@ -107,8 +107,13 @@ def test_calibrate_needs_a_source_and_an_output(tmp_path):
     assert result.exit_code == 2 and result.output == "Error: nowhere.npz: no such data file; give an .npz path, a built-in name (fashion-mnist) or module:callable\n"
 
 
-def test_cli_method_list_is_the_library_list():
-    from nmdeploy.cli.quantize import METHODS as CLI_METHODS
-    from nmdeploy.quant.int8 import METHODS
+def test_quantize_calibrates_as_the_build_does_by_default(tmp_path, cnn_onnx):
+    """Without --method, quantize uses the build's (and the library's) method: minmax, the best on our benchmark."""
+    from nmdeploy.pipeline.recipe import Recipe
 
-    assert CLI_METHODS == METHODS
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=np.random.default_rng(0).normal(size=(16, 1, 28, 28)).astype(np.float32))
+    result = _run("quantize", str(cnn_onnx), "-o", str(tmp_path / "q.onnx"), "--calibration", str(calib))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"wrote {tmp_path / 'q.onnx'}: 10 layer(s) INT8 (minmax, per-channel weights, 16 calibration samples)"
+    assert Recipe().quantize.method == "minmax" and "[default: minmax]" in _run("quantize", "--help").output

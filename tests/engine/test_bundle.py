@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 from nmdeploy.engine.bundle import BUNDLED_CODE, trtexec_script, write_bundle
-from nmdeploy.engine.plan import BuildOptions
+from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.shapes import make_profile, onnx_inputs
 from tests.engine.test_layers import SAMPLES, STATUSES, VERIFY
 
@@ -38,8 +38,8 @@ def _run_in_bundle(bundle: Path, *args: str) -> subprocess.CompletedProcess:
 def _bundle(tmp_path: Path, cnn_onnx: Path, **options) -> tuple[Path, list[Path]]:
     profile = make_profile(onnx_inputs(cnn_onnx), (1, 8, 64))
     dest = tmp_path / "target-bundle"
-    files = write_bundle(dest, cnn_onnx, profile, BuildOptions(**options), qdq=True, verify=VERIFY, manifest={"schema": "m"},
-                         dense_twin=True, batch=(1, 8, 64))
+    config = EngineConfig(**options, dense_twin=True, min_batch=1, opt_batch=8, max_batch=64)
+    files = write_bundle(dest, cnn_onnx, profile, config, qdq=True, verify=VERIFY, manifest={"schema": "m"})
     return dest, files
 
 
@@ -63,9 +63,20 @@ def test_bundle_contents(tmp_path, cnn_onnx):
     assert json.loads((dest2 / "bundle.json").read_text())["workspace_mb"] is None
 
 
+def test_the_bundle_builds_with_every_engine_setting_it_was_given(tmp_path, cnn_onnx):
+    """bundle.json carries the whole EngineConfig (fp16 and strongly_typed too), which build_engine.py starts from."""
+    import dataclasses
+
+    dest, _ = _bundle(tmp_path, cnn_onnx, fp16=True, workspace_mb=64, version_compatible=True)
+    settings = json.loads((dest / "bundle.json").read_text())
+    names = {f.name for f in dataclasses.fields(EngineConfig)}
+    assert EngineConfig(**{k: v for k, v in settings.items() if k in names}) == EngineConfig(
+        fp16=True, workspace_mb=64, version_compatible=True, dense_twin=True, min_batch=1, opt_batch=8, max_batch=64)
+
+
 def test_trtexec_lines_for_both_generations(cnn_onnx):
     profile = make_profile(onnx_inputs(cnn_onnx), (1, 8, 64))
-    script = trtexec_script("model.int8.onnx", profile, BuildOptions(workspace_mb=256), dense_twin=True, qdq=True)
+    script = trtexec_script("model.int8.onnx", profile, EngineConfig(workspace_mb=256, dense_twin=True), qdq=True)
     lines = [line.strip() for line in script.splitlines() if line.strip().startswith("trtexec")]
     assert len(lines) == 4  # sparse and dense twin, for TensorRT 11 then 10
     common = ("--onnx=model.int8.onnx --minShapes=x:1x1x28x28 --optShapes=x:8x1x28x28 --maxShapes=x:64x1x28x28 "
@@ -74,8 +85,8 @@ def test_trtexec_lines_for_both_generations(cnn_onnx):
     assert lines[1] == f"trtexec {common} --saveEngine=model.dense.plan --exportLayerInfo=layers.dense.json 2>&1 | tee build.dense.log"
     assert lines[2] == f"trtexec {common} --int8 --sparsity=enable --saveEngine=model.plan --exportLayerInfo=layers.json 2>&1 | tee build.log"
     assert "--int8" not in lines[0] and "--int8" in lines[3]
-    typed = trtexec_script("m.onnx", profile, BuildOptions(strongly_typed=True, hardware_compat="ampere_plus", version_compatible=True),
-                           dense_twin=False, qdq=True)
+    typed = trtexec_script("m.onnx", profile, EngineConfig(strongly_typed=True, hardware_compat="ampere_plus", version_compatible=True,
+                                                           dense_twin=False), qdq=True)
     ten = [line for line in typed.splitlines() if "trtexec" in line and "--stronglyTyped" in line]
     assert len(ten) == 1 and "--hardwareCompatibilityLevel=ampere+" in ten[0] and "--versionCompatible" in ten[0]
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0  # the script parses

@@ -10,7 +10,8 @@ import types
 
 import pytest
 
-from nmdeploy.engine.plan import BuildOptions, plan_build
+from nmdeploy.engine.config import EngineConfig
+from nmdeploy.engine.plan import plan_build
 from nmdeploy.engine.trt import Capabilities, detect_capabilities
 from nmdeploy.errors import ConfigError
 
@@ -40,18 +41,18 @@ def test_generation_is_detected_from_features_not_the_version():
 
 # (capabilities, options, has_qdq) -> (network flags, builder flags, strongly typed)
 TABLE = [
-    (TRT10, BuildOptions(), True, ((), ("INT8", "SPARSE_WEIGHTS"), False)),
-    (TRT10, BuildOptions(fp16=True), True, ((), ("INT8", "FP16", "SPARSE_WEIGHTS"), False)),
-    (TRT10, BuildOptions(strongly_typed=True), True, (("STRONGLY_TYPED",), ("SPARSE_WEIGHTS",), True)),
-    (TRT10, BuildOptions(sparse=False), True, ((), ("INT8",), False)),
-    (TRT10, BuildOptions(), False, ((), ("SPARSE_WEIGHTS",), False)),
-    (TRT10, BuildOptions(fp16=True), False, ((), ("FP16", "SPARSE_WEIGHTS"), False)),
-    (TRT10, BuildOptions(version_compatible=True), True, ((), ("INT8", "SPARSE_WEIGHTS", "VERSION_COMPATIBLE"), False)),
-    (TRT11, BuildOptions(), True, ((), ("SPARSE_WEIGHTS",), True)),
-    (TRT11, BuildOptions(sparse=False), True, ((), (), True)),
-    (TRT11, BuildOptions(), False, ((), ("SPARSE_WEIGHTS",), True)),
-    (TRT11, BuildOptions(strongly_typed=True), True, ((), ("SPARSE_WEIGHTS",), True)),  # always strongly typed; flag not set
-    (TRT11, BuildOptions(version_compatible=True), True, ((), ("SPARSE_WEIGHTS", "VERSION_COMPATIBLE"), True)),
+    (TRT10, EngineConfig(), True, ((), ("INT8", "SPARSE_WEIGHTS"), False)),
+    (TRT10, EngineConfig(fp16=True), True, ((), ("INT8", "FP16", "SPARSE_WEIGHTS"), False)),
+    (TRT10, EngineConfig(strongly_typed=True), True, (("STRONGLY_TYPED",), ("SPARSE_WEIGHTS",), True)),
+    (TRT10, EngineConfig(sparse=False), True, ((), ("INT8",), False)),
+    (TRT10, EngineConfig(), False, ((), ("SPARSE_WEIGHTS",), False)),
+    (TRT10, EngineConfig(fp16=True), False, ((), ("FP16", "SPARSE_WEIGHTS"), False)),
+    (TRT10, EngineConfig(version_compatible=True), True, ((), ("INT8", "SPARSE_WEIGHTS", "VERSION_COMPATIBLE"), False)),
+    (TRT11, EngineConfig(), True, ((), ("SPARSE_WEIGHTS",), True)),
+    (TRT11, EngineConfig(sparse=False), True, ((), (), True)),
+    (TRT11, EngineConfig(), False, ((), ("SPARSE_WEIGHTS",), True)),
+    (TRT11, EngineConfig(strongly_typed=True), True, ((), ("SPARSE_WEIGHTS",), True)),  # always strongly typed; flag not set
+    (TRT11, EngineConfig(version_compatible=True), True, ((), ("SPARSE_WEIGHTS", "VERSION_COMPATIBLE"), True)),
 ]
 
 
@@ -63,23 +64,21 @@ def test_flag_table(caps, options, qdq, expected):
 
 
 def test_hardware_levels_and_notes():
-    assert plan_build(TRT11, BuildOptions(hardware_compat="ampere_plus"), True).hardware_level == "AMPERE_PLUS"
-    assert plan_build(TRT10, BuildOptions(hardware_compat="same_cc"), True).hardware_level == "SAME_COMPUTE_CAPABILITY"
-    assert any("TF32 sparse tactics are unverified" in n for n in plan_build(TRT11, BuildOptions(), False).notes)
-    assert any("strongly typed (TensorRT 11)" in n for n in plan_build(TRT11, BuildOptions(), True).notes)
+    assert plan_build(TRT11, EngineConfig(hardware_compat="ampere_plus"), True).hardware_level == "AMPERE_PLUS"
+    assert plan_build(TRT10, EngineConfig(hardware_compat="same_cc"), True).hardware_level == "SAME_COMPUTE_CAPABILITY"
+    assert any("TF32 sparse tactics are unverified" in n for n in plan_build(TRT11, EngineConfig(), False).notes)
+    assert any("strongly typed (TensorRT 11)" in n for n in plan_build(TRT11, EngineConfig(), True).notes)
 
 
 @pytest.mark.parametrize(
     "caps, options, message",
     [
-        (TRT11, BuildOptions(fp16=True), "TensorRT 11.4.0.106 has no FP16 flag (every network is strongly typed); convert the ONNX "
+        (TRT11, EngineConfig(fp16=True), "TensorRT 11.4.0.106 has no FP16 flag (every network is strongly typed); convert the ONNX "
                                          "to mixed precision first: python -m modelopt.onnx.autocast"),
-        (TRT10, BuildOptions(fp16=True, strongly_typed=True), "fp16 and strongly_typed exclude each other"),
-        (TRT10, BuildOptions(hardware_compat="turing"), "hardware compatibility 'turing' is unknown; use one of none, ampere_plus, same_cc"),
-        (TRT10, BuildOptions(workspace_mb=0), "workspace 0 MiB must be at least 1"),
-        (Capabilities("8.6", frozenset({"INT8"}), frozenset(), frozenset({"NONE"}), True), BuildOptions(),
+        (TRT10, EngineConfig(fp16=True, strongly_typed=True), "fp16 and strongly_typed exclude each other"),
+        (Capabilities("8.6", frozenset({"INT8"}), frozenset(), frozenset({"NONE"}), True), EngineConfig(),
          "TensorRT 8.6 has no BuilderFlag.SPARSE_WEIGHTS, needed for sparse kernels"),
-        (Capabilities("10.0", FLAGS_10, frozenset(), frozenset({"NONE"}), True), BuildOptions(hardware_compat="ampere_plus"),
+        (Capabilities("10.0", FLAGS_10, frozenset(), frozenset({"NONE"}), True), EngineConfig(hardware_compat="ampere_plus"),
          "TensorRT 10.0 has no HardwareCompatibilityLevel.AMPERE_PLUS; use hardware_compat none"),
     ],
 )
@@ -87,3 +86,18 @@ def test_impossible_plans_are_one_line_errors(caps, options, message):
     with pytest.raises(ConfigError) as info:
         plan_build(caps, options, True)
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"hardware_compat": "turing"}, "hardware compatibility 'turing' is unknown; use one of none, ampere_plus, same_cc"),
+        ({"workspace_mb": 0}, "workspace 0 MiB must be at least 1"),
+    ],
+)
+def test_settings_no_tensorrt_could_build_fail_when_made(options, message):
+    """Checked once, by the config itself, before any TensorRT is looked at."""
+    key = next(iter(options))
+    with pytest.raises(ConfigError) as info:
+        EngineConfig(**options)
+    assert str(info.value).startswith(f"engine.{key}: {message}")

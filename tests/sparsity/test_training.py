@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nmdeploy.pipeline.demo import run_demo
+from tests.sparsity.demo import run_demo
 
 
 @pytest.mark.parametrize("method", ["maxq", "srste", "ste", "asp", "dense"])

@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import nmdeploy
-from nmdeploy.pipeline.demo import DemoNet, make_task
+from tests.sparsity.demo import DemoNet, make_task
 from nmdeploy.train import TrainConfig, fit
 
 

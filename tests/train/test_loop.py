@@ -11,7 +11,7 @@ from torch import nn
 
 import nmdeploy
 from nmdeploy.errors import ConfigError, InputError
-from nmdeploy.pipeline.demo import DemoNet, make_task
+from tests.sparsity.demo import DemoNet, make_task
 from nmdeploy.train import TrainConfig, fit
 from nmdeploy.errors import TrainingInterrupted
 

@@ -1,11 +1,18 @@
-"""Sparsification methods, each registered by name (see ``registry.py``).
+"""Sparsification methods, each registered by name (see ``registry.py``): ``maxq``, ``srste``,
+``ste``, ``asp`` and ``dense``. Names resolve lazily: listing the methods imports no torch."""
 
-Importing this package registers ``maxq``, ``srste``, ``ste``, ``asp`` and ``dense``.
-"""
+from __future__ import annotations
 
-# Import order is the order users see in help and error messages.
-from nmdeploy.sparsity.methods import maxq, srste, asp, dense  # noqa: F401,I001  (registration)
-from nmdeploy.sparsity.methods.base import NMParametrization
-from nmdeploy.sparsity.methods.registry import MethodSpec, get_method, method_names
+from nmdeploy._lazy import lazy_getattr
 
-__all__ = ["MethodSpec", "NMParametrization", "get_method", "method_names"]
+_LAZY = {
+    "BUILTIN_METHODS": "nmdeploy.sparsity.methods.registry",
+    "MethodSpec": "nmdeploy.sparsity.methods.registry",
+    "get_method": "nmdeploy.sparsity.methods.registry",
+    "method_names": "nmdeploy.sparsity.methods.registry",
+    "register": "nmdeploy.sparsity.methods.registry",
+    "NMParametrization": "nmdeploy.sparsity.methods.base",
+}
+
+__all__ = list(_LAZY)
+__getattr__ = lazy_getattr("nmdeploy.sparsity.methods", _LAZY, globals())

@@ -3,6 +3,7 @@ straight-through masked-weight function with the sparse-refined (SR) decay term.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 import torch
@@ -74,8 +75,26 @@ class NMParametrization(nn.Module):
         """Whether the next forward rebuilds the mask from the weight (then it can be batched)."""
         return False
 
+    def set_dense_fraction(self, value: float) -> None:
+        """Follow the incremental schedule: ``value`` of the N:M blocks stay dense (only methods that use it)."""
+
     def prepare(self, weight: torch.Tensor, nm: torch.Tensor) -> None:
         """Take this forward's mask work, given the layer's N:M indicator computed in a batch."""
+
+    def batch_key(self, weight: torch.Tensor) -> Hashable | None:
+        """Layers of one model whose keys are equal build this forward's masks together
+        (:meth:`prepare_batch`); None, the default, prepares this layer on its own."""
+        return None
+
+    @classmethod
+    def prepare_batch(cls, group: list[tuple[NMParametrization, torch.Tensor, torch.Tensor]], hints: dict) -> None:
+        """Prepare the (parametrization, weight, N:M indicator) triples of one :meth:`batch_key`.
+
+        ``hints`` persists between forwards for this group (e.g. warm starts); the result
+        must not depend on it.
+        """
+        for p, weight, nm in group:
+            p.prepare(weight, nm)
 
     def _prepared_for(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The prepared value if it was made from exactly this weight (same storage and version)."""

@@ -11,6 +11,7 @@ reference's end-of-epoch ``show_zero_num_and_update_mask`` achieves before valid
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from nmdeploy.errors import ConfigError, SparsityStateError
 from nmdeploy.sparsity.methods.base import SR_DECAY, NMParametrization, check_decay, masked_weight_ste
 from nmdeploy.sparsity.methods.registry import register
-from nmdeploy.sparsity.nm import DEFAULT_TAU, check_maxq_options, maxq_parts, nm_indicator
+from nmdeploy.sparsity.nm import DEFAULT_TAU, check_maxq_options, maxq_masks_same_shape, maxq_parts, nm_indicator
 
 __all__ = ["MaxQConfig", "MaxQMask"]
 
@@ -88,6 +89,22 @@ class MaxQMask(NMParametrization):
     def set_dense_fraction(self, value: float) -> None:
         self.dense_fraction.fill_(value)
         self._stale = True
+
+    def batch_key(self, weight: torch.Tensor) -> Hashable | None:
+        """Same-shape layers past the schedule share one batched mask computation."""
+        if float(self.dense_fraction) != 0:
+            return None
+        return (tuple(weight.shape), weight.device, weight.dtype, self.tau)
+
+    @classmethod
+    def prepare_batch(cls, group: list[tuple[NMParametrization, torch.Tensor, torch.Tensor]], hints: dict) -> None:
+        if len(group) == 1:
+            super().prepare_batch(group, hints)
+            return
+        first = group[0][0]
+        masks = maxq_masks_same_shape([g[1] for g in group], first.n, first.m, first.tau, [g[2] for g in group], hints)
+        for (p, weight, _), mask in zip(group, masks):
+            p.adopt(weight, mask)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if (self.training or self._stale) and self._prepared_for(weight) is None:

@@ -1,8 +1,8 @@
-"""A self-contained sparsify demo on synthetic data: train dense, sparsify, fine-tune, finalize.
+"""Test fixtures: the library's sparsify loop end to end on synthetic data, in seconds on a CPU.
 
-It shows the library's five-line loop end to end in a few seconds on a CPU, and doubles as
-the test that every method actually learns. The task: 10 classes, each a fixed random
-3x8x8 template; a sample is its class template plus Gaussian noise.
+Train dense, sparsify, fine-tune, finalize: the test that every method actually learns, and
+a small CNN with its task for the loop and DDP tests. The task: 10 classes, each a fixed
+random 3x8x8 template; a sample is its class template plus Gaussian noise.
 """
 
 from __future__ import annotations

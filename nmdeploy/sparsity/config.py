@@ -1,0 +1,76 @@
+"""``SparsityConfig``: how a model is made N:M sparse, one frozen dataclass.
+
+It is what :func:`nmdeploy.sparsify` takes whole (``config=``) and what a recipe's
+``sparsity`` section is. The method options (``decay``, ``tau``, ``rescale``) are flat fields;
+each method declares which of them it takes (its ``config_class``), and
+:meth:`SparsityConfig.method_options` builds that method's options from them. Importing this
+module needs no torch; validating a config imports the method that it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nmdeploy.config import check_types, setting
+from nmdeploy.errors import ConfigError
+
+__all__ = ["SparsityConfig"]
+
+_OPTIONS = ("decay", "tau", "rescale")  # the method options a config carries, as flat fields
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """The N:M pattern, the method with its options, MaxQ's schedule and the layer selection."""
+
+    SECTION: ClassVar[str] = "sparsity"
+
+    pattern: str = setting("2:4", "N:M pattern (`2:4`, `1:4`, `1:16`, ...).")
+    method: str = setting("maxq", "`maxq`, `srste`, `ste` or `asp` (`dense` in the library: the no-op baseline).")
+    schedule: str = setting("linear", "MaxQ's incremental schedule: `linear`, `cubic`, `cos`, `exp`.")
+    start_epoch: int = setting(0, "Fine-tune epoch where the share of dense blocks starts to fall (MaxQ).")
+    end_epoch: int = setting(30, "Fine-tune epoch from which every block is N:M; must be below `finetune.epochs`.")
+    decay: float = setting(2e-4, "λ: SR decay on pruned weights (`maxq`, `srste`).")
+    tau: float = setting(1e-2, "τ: MaxQ's sigmoid temperature.")
+    rescale: bool = setting(
+        False, "MaxQ: before training, scale each output row so that the multipliers keep its norm; "
+        "for pretrained networks without BatchNorm after their layers (transformers).")
+    include: tuple[str, ...] | None = setting(None, "Globs on module names to sparsify; null = every eligible layer.")
+    exclude: str | tuple[str, ...] = setting(
+        "auto", "`auto` keeps the first and last weighted layer dense; a list of globs (may hold `auto`); `[]` = none.")
+
+    def __post_init__(self) -> None:
+        from nmdeploy.sparsity.methods.registry import get_method, method_names
+        from nmdeploy.sparsity.pattern import parse_pattern
+        from nmdeploy.sparsity.schedule import check_epochs, check_schedule
+
+        check_types(self, self.SECTION)
+        for key, check in (("pattern", parse_pattern), ("method", get_method), ("schedule", check_schedule)):
+            _checked(key, check, getattr(self, key))
+        try:
+            check_epochs(self.start_epoch, self.end_epoch)
+        except ConfigError as exc:
+            raise ConfigError.setting(self.SECTION, f"start_epoch = {self.start_epoch}, end_epoch = {self.end_epoch}: "
+                                      "need 0 <= start_epoch <= end_epoch", plural=True, original=exc) from None
+        for key in _OPTIONS:  # every method that takes the option checks its value
+            for name in method_names():
+                spec = get_method(name)
+                if key in spec.option_names:
+                    _checked(key, spec.make_config, {key: getattr(self, key)})
+        if isinstance(self.exclude, str) and self.exclude != "auto":
+            raise ConfigError.setting(self.SECTION, f"exclude = {self.exclude!r}: use 'auto' or a list of globs ([] = none)")
+
+    def method_options(self) -> Any:
+        """The options of :attr:`method` (its ``config_class``), from this config's fields."""
+        from nmdeploy.sparsity.methods.registry import get_method
+
+        spec = get_method(self.method)
+        return spec.make_config({key: getattr(self, key) for key in spec.option_names})
+
+
+def _checked(key: str, check: Any, value: Any) -> None:
+    try:
+        check(value)
+    except ConfigError as exc:
+        raise type(exc).setting(SparsityConfig.SECTION, f"{key}: {exc}", original=exc) from None
