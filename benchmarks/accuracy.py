@@ -40,7 +40,7 @@ SPARSITY = {"2:4": 50.0, "1:4": 75.0, "1:16": 93.75}
 
 
 def _data(split_seed: int = 0, subset: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    from examples.fashion_mnist.data import load
+    from nmdeploy.examples.fashion_mnist.data import load
 
     x, y = load("train")
     order = np.random.default_rng(split_seed).permutation(len(x))
@@ -53,7 +53,7 @@ def _data(split_seed: int = 0, subset: int = 0) -> dict[str, tuple[torch.Tensor,
 
 
 def _model() -> torch.nn.Module:
-    from examples.fashion_mnist.model import FashionResNet
+    from nmdeploy.examples.fashion_mnist.model import FashionResNet
 
     torch.manual_seed(0)
     return FashionResNet()

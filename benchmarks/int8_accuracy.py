@@ -3,7 +3,7 @@
 The model is the example's FashionResNet (16/32/64 channels), trained dense on the 60k
 training images, then fine-tuned MaxQ 2:4 (every eligible layer; stem and classifier stay
 dense), exported and quantised with ``nmdeploy.quantize_int8`` on the committed calibration
-set ``calibration/fashion-mnist-512.npz`` (drawn from the training split). Top-1 is measured
+set ``nmdeploy/examples/fashion_mnist/fashion-mnist-512.npz`` (drawn from the training split). Top-1 is measured
 on the 10,000 test images with onnxruntime (CPU) for FP32 and for each INT8 model.
 
 Latency: onnxruntime CPU, FP32 and INT8 sessions timed interleaved in one process (rounds
@@ -34,16 +34,16 @@ from torch import nn
 
 import nmdeploy
 from benchmarks._results import write_section
-from examples.fashion_mnist.data import load
-from examples.fashion_mnist.model import FashionResNet
 from nmdeploy.data import ArrayData
+from nmdeploy.examples.fashion_mnist import CALIBRATION_SET as CALIBRATION
+from nmdeploy.examples.fashion_mnist.data import load
+from nmdeploy.examples.fashion_mnist.model import FashionResNet
 from nmdeploy.quant.evaluate import evaluate_onnx
 from nmdeploy.quant.int8 import METHODS, quantize_int8
 from nmdeploy.quant.reader import ort_session
 
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache"
-CALIBRATION = ROOT.parent / "calibration" / "fashion-mnist-512.npz"
 
 
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, sp=None, progress=None, task=None) -> None:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--sparse-epochs {args.sparse_epochs} --rounds {args.rounds} --write`.",
             "",
             f"FashionResNet 16/32/64 trained dense {args.dense_epochs} epochs, MaxQ 2:4 fine-tuned {args.sparse_epochs}; "
-            "calibration: `calibration/fashion-mnist-512.npz` (512 train images, class-balanced); top-1 on the 10,000 test images.",
+            "calibration: `nmdeploy/examples/fashion_mnist/fashion-mnist-512.npz` (512 train images, class-balanced); top-1 on the 10,000 test images.",
             "",
             "| model | top-1 | INT8 drop vs FP32 2:4 | cosine to FP32 | 2:4 layers kept | quantise s |",
             "|---|---|---|---|---|---|",

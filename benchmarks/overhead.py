@@ -1,6 +1,6 @@
 """Train-step cost of each sparsity method relative to dense training, on CPU.
 
-A ResNet-style CNN (examples.fashion_mnist.FashionResNet, channels multiples of 16) on
+A ResNet-style CNN (nmdeploy.examples.fashion_mnist.FashionResNet, channels multiples of 16) on
 28x28 inputs at batch 128. Every method gets its own copy of the same initial model and
 optimizer; steps are interleaved (method order shuffled each round) so machine noise hits
 all methods alike. The figure is the median over rounds of step_time(method) /
@@ -30,7 +30,7 @@ from rich.table import Table
 import nmdeploy
 from benchmarks._results import write_section
 from nmdeploy.sparsity.methods.maxq import MaxQMask
-from examples.fashion_mnist import FashionResNet
+from nmdeploy.examples.fashion_mnist import FashionResNet
 
 TARGETS = {"maxq": 1.10, "srste": 1.05}
 

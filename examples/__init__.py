@@ -1,1 +1,1 @@
-"""Built-in example models and data loaders (plain torch, no torchvision)."""
+"""Examples that run from a source checkout (the built-in one ships in ``nmdeploy.examples``)."""

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from nmdeploy.errors import OutputError
 
-__all__ = ["atomic_output", "check_writable", "output_error", "publish_folder", "write_all_atomic", "write_atomic"]
+__all__ = ["atomic_output", "check_writable", "make_folders", "output_error", "publish_folder", "remove_folders", "write_all_atomic",
+           "write_atomic"]
 
 _FIXES = {
     errno.ENOSPC: "the disk is full; free space (or choose another output folder) and re-run",
@@ -49,17 +50,40 @@ def output_error(path: str | Path, exc: OSError) -> OutputError | OSError:
 def check_writable(path: str | Path, *, is_folder: bool = False) -> None:
     """Fail now, not after an hour of work, when ``path``'s folder (or ``path`` itself, a folder) cannot take a new file.
 
-    Creates the missing folders and a probe file (removed at once); this also catches root on
-    a read-only filesystem, which ``os.access`` would pass.
+    Nothing is created: the probe file goes into the nearest folder that already exists (where
+    the missing ones would be made) and is removed at once. A probe, not ``os.access``, so that
+    root on a read-only filesystem is caught too.
     """
     folder = Path(path) if is_folder else Path(path).parent
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".nmdeploy-probe-")
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".nmdeploy-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         raise output_error(path, exc) from None
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+    return list(reversed(missing))
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Undo :func:`make_folders` as far as the folders are still empty (a failed write leaves no folder)."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _umask() -> int:
@@ -107,15 +131,18 @@ def _stage(path: Path, payload: bytes) -> str:
 def write_all_atomic(files: Sequence[tuple[str | Path, bytes | str]]) -> None:
     """Write every (path, payload) to a temporary file first, then move them all into place."""
     staged: list[tuple[str, Path]] = []
+    created: list[Path] = []
     current = Path(files[0][0]) if files else Path(".")
+    published = False
     try:
         for path, payload in files:
             current = path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            created += make_folders(path.parent)
             staged.append((_stage(path, payload.encode() if isinstance(payload, str) else payload), path))
         for tmp, path in staged:
             current = path
             os.replace(tmp, path)
+        published = True
         for folder in {path.parent for _, path in staged}:
             _fsync_dir(folder)
     except OSError as exc:
@@ -124,6 +151,8 @@ def write_all_atomic(files: Sequence[tuple[str | Path, bytes | str]]) -> None:
         for tmp, _ in staged:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        if not published:
+            remove_folders(created)
 
 
 def write_atomic(path: str | Path, payload: bytes | str) -> None:
@@ -137,14 +166,18 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
 
     On a clean exit every file in the folder is fsync-ed and renamed next to ``path`` (the
     model file last, so a reader never finds it without its external data); on an exception
-    the folder is deleted and ``path`` is left as it was.
+    the folder is deleted and ``path`` is left as it was, as are the folders above it (those
+    created for it are removed again).
     """
     path = Path(path)
+    created: list[Path] = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        created = make_folders(path.parent)
         folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
     except OSError as exc:
+        remove_folders(created)
         raise output_error(path, exc) from None
+    published = False
     try:
         yield folder
         files = sorted((f for f in folder.iterdir() if f.is_file()), key=lambda f: f.name == path.name)
@@ -153,11 +186,14 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
             _normal_permissions(file)
         for file in files:
             os.replace(file, path.parent / file.name)
+        published = True
         _fsync_dir(path.parent)
     except OSError as exc:
         raise output_error(path, exc) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        if not published:
+            remove_folders(created)
 
 
 def publish_folder(stage: Path, dest: Path) -> None:

@@ -11,15 +11,13 @@ from nmdeploy.errors import InputError
 
 __all__ = ["import_target"]
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]  # the built-in examples live in the source checkout
-
 
 def import_target(target: str, spec: str, kind: str) -> Any:
     """Import ``module:name`` from ``target``; ``spec`` and ``kind`` ("model", "data") word the error."""
     module_name, _, name = target.partition(":")
-    for folder in (str(Path.cwd()), str(_REPO_ROOT)):  # like `python -m`: the current folder first
-        if folder not in sys.path:
-            sys.path.append(folder)
+    here = str(Path.cwd())
+    if here not in sys.path:
+        sys.path.append(here)  # like `python -m`: a package in the current folder resolves too
     try:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as exc:

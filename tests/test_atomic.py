@@ -102,7 +102,7 @@ def test_publish_folder_replaces_the_old_folder_whole_or_not_at_all(tmp_path, mo
 
 
 def test_check_writable_fails_up_front_on_a_folder_nobody_can_write(tmp_path):
-    atomic.check_writable(tmp_path / "new" / "deeper" / "model.onnx")  # creates the folders, leaves no probe
-    assert _listing(tmp_path / "new" / "deeper") == []
+    atomic.check_writable(tmp_path / "new" / "deeper" / "model.onnx")  # creates nothing, leaves no probe
+    assert _listing(tmp_path) == []
     with pytest.raises(OutputError, match=r"^cannot write /sys/x/model.onnx: the folder is read-only or not writable"):
         atomic.check_writable("/sys/x/model.onnx")

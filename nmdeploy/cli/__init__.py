@@ -91,6 +91,32 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     configure_logging(-1 if quiet else verbose)
 
 
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        configure_logging(value)
+
+
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().ensure_object(dict)["quiet"] = True
+        configure_logging(-1)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().ensure_object(dict)["debug"] = True
+
+
+def _global_options() -> list[click.Option]:
+    """``-v``, ``-q`` and ``--debug`` for a subcommand: the same as before it (``nmdeploy -q build``)."""
+    return [
+        click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_set_verbose, help="More log output (-vv for debug)."),
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_set_quiet, help="Only warnings and errors."),
+        click.Option(["--debug"], is_flag=True, expose_value=False, callback=_set_debug,
+                     help="Show full tracebacks (also NMDEPLOY_DEBUG=1)."),
+    ]
+
+
 def _register() -> None:
     from nmdeploy.cli.build import build, finetune
     from nmdeploy.cli.calibrate import calibrate
@@ -101,6 +127,7 @@ def _register() -> None:
     from nmdeploy.cli.verify import verify
 
     for command in (build, finetune, export, verify, calibrate, quantize, evaluate, engine, bench):
+        command.params += _global_options()
         cli.add_command(command)
 
 

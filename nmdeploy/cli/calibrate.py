@@ -18,7 +18,7 @@ from nmdeploy.quant.config import QuantizeConfig
               help=f"Seed of the draw; the same seed gives the same bytes.  [default: {QuantizeConfig.seed}]")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="The .npz to write (manifest beside it, .json).")
 @click.option("--definition", type=click.Path(dir_okay=False, path_type=Path),
-              help="Build the set a definition describes, e.g. calibration/fashion-mnist.yaml.")
+              help="Build the set a definition (a YAML file: data, count, seed, output) describes.")
 @FORCE
 def calibrate(spec: str | None, count: int | None, seed: int | None, output: Path | None, definition: Path | None, force: bool) -> None:
     """Draw N samples from a data source into a calibration set for nmdeploy quantize.
@@ -39,7 +39,7 @@ def calibrate(spec: str | None, count: int | None, seed: int | None, output: Pat
         count = plan.count if count is None else count
         seed = plan.seed if seed is None else seed
     elif not spec or output is None:
-        raise InputError("give --data SPEC and -o FILE.npz (or --definition calibration/NAME.yaml)")
+        raise InputError("give --data SPEC and -o FILE.npz (or --definition NAME.yaml)")
     claim_outputs([output, output.with_suffix(".json")], force)
     data = load_data(spec, default_split="train")
     count = QuantizeConfig.count if count is None else count

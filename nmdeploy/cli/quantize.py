@@ -9,6 +9,7 @@ import click
 from nmdeploy.cli._outputs import FORCE, claim_outputs
 from nmdeploy.cli._settings import config_from, setting_option
 from nmdeploy.quant.config import QuantizeConfig
+from nmdeploy.sparsity.config import SparsityConfig
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
@@ -21,7 +22,7 @@ from nmdeploy.quant.config import QuantizeConfig
 @setting_option(QuantizeConfig, "keep_float_weights", "--keep-float-weights")
 @setting_option(QuantizeConfig, "exclude", "--exclude", help="Keep these nodes in float: glob on node or weight names (repeatable).")
 @click.option("--eval-data", help="Data SPEC for the FP32-vs-INT8 comparison.  [default: the calibration data]")
-@click.option("--pattern", default="2:4", show_default=True, help="N:M pattern re-verified on the int8 weights.")
+@click.option("--pattern", default=SparsityConfig.pattern, show_default=True, help="N:M pattern re-verified on the int8 weights.")
 @setting_option(QuantizeConfig, "batch_size", "--batch-size", type=click.IntRange(1))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON here.")
 @FORCE

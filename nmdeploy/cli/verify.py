@@ -8,11 +8,12 @@ from pathlib import Path
 import click
 
 from nmdeploy.cli._outputs import FORCE, claim_outputs
+from nmdeploy.sparsity.config import SparsityConfig
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--pattern", default="2:4", show_default=True, help="N:M pattern to check, e.g. 2:4, 1:4, 1:16.")
+@click.option("--pattern", default=SparsityConfig.pattern, show_default=True, help="N:M pattern to check, e.g. 2:4, 1:4, 1:16.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON here ('-' for stdout).")
 @click.option(
     "--require",

@@ -31,8 +31,8 @@ from nmdeploy.errors import InputError
 __all__ = ["ArrayData", "BUILTIN_DATA", "load_data", "split_spec"]
 
 # Built-in example name -> "module:callable(split) -> (x, y)"; the examples live in the checkout.
-BUILTIN_DATA = {"fashion-mnist": "examples.fashion_mnist.data:load"}
-_PREPROCESSING = {"fashion-mnist": "examples.fashion_mnist.data:PREPROCESSING"}
+BUILTIN_DATA = {"fashion-mnist": "nmdeploy.examples.fashion_mnist.data:load"}
+_PREPROCESSING = {"fashion-mnist": "nmdeploy.examples.fashion_mnist.data:PREPROCESSING"}
 _LABELS = "y"
 
 

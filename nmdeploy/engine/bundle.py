@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nmdeploy._atomic import publish_folder
+from nmdeploy._atomic import make_folders, publish_folder, remove_folders
 from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.shapes import ShapeProfile
 
@@ -129,8 +129,9 @@ def write_bundle(
     ``EngineConfig`` the target builds with), the batch range and the shape profile.
     """
     dest, onnx = Path(dest), Path(onnx)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    created = make_folders(dest.parent)
     stage = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    published = False
     try:
         shutil.copyfile(onnx, stage / onnx.name)
         settings = {"onnx": onnx.name, "batch": list(options.batch), **dataclasses.asdict(options), "profile": profile.to_dict()}
@@ -145,7 +146,10 @@ def write_bundle(
         _copy_code(stage)
         os.chmod(stage, 0o755)
         publish_folder(stage, dest)
+        published = True
     finally:
         if stage.exists():
             shutil.rmtree(stage)
+        if not published:
+            remove_folders(created)
     return sorted(p for p in dest.rglob("*") if p.is_file())

@@ -16,7 +16,7 @@ from nmdeploy.errors import InputError, NMDeployError
 __all__ = ["BUILTIN_MODELS", "build_model", "check_fits", "load_checkpoint"]
 
 # Built-in example names -> "module:callable" (the examples live in the source checkout).
-BUILTIN_MODELS = {"fashion-resnet": "examples.fashion_mnist.model:FashionResNet"}
+BUILTIN_MODELS = {"fashion-resnet": "nmdeploy.examples.fashion_mnist.model:FashionResNet"}
 
 
 def build_model(spec: str) -> nn.Module:

@@ -6,7 +6,7 @@ samples, the first ``N % classes`` classes one more) and uniform otherwise, alwa
 zip timestamps, fixed member order), so the manifest's sha256 identifies the file itself:
 anyone with the same source can regenerate it and compare with ``sha256sum``.
 
-A *definition* (``calibration/NAME.yaml``) records how a committed set was made: ``data``,
+A *definition* (``NAME.yaml``) records how a committed set was made: ``data``,
 ``count``, ``seed`` and an optional ``output``; ``nmdeploy calibrate --definition FILE``
 rebuilds it.
 """
@@ -59,7 +59,7 @@ class CalibrationManifest:
 
 @dataclass(frozen=True)
 class CalibrationDefinition:
-    """A recipe for one calibration set (``calibration/NAME.yaml``); unknown keys are errors."""
+    """A recipe for one calibration set (``NAME.yaml``); unknown keys are errors."""
 
     data: str
     count: int = QuantizeConfig.count
@@ -163,12 +163,12 @@ def load_calibration_set(path: str | Path) -> tuple[ArrayData, CalibrationManife
 
 
 def read_definition(path: str | Path) -> CalibrationDefinition:
-    """Parse ``calibration/NAME.yaml``; relative ``output`` paths are beside the definition."""
+    """Parse a definition ``NAME.yaml``; relative ``output`` paths are beside the definition."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such calibration definition; see calibration/*.yaml")
+        raise InputError(f"{path}: no such calibration definition; give the path of a YAML file with data, count, seed, output")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

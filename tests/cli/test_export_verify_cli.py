@@ -21,7 +21,7 @@ def _run(*args: str):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from examples.fashion_mnist import FashionResNet
+    from nmdeploy.examples.fashion_mnist import FashionResNet
 
     torch.manual_seed(0)
     net = FashionResNet()

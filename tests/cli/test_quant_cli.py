@@ -101,7 +101,7 @@ def test_quantize_bad_input_is_one_line_and_writes_nothing(cnn_onnx, tmp_path):
 def test_calibrate_needs_a_source_and_an_output(tmp_path):
     result = _run("calibrate", "--data", "x.npz")
     assert result.exit_code == 2
-    assert result.output == "Error: give --data SPEC and -o FILE.npz (or --definition calibration/NAME.yaml)\n"
+    assert result.output == "Error: give --data SPEC and -o FILE.npz (or --definition NAME.yaml)\n"
     (tmp_path / "d.yaml").write_text("data: nowhere.npz\ncount: 4\n")
     result = _run("calibrate", "--definition", str(tmp_path / "d.yaml"))
     assert result.exit_code == 2 and result.output == "Error: nowhere.npz: no such data file; give an .npz path, a built-in name (fashion-mnist) or module:callable\n"

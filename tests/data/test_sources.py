@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import examples.fashion_mnist.data as fmnist
+import nmdeploy.examples.fashion_mnist as fmnist_example
+import nmdeploy.examples.fashion_mnist.data as fmnist
 from nmdeploy.data import ArrayData, load_data
 from nmdeploy.errors import InputError
 
@@ -55,8 +56,7 @@ def test_fashion_mnist_loader_preprocesses_a_local_copy(tmp_path, monkeypatch):
 def test_committed_calibration_set_regenerates_byte_identical(tmp_path):
     from nmdeploy.quant.calibset import make_calibration_set, read_definition, write_calibration_set
 
-    root = Path(__file__).resolve().parents[2] / "calibration"
-    d = read_definition(root / "fashion-mnist.yaml")
+    d = read_definition(fmnist_example.CALIBRATION)
     subset, fields = make_calibration_set(load_data(d.data, "train"), d.count, d.seed)
     manifest = write_calibration_set(tmp_path / "again.npz", subset, fields)
     assert manifest.sha256 == hashlib.sha256(Path(d.output).read_bytes()).hexdigest()

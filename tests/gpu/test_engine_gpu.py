@@ -21,7 +21,7 @@ def sparse_int8(tmp_path_factory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("tensorrt")
     import nmdeploy
-    from examples.fashion_mnist.model import FashionResNet
+    from nmdeploy.examples.fashion_mnist.model import FashionResNet
     from tests.quant.models import images
 
     folder = tmp_path_factory.mktemp("gpu-engine")

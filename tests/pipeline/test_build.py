@@ -179,7 +179,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, task_files):
 
 
 def test_missing_fashion_mnist_names_the_install_command(tmp_path, monkeypatch):
-    import examples.fashion_mnist.data as fmnist
+    import nmdeploy.examples.fashion_mnist.data as fmnist
 
     monkeypatch.setattr(fmnist, "DATA_DIR", tmp_path / "none")
     with pytest.raises(InputError, match=r"^Fashion-MNIST is not installed \(.*none/(train|t10k)-images-idx3-ubyte.gz is missing\); "

@@ -107,4 +107,6 @@ def test_readme_documents_every_key_with_its_default():
 
 
 def test_the_example_recipe_file_is_the_default():
-    assert load_recipe(README.parent / "examples" / "fashion_mnist" / "recipe.yaml") == Recipe()
+    from nmdeploy.examples.fashion_mnist import RECIPE
+
+    assert load_recipe(RECIPE) == Recipe()

@@ -28,7 +28,7 @@ def _export(net: nn.Module, sample: torch.Tensor, path) -> None:
 
 @pytest.fixture(scope="session")
 def cnn_onnx(tmp_path_factory):
-    from examples.fashion_mnist import FashionResNet
+    from nmdeploy.examples.fashion_mnist import FashionResNet
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"

@@ -111,10 +111,10 @@ def test_definitions(tmp_path):
 
 
 def test_committed_fashion_mnist_set_matches_its_manifest_and_definition():
-    from pathlib import Path
+    from nmdeploy.examples.fashion_mnist import CALIBRATION, CALIBRATION_SET
 
-    root = Path(__file__).resolve().parents[2] / "calibration"
-    definition = read_definition(root / "fashion-mnist.yaml")
+    definition = read_definition(CALIBRATION)
+    assert definition.output == str(CALIBRATION_SET)  # the definition names the set shipped beside it
     data, manifest = load_calibration_set(definition.output)
     assert manifest is not None and (manifest.source, manifest.split, manifest.seed, manifest.count) == ("fashion-mnist", "train", 0, 512)
     assert data.inputs["x"].shape == (512, 1, 28, 28) and data.inputs["x"].dtype == np.float32
