@@ -29,8 +29,8 @@ from rich.table import Table
 
 import nmdeploy
 from benchmarks._results import write_section
-from nmdeploy.sparsity.methods.maxq import MaxQMask
 from nmdeploy.examples.fashion_mnist import FashionResNet
+from nmdeploy.sparsity.methods.maxq import MaxQMask
 
 TARGETS = {"maxq": 1.10, "srste": 1.05}
 

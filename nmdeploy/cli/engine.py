@@ -10,6 +10,7 @@ from nmdeploy.cli._outputs import FORCE, claim_outputs
 from nmdeploy.cli._settings import config_from, setting_option
 from nmdeploy.engine.config import EngineConfig
 
+
 def _batch(value: str, count: int, option: str) -> tuple[int, ...]:
     from nmdeploy.errors import ConfigError
 

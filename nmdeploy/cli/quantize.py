@@ -11,6 +11,7 @@ from nmdeploy.cli._settings import config_from, setting_option
 from nmdeploy.quant.config import QuantizeConfig
 from nmdeploy.sparsity.config import SparsityConfig
 
+
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="INT8 model to write.  [default: MODEL.int8.onnx]")

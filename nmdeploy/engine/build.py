@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from nmdeploy._atomic import write_atomic
-from nmdeploy.engine.layers import LayerRow, join_layers, parse_build_log, parse_inspector
 from nmdeploy.engine.config import EngineConfig
+from nmdeploy.engine.layers import LayerRow, join_layers, parse_build_log, parse_inspector
 from nmdeploy.engine.plan import BuildPlan, plan_build
 from nmdeploy.engine.shapes import Shape, ShapeProfile, make_profile, onnx_inputs
 from nmdeploy.engine.trt import detect_capabilities, probe
@@ -146,7 +146,7 @@ def _inspect(trt: Any, plan_bytes: bytes) -> str:
 def build_engine(
     onnx: str | Path,
     out: str | Path,
-    config: EngineConfig = EngineConfig(),
+    config: EngineConfig | None = None,
     *,
     min_shapes: Mapping[str, Shape] | None = None,
     opt_shapes: Mapping[str, Shape] | None = None,
@@ -159,9 +159,10 @@ def build_engine(
     Shapes: explicit ``min/opt/max_shapes`` per input, else the config's batch range on a
     dynamic dim 0. The config's timing cache is read when present and saved after the
     build; its ``dense_twin`` also builds ``<out>.dense.plan`` without SPARSE_WEIGHTS for
-    ``nmdeploy bench``. Raises :class:`~nmdeploy.errors.EngineUnavailable` where TensorRT
-    or a GPU is missing.
+    ``nmdeploy bench``. No ``config``: the defaults. Raises
+    :class:`~nmdeploy.errors.EngineUnavailable` where TensorRT or a GPU is missing.
     """
+    config = config or EngineConfig()
     onnx_path, out = Path(onnx), Path(out)
     if not onnx_path.is_file():
         raise InputError(f"{onnx_path}: no such ONNX file")

@@ -24,17 +24,17 @@ from typing import Any
 import onnx
 
 from nmdeploy._atomic import atomic_output
-from nmdeploy.data import ArrayData, load_data
 from nmdeploy.config import from_arguments
+from nmdeploy.data import ArrayData, load_data
 from nmdeploy.errors import ConfigError, InputError, QuantError
 from nmdeploy.export.verify import VerifyReport, load_onnx, verify_model
-from nmdeploy.sparsity.pattern import parse_pattern
 from nmdeploy.quant.calibset import load_calibration_set
 from nmdeploy.quant.config import METHODS, QuantizeConfig
 from nmdeploy.quant.evaluate import EvalReport, evaluate_onnx
 from nmdeploy.quant.lint import LintReport, lint_qdq
 from nmdeploy.quant.placement import drop_fused_add_qdq, drop_output_qdq, prune_unused, residual_adds
 from nmdeploy.quant.reader import CalibrationReader, bind_inputs, ort_session
+from nmdeploy.sparsity.pattern import parse_pattern
 
 __all__ = ["METHODS", "QuantReport", "quantize_int8", "resolve_data"]
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nmdeploy.errors import ConfigError, LayerSelectionError, NotAcceleratedWarning, SparsityStateError
 from nmdeploy.config import from_arguments
+from nmdeploy.errors import ConfigError, LayerSelectionError, NotAcceleratedWarning, SparsityStateError
 from nmdeploy.sparsity.batching import attach_batching, detach_batching
 from nmdeploy.sparsity.config import SparsityConfig
 from nmdeploy.sparsity.methods.base import NMParametrization

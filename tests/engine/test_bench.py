@@ -7,8 +7,7 @@ import importlib.util
 import pytest
 
 from nmdeploy.engine.bench import bench_engines, latency_stats
-from nmdeploy.errors import EngineUnavailable
-from nmdeploy.errors import ConfigError
+from nmdeploy.errors import ConfigError, EngineUnavailable
 
 
 def test_latency_stats_nearest_rank():

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from nmdeploy.errors import ConfigError, InputError
+from nmdeploy.errors import ConfigError, InputError, TrainingInterrupted
 from nmdeploy.export.loading import build_model, load_checkpoint
 from nmdeploy.export.verify import verify_onnx
 from nmdeploy.pipeline.build import ARTIFACTS, build
 from nmdeploy.pipeline.manifest import file_sha256
 from nmdeploy.pipeline.recipe import load_recipe
 from nmdeploy.sparsity import is_nm_sparse
-from nmdeploy.errors import TrainingInterrupted
 from tests.pipeline.tiny import tiny_overrides
 
 STAGES = ("dense", "sparse", "export", "verify", "quantize")  # then "engine": bundled for the target where TensorRT is absent

@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 from nmdeploy.data import ArrayData
 from nmdeploy.errors import ConfigError, InputError
 from nmdeploy.quant.calibset import (
-    draw_indices, load_calibration_set, make_calibration_set, read_definition, write_calibration_set,
+    draw_indices,
+    load_calibration_set,
+    make_calibration_set,
+    read_definition,
+    write_calibration_set,
 )
 
 

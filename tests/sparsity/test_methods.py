@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import nmdeploy
-from nmdeploy.sparsity import is_nm_sparse, maxq_mask, nm_mask
 from nmdeploy.errors import ConfigError
+from nmdeploy.sparsity import is_nm_sparse, maxq_mask, nm_mask
 from nmdeploy.sparsity.methods.base import SR_DECAY
 
 

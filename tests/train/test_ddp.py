@@ -7,8 +7,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import nmdeploy
-from tests.sparsity.demo import DemoNet, make_task
 from nmdeploy.train import TrainConfig, fit
+from tests.sparsity.demo import DemoNet, make_task
 
 
 def _worker(rank: int, world: int, init: str, folder: str) -> None:

@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 import nmdeploy
-from nmdeploy.errors import ConfigError, InputError
-from tests.sparsity.demo import DemoNet, make_task
+from nmdeploy.errors import ConfigError, InputError, TrainingInterrupted
 from nmdeploy.train import TrainConfig, fit
-from nmdeploy.errors import TrainingInterrupted
+from tests.sparsity.demo import DemoNet, make_task
 
 CONFIG = TrainConfig(epochs=3, batch_size=64, lr=0.05, warmup_epochs=0.5, label_smoothing=0.1, grad_clip=5.0)
 

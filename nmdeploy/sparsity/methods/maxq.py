@@ -81,7 +81,7 @@ class MaxQMask(NMParametrization):
         self._stale = False
         self._remember(weight, mask)
 
-    def train(self, mode: bool = True) -> "MaxQMask":
+    def train(self, mode: bool = True) -> MaxQMask:
         if self.training and not mode:
             self._stale = True  # refresh from the final weights at the first eval forward
         return super().train(mode)
