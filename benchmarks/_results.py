@@ -10,7 +10,9 @@ import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-_HEADER = "# Benchmark results\n\nEach section is rewritten by the script named in it; numbers are from the machine stated.\n"
+_HEADER = (
+    "# Benchmark results\n\nEach section is rewritten by the script named in it; numbers are from the machine stated.\n"
+)
 
 
 def machine() -> str:

@@ -67,17 +67,31 @@ def train_dense(data, runs: Path, epochs: int) -> dict:
     recorded = json.loads(record.read_text()) if record.is_file() else None  # a fresh checkout: retrain, then compare
     model = _model()
     began = time.perf_counter()
-    result = fit(model, data["train"], data["val"], TrainConfig(epochs=epochs, lr=0.1), checkpoint=runs / "dense.ckpt",
-                 on_epoch=lambda m: print(f"dense epoch {m.epoch}/{epochs}: val {m.val_score:.2%}", flush=True))
+    result = fit(
+        model,
+        data["train"],
+        data["val"],
+        TrainConfig(epochs=epochs, lr=0.1),
+        checkpoint=runs / "dense.ckpt",
+        on_epoch=lambda m: print(f"dense epoch {m.epoch}/{epochs}: val {m.val_score:.2%}", flush=True),
+    )
     torch.save({"model": model.state_dict()}, runs / "dense.pt")
     vals = [m.val_score for m in result.history]
-    summary = {"epochs": epochs, "val": vals, "test_top1": top1_accuracy(model, *data["test"]),
-               "last5_gain_pt": 100 * (vals[-1] - vals[-6]) if len(vals) > 5 else None, "seconds": time.perf_counter() - began}
+    summary = {
+        "epochs": epochs,
+        "val": vals,
+        "test_top1": top1_accuracy(model, *data["test"]),
+        "last5_gain_pt": 100 * (vals[-1] - vals[-6]) if len(vals) > 5 else None,
+        "seconds": time.perf_counter() - began,
+    }
     (runs / "dense.ckpt").unlink(missing_ok=True)
     if recorded is not None:
         if recorded["test_top1"] != summary["test_top1"]:
-            print(f"warning: the retrained dense model scores {summary['test_top1']:.4f}, the recorded one {recorded['test_top1']:.4f}; "
-                  "the runs already recorded started from the recorded one (another machine or library version?)", flush=True)
+            print(
+                f"warning: the retrained dense model scores {summary['test_top1']:.4f}, the recorded one {recorded['test_top1']:.4f}; "
+                "the runs already recorded started from the recorded one (another machine or library version?)",
+                flush=True,
+            )
         return recorded
     record.write_text(json.dumps(summary, indent=2))
     return summary
@@ -103,8 +117,19 @@ def _sparsify_peer(model: torch.nn.Module):
     return mts.sparsify(model, "sparse_magnitude")
 
 
-def run_one(data, runs: Path, method: str, pattern: str, seed: int, epochs: int, end_fraction: float | None = None,
-            *, options: dict | None = None, scratch: bool = False, lr: float = 0.02) -> dict:
+def run_one(
+    data,
+    runs: Path,
+    method: str,
+    pattern: str,
+    seed: int,
+    epochs: int,
+    end_fraction: float | None = None,
+    *,
+    options: dict | None = None,
+    scratch: bool = False,
+    lr: float = 0.02,
+) -> dict:
     """Fine-tune the dense model with ``method`` at ``pattern``; resumable through its checkpoint.
 
     ``options`` go to the method (e.g. ``{"tau": 1e-3}``); ``scratch`` starts from the untrained
@@ -127,8 +152,15 @@ def run_one(data, runs: Path, method: str, pattern: str, seed: int, epochs: int,
         sp = nmdeploy.sparsify(model, pattern, method, "linear", 0, end, options=options)
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     began = time.perf_counter()
-    result = fit(model, data["train"], data["val"], config, sp, runs / f"{name}.ckpt",
-                 on_epoch=lambda m: print(f"{name} epoch {m.epoch}/{epochs}: val {m.val_score:.2%}", flush=True))
+    result = fit(
+        model,
+        data["train"],
+        data["val"],
+        config,
+        sp,
+        runs / f"{name}.ckpt",
+        on_epoch=lambda m: print(f"{name} epoch {m.epoch}/{epochs}: val {m.val_score:.2%}", flush=True),
+    )
     if method == "modelopt":
         import modelopt.torch.sparsity as mts
 
@@ -139,10 +171,20 @@ def run_one(data, runs: Path, method: str, pattern: str, seed: int, epochs: int,
     folder = runs / name
     folder.mkdir(exist_ok=True)
     onnx_top1, int8_top1 = _quantised_top1(model, data, folder)
-    summary = {"method": method, "pattern": pattern, "seed": seed, "epochs": epochs, "end_epoch": end if sp else None,
-               **({"options": options} if options else {}), **({"scratch": True, "lr": lr} if scratch else {}),
-               "fp32_top1": fp32, "onnx_top1": onnx_top1, "int8_top1": int8_top1,
-               "val": [m.val_score for m in result.history], "seconds": time.perf_counter() - began}
+    summary = {
+        "method": method,
+        "pattern": pattern,
+        "seed": seed,
+        "epochs": epochs,
+        "end_epoch": end if sp else None,
+        **({"options": options} if options else {}),
+        **({"scratch": True, "lr": lr} if scratch else {}),
+        "fp32_top1": fp32,
+        "onnx_top1": onnx_top1,
+        "int8_top1": int8_top1,
+        "val": [m.val_score for m in result.history],
+        "seconds": time.perf_counter() - began,
+    }
     record.write_text(json.dumps(summary, indent=2))
     (runs / f"{name}.ckpt").unlink(missing_ok=True)
     return summary
@@ -161,15 +203,24 @@ def summarise(runs: Path, dense: dict, methods: list[str], patterns: list[str]) 
     by = {}
     for r in rows:
         by.setdefault((r["method"], r["pattern"]), []).append(r)
-    lines = ["| method | pattern | sparsity | runs | FP32 top-1 (%) | INT8 top-1 (%) |", "|---|---|---|---|---|---|",
-             f"| dense (converged start) | – | 0% | 1 | {100 * dense['test_top1']:.2f} | – |"]
+    lines = [
+        "| method | pattern | sparsity | runs | FP32 top-1 (%) | INT8 top-1 (%) |",
+        "|---|---|---|---|---|---|",
+        f"| dense (converged start) | – | 0% | 1 | {100 * dense['test_top1']:.2f} | – |",
+    ]
     means = {}
     for method in ["dense", *methods, "modelopt"]:
-        for pattern in (["–"] if method == "dense" else patterns if method != "modelopt" else ["2:4"]):
+        for pattern in ["–"] if method == "dense" else patterns if method != "modelopt" else ["2:4"]:
             got = by.get((method, "2:4" if method == "dense" else pattern), [])
             if not got:
                 continue
-            label = f"dense (+{got[0]['epochs']} epochs)" if method == "dense" else "ModelOpt sparse_magnitude" if method == "modelopt" else method
+            label = (
+                f"dense (+{got[0]['epochs']} epochs)"
+                if method == "dense"
+                else "ModelOpt sparse_magnitude"
+                if method == "modelopt"
+                else method
+            )
             fp32, int8 = [r["fp32_top1"] for r in got], [r["int8_top1"] for r in got]
             means[(method, pattern)] = statistics.fmean(fp32)
             sparsity = "0%" if method == "dense" else f"{SPARSITY[pattern]:g}%"
@@ -189,8 +240,10 @@ def goals(dense: dict, means: dict) -> list[str]:
         trio = [means.get((m, pattern)) for m in ("asp", "srste", "maxq")]
         if None not in trio:
             ok = trio[0] <= trio[1] <= trio[2]
-            out.append(f"{pattern}: ASP {100 * trio[0]:.2f} <= SR-STE {100 * trio[1]:.2f} <= MaxQ {100 * trio[2]:.2f}: "
-                       f"{'holds' if ok else 'does NOT hold'}")
+            out.append(
+                f"{pattern}: ASP {100 * trio[0]:.2f} <= SR-STE {100 * trio[1]:.2f} <= MaxQ {100 * trio[2]:.2f}: "
+                f"{'holds' if ok else 'does NOT hold'}"
+            )
     return out
 
 
@@ -211,7 +264,9 @@ def plot(runs: Path, methods: list[str], patterns: list[str], dense: dict, path:
                 ys.append(statistics.fmean(vals))
                 es.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
         if xs:
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label="ModelOpt magnitude" if method == "modelopt" else method)
+            ax.errorbar(
+                xs, ys, yerr=es, marker="o", capsize=3, label="ModelOpt magnitude" if method == "modelopt" else method
+            )
     ax.axhline(100 * dense["test_top1"], color="grey", ls="--", lw=1, label="dense")
     ax.set_xticks([SPARSITY[p] for p in patterns], [f"{p}\n{SPARSITY[p]:g}%" for p in patterns])
     ax.set_xlabel("N:M pattern (sparsity of the sparsified layers)")
@@ -230,14 +285,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dense-epochs", type=int, default=30)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--patterns", default=",".join(PATTERNS))
-    parser.add_argument("--peer", action="store_true", help="also ModelOpt sparse_magnitude 2:4 (needs nvidia-modelopt)")
+    parser.add_argument(
+        "--peer", action="store_true", help="also ModelOpt sparse_magnitude 2:4 (needs nvidia-modelopt)"
+    )
     parser.add_argument("--runs", type=Path, default=RUNS, help="folder of the per-run JSON files (resumable)")
-    parser.add_argument("--end-fraction", type=float, default=None,
-                        help="MaxQ's schedule end as a share of the budget (default: 0.25, 0.75 for 1:16); an ablation")
+    parser.add_argument(
+        "--end-fraction",
+        type=float,
+        default=None,
+        help="MaxQ's schedule end as a share of the budget (default: 0.25, 0.75 for 1:16); an ablation",
+    )
     parser.add_argument("--no-control", action="store_true", help="skip the dense fine-tune control")
     parser.add_argument("--train-subset", type=int, default=0, help="train on this many images only (a smoke test)")
     parser.add_argument("--summary-only", action="store_true", help="only summarise the runs already in --runs")
-    parser.add_argument("--write", action="store_true", help="rewrite this section of benchmarks/RESULTS.md and the plot")
+    parser.add_argument(
+        "--write", action="store_true", help="rewrite this section of benchmarks/RESULTS.md and the plot"
+    )
     args = parser.parse_args(argv)
     methods, patterns = args.methods.split(","), args.patterns.split(",")
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -259,19 +322,32 @@ def main(argv: list[str] | None = None) -> int:
     planned = args.seeds * (len(methods) * len(patterns) + 1 + (1 if args.peer else 0))
     checks = goals(dense, means)
     gain = dense.get("last5_gain_pt")
-    body = "\n".join([
-        f"Command: `python -m benchmarks.accuracy {' '.join(a for a in (argv if argv is not None else sys.argv[1:]) if a != '--summary-only')}`.",
-        "",
-        f"Start: FashionResNet 16/32/64 trained dense for {dense['epochs']} epochs (cosine), held-out validation top-1 "
-        f"{100 * dense['val'][-1]:.2f}% ({'gain over the last 5 epochs: ' + format(gain, '+.2f') + ' pt' if gain is not None else 'too few epochs to judge convergence'}), "
-        f"test top-1 {100 * dense['test_top1']:.2f}%. "
-        f"Fine-tune budget per method: {args.epochs} epochs, lr 0.02 cosine; MaxQ's schedule ends at "
-        f"{'25% of it (75% for 1:16)' if args.end_fraction is None else format(args.end_fraction, '.0%') + ' of it'}. "
-        "Mean ± std over seeds (data order); test set 10,000 images; INT8 = min-max Q/DQ on ONNX Runtime CPU.",
-        "", f"Runs recorded: {recorded} of {planned}" + ("" if recorded >= planned else
-             " — **the sweep is not finished**; the same command resumes it (finished runs are kept)") + ".",
-        "", table, "", *(f"- {c}" for c in checks), "", "![accuracy vs sparsity](accuracy.png)",
-    ])
+    body = "\n".join(
+        [
+            f"Command: `python -m benchmarks.accuracy {' '.join(a for a in (argv if argv is not None else sys.argv[1:]) if a != '--summary-only')}`.",
+            "",
+            f"Start: FashionResNet 16/32/64 trained dense for {dense['epochs']} epochs (cosine), held-out validation top-1 "
+            f"{100 * dense['val'][-1]:.2f}% ({'gain over the last 5 epochs: ' + format(gain, '+.2f') + ' pt' if gain is not None else 'too few epochs to judge convergence'}), "
+            f"test top-1 {100 * dense['test_top1']:.2f}%. "
+            f"Fine-tune budget per method: {args.epochs} epochs, lr 0.02 cosine; MaxQ's schedule ends at "
+            f"{'25% of it (75% for 1:16)' if args.end_fraction is None else format(args.end_fraction, '.0%') + ' of it'}. "
+            "Mean ± std over seeds (data order); test set 10,000 images; INT8 = min-max Q/DQ on ONNX Runtime CPU.",
+            "",
+            f"Runs recorded: {recorded} of {planned}"
+            + (
+                ""
+                if recorded >= planned
+                else " — **the sweep is not finished**; the same command resumes it (finished runs are kept)"
+            )
+            + ".",
+            "",
+            table,
+            "",
+            *(f"- {c}" for c in checks),
+            "",
+            "![accuracy vs sparsity](accuracy.png)",
+        ]
+    )
     print(body)
     if args.write:
         plot(args.runs, methods, patterns, dense, Path(__file__).with_name("accuracy.png"))

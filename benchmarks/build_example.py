@@ -21,8 +21,12 @@ from nmdeploy.pipeline.recipe import load_recipe
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override, as for nmdeploy build")
-    parser.add_argument("--write", action="store_true", help="rewrite this benchmark's section of benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="recipe override, as for nmdeploy build"
+    )
+    parser.add_argument(
+        "--write", action="store_true", help="rewrite this benchmark's section of benchmarks/RESULTS.md"
+    )
     args = parser.parse_args(argv)
     recipe = load_recipe(None, args.overrides)
     with tempfile.TemporaryDirectory(prefix="nmdeploy-build-") as tmp:
@@ -31,22 +35,35 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - began
     stages = result.manifest["stages"]
     accuracy = result.manifest["accuracy"]
-    command = "python -m benchmarks.build_example" + "".join(f" --set {o}" for o in args.overrides) + (" --write" if args.write else "")
+    command = (
+        "python -m benchmarks.build_example"
+        + "".join(f" --set {o}" for o in args.overrides)
+        + (" --write" if args.write else "")
+    )
     rows = [f"| {name} | {record['status']} | {record['seconds']:.1f} |" for name, record in stages.items()]
     dense = accuracy.get("dense")
-    acc_rows = [f"| {name} | {100 * value:.2f}% | {'' if name == 'dense' or dense is None else f'{100 * (value - dense):+.2f} pt'} |"
-                for name, value in accuracy.items() if name != "metric"]
-    body = "\n".join([
-        f"Command: `{command}` (the same stages as `nmdeploy build` with no arguments); torch threads: default.",
-        "",
-        f"**Wall time of the whole build: {wall:.0f} s** (target: at most 300 s on 2 CPU cores).",
-        "",
-        "| stage | status | seconds |", "|---|---|---|", *rows,
-        "",
-        f"| artifact | {accuracy.get('metric', 'top-1')} (validation) | vs dense |", "|---|---|---|", *acc_rows,
-        "",
-        "Targets: dense >= 90%, sparse INT8 within 1 pt of dense.",
-    ])
+    acc_rows = [
+        f"| {name} | {100 * value:.2f}% | {'' if name == 'dense' or dense is None else f'{100 * (value - dense):+.2f} pt'} |"
+        for name, value in accuracy.items()
+        if name != "metric"
+    ]
+    body = "\n".join(
+        [
+            f"Command: `{command}` (the same stages as `nmdeploy build` with no arguments); torch threads: default.",
+            "",
+            f"**Wall time of the whole build: {wall:.0f} s** (target: at most 300 s on 2 CPU cores).",
+            "",
+            "| stage | status | seconds |",
+            "|---|---|---|",
+            *rows,
+            "",
+            f"| artifact | {accuracy.get('metric', 'top-1')} (validation) | vs dense |",
+            "|---|---|---|",
+            *acc_rows,
+            "",
+            "Targets: dense >= 90%, sparse INT8 within 1 pt of dense.",
+        ]
+    )
     print()
     print(body)
     if args.write:

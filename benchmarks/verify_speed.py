@@ -66,8 +66,11 @@ def build_model(path: Path, linears: int = 4, convs: int = 14, seed: int = 0) ->
         nodes.append(helper.make_node("Gemm", [x, name], [f"h{i + 1}"], transB=1, name=f"fc{i}"))
         x = f"h{i + 1}"
     graph = helper.make_graph(
-        nodes, "verify_speed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512, 8, 8])],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits,
+        nodes,
+        "verify_speed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512, 8, 8])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)],
+        inits,
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return sum(numpy_helper.to_array(t).nbytes for t in inits if t.name != "reps")
@@ -116,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_polygraphy:
             with console.status("polygraphy inspect sparsity (a few minutes)"):
                 poly = run_polygraphy(path)
-    table = Table(title=f"2:4 verification of a {params / 1e6:.0f}M-parameter ONNX model ({weight_bytes / 1e9:.2f} GB of weights)")
+    table = Table(
+        title=f"2:4 verification of a {params / 1e6:.0f}M-parameter ONNX model ({weight_bytes / 1e9:.2f} GB of weights)"
+    )
     for col in ("tool", "seconds", "weights checked per second", "2:4 tensors found"):
         table.add_column(col)
     rows = [
@@ -129,20 +134,27 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(name, f"{seconds:.2f}", _rate(weight_bytes, seconds), found)
     console.print(table)
     if poly is not None:
-        console.print(f"speed-up end to end: {poly[0] / ours:.0f}x (target >= 20x); check only: {weight_bytes / ours_check / 1e9:.2f} GB/s (target >= 1 GB/s)")
+        console.print(
+            f"speed-up end to end: {poly[0] / ours:.0f}x (target >= 20x); check only: {weight_bytes / ours_check / 1e9:.2f} GB/s (target >= 1 GB/s)"
+        )
     if args.write and poly is not None:
-        body = "\n".join([
-            f"Command: `python -m benchmarks.verify_speed --write` (torch-free; numpy {np.__version__}, onnx {onnx.__version__}, "
-            f"{platform.machine()}, {os.cpu_count()} cores). Model: {args.convs} Conv 512x512x3x3 + {args.linears} Gemm 4096x4096, "
-            f"{params / 1e6:.1f}M parameters, all 2:4; both tools read the same file in one run.",
-            "",
-            "| tool | seconds | weights checked per second | 2:4 tensors found |",
-            "|---|---|---|---|",
-            *[f"| {name} | {seconds:.2f} | {_rate(weight_bytes, seconds)} | {found} |" for name, seconds, found in rows],
-            "",
-            f"Speed-up over polygraphy, end to end: **{poly[0] / ours:.0f}x** (target >= 20x). "
-            f"Check alone: **{weight_bytes / ours_check / 1e9:.2f} GB/s** (target >= 1 GB/s).",
-        ])
+        body = "\n".join(
+            [
+                f"Command: `python -m benchmarks.verify_speed --write` (torch-free; numpy {np.__version__}, onnx {onnx.__version__}, "
+                f"{platform.machine()}, {os.cpu_count()} cores). Model: {args.convs} Conv 512x512x3x3 + {args.linears} Gemm 4096x4096, "
+                f"{params / 1e6:.1f}M parameters, all 2:4; both tools read the same file in one run.",
+                "",
+                "| tool | seconds | weights checked per second | 2:4 tensors found |",
+                "|---|---|---|---|",
+                *[
+                    f"| {name} | {seconds:.2f} | {_rate(weight_bytes, seconds)} | {found} |"
+                    for name, seconds, found in rows
+                ],
+                "",
+                f"Speed-up over polygraphy, end to end: **{poly[0] / ours:.0f}x** (target >= 20x). "
+                f"Check alone: **{weight_bytes / ours_check / 1e9:.2f} GB/s** (target >= 1 GB/s).",
+            ]
+        )
         write_section("ONNX 2:4 verification speed (benchmarks/verify_speed.py)", body)
     return 0
 

@@ -25,8 +25,16 @@ from pathlib import Path
 
 from nmdeploy.errors import OutputError
 
-__all__ = ["atomic_output", "check_writable", "make_folders", "output_error", "publish_folder", "remove_folders", "write_all_atomic",
-           "write_atomic"]
+__all__ = [
+    "atomic_output",
+    "check_writable",
+    "make_folders",
+    "output_error",
+    "publish_folder",
+    "remove_folders",
+    "write_all_atomic",
+    "write_atomic",
+]
 
 _FIXES = {
     errno.ENOSPC: "the disk is full; free space (or choose another output folder) and re-run",

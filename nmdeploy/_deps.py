@@ -11,8 +11,7 @@ __all__ = ["require"]
 
 # Why each optional module may be missing and how to get it; shown in the error message.
 _HINTS = {
-    "tensorrt": "install nmdeploy[trt] on a machine with an NVIDIA GPU and TensorRT "
-    "(on Jetson use JetPack's TensorRT)",
+    "tensorrt": "install nmdeploy[trt] on a machine with an NVIDIA GPU and TensorRT (on Jetson use JetPack's TensorRT)",
 }
 
 
@@ -25,8 +24,6 @@ def require(name: str, extra: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        hint = _HINTS.get(name) or (
-            f"install nmdeploy[{extra}]" if extra else f"pip install {name}"
-        )
+        hint = _HINTS.get(name) or (f"install nmdeploy[{extra}]" if extra else f"pip install {name}")
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise MissingDependencyError(f"{name} is not importable ({detail}); {hint}") from exc

@@ -19,7 +19,17 @@ from typing import Any, TypeVar
 
 from nmdeploy.errors import ConfigError
 
-__all__ = ["build_config", "check_types", "coerce", "env_flag", "from_arguments", "help_of", "setting", "type_name", "unknown_keys"]
+__all__ = [
+    "build_config",
+    "check_types",
+    "coerce",
+    "env_flag",
+    "from_arguments",
+    "help_of",
+    "setting",
+    "type_name",
+    "unknown_keys",
+]
 
 T = TypeVar("T")
 
@@ -85,7 +95,9 @@ def check_types(config: Any, section: str) -> None:
         value = getattr(config, f.name)
         ok, stored = coerce(value, hints[f.name], widen=False)
         if not ok:
-            raise ConfigError.setting(section, f"{f.name} = {value!r} has the wrong type: expected {type_name(hints[f.name])}")
+            raise ConfigError.setting(
+                section, f"{f.name} = {value!r} has the wrong type: expected {type_name(hints[f.name])}"
+            )
         if isinstance(value, list):
             object.__setattr__(config, f.name, stored)  # frozen: the tuple is the canonical form
 
@@ -107,8 +119,7 @@ def build_config(cls: type[T], values: Mapping[str, Any] | None, where: str) -> 
     if unknown:
         fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
         raise ConfigError(
-            f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; "
-            f"allowed: {', '.join(fields) or '(none)'}"
+            f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; allowed: {', '.join(fields) or '(none)'}"
         )
     return cls(**values)
 

@@ -51,8 +51,15 @@ class ConfigError(NMDeployError, ValueError):
     setting as a plain argument rather than as a config field.
     """
 
-    def __init__(self, message: str, *, section: str | None = None, detail: str | None = None,
-                 plural: bool = False, original: NMDeployError | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        section: str | None = None,
+        detail: str | None = None,
+        plural: bool = False,
+        original: NMDeployError | None = None,
+    ) -> None:
         super().__init__(message)
         self.section = section
         self.detail = detail
@@ -60,8 +67,9 @@ class ConfigError(NMDeployError, ValueError):
         self.original = original
 
     @classmethod
-    def setting(cls, section: str, detail: str, *, plural: bool = False,
-                original: NMDeployError | None = None) -> ConfigError:
+    def setting(
+        cls, section: str, detail: str, *, plural: bool = False, original: NMDeployError | None = None
+    ) -> ConfigError:
         """The error about ``section.<detail>``; its message is ``"{section}.{detail}"``."""
         return cls(_render(section, detail), section=section, detail=detail, plural=plural, original=original)
 
@@ -69,8 +77,13 @@ class ConfigError(NMDeployError, ValueError):
         """The same error worded for a recipe: ``recipe key SECTION.DETAIL`` (``recipe keys`` for several)."""
         if self.detail is None:
             return self
-        return type(self)(f"recipe key{'s' if self.plural else ''} {_render(section, self.detail)}", section=section,
-                          detail=self.detail, plural=self.plural, original=self.original)
+        return type(self)(
+            f"recipe key{'s' if self.plural else ''} {_render(section, self.detail)}",
+            section=section,
+            detail=self.detail,
+            plural=self.plural,
+            original=self.original,
+        )
 
 
 def _render(section: str, detail: str) -> str:

@@ -48,8 +48,10 @@ def test_a_full_disk_on_the_second_file_keeps_both_old_files_and_leaves_no_tempo
     monkeypatch.setattr(atomic, "_write_payload", full_on_second)
     with pytest.raises(OutputError) as info:
         atomic.write_all_atomic([(tmp_path / "calib.npz", b"new npz"), (tmp_path / "calib.json", "new json")])
-    assert str(info.value) == (f"cannot write {tmp_path / 'calib.json'}: the disk is full; free space (or choose another "
-                               "output folder) and re-run (nothing was written there)")
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 'calib.json'}: the disk is full; free space (or choose another "
+        "output folder) and re-run (nothing was written there)"
+    )
     assert (tmp_path / "calib.npz").read_bytes() == b"old npz" and (tmp_path / "calib.json").read_text() == "old json"
     assert _listing(tmp_path) == ["calib.json", "calib.npz"]
 

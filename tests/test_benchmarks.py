@@ -43,8 +43,22 @@ def test_int8_benchmark_runs_on_a_small_subset(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setenv("COLUMNS", "200")  # rich tables keep one line per row
 
-    args = ["--dense-epochs", "1", "--sparse-epochs", "2", "--train-subset", "256", "--test-subset", "200",
-            "--methods", "minmax", "--rounds", "1", "--cache", str(tmp_path)]
+    args = [
+        "--dense-epochs",
+        "1",
+        "--sparse-epochs",
+        "2",
+        "--train-subset",
+        "256",
+        "--test-subset",
+        "200",
+        "--methods",
+        "minmax",
+        "--rounds",
+        "1",
+        "--cache",
+        str(tmp_path),
+    ]
     assert int8_accuracy(args) == 0
     out = capsys.readouterr().out
     assert "MaxQ 2:4 INT8 minmax" in out and "--output-qdq-on-sparse" in out
@@ -68,11 +82,29 @@ def test_accuracy_benchmark_runs_and_resumes(capsys, tmp_path):
         pytest.skip("needs dataset-fashion-mnist")
     from benchmarks.accuracy import main as accuracy
 
-    args = ["--seeds", "1", "--epochs", "1", "--dense-epochs", "1", "--patterns", "2:4", "--methods", "maxq",
-            "--train-subset", "512", "--runs", str(tmp_path)]
+    args = [
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--dense-epochs",
+        "1",
+        "--patterns",
+        "2:4",
+        "--methods",
+        "maxq",
+        "--train-subset",
+        "512",
+        "--runs",
+        str(tmp_path),
+    ]
     assert accuracy(args) == 0
     out = capsys.readouterr().out
-    assert "| maxq | 2:4 | 50% | 1 |" in out and "| dense (+1 epochs) | – | 0% | 1 |" in out and "MaxQ 2:4 vs converged dense" in out
+    assert (
+        "| maxq | 2:4 | 50% | 1 |" in out
+        and "| dense (+1 epochs) | – | 0% | 1 |" in out
+        and "MaxQ 2:4 vs converged dense" in out
+    )
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["dense-2of4-s0.json", "dense.json", "maxq-2of4-s0.json"]
     assert accuracy(args) == 0 and "maxq-2of4-s0 epoch" not in capsys.readouterr().out  # finished runs are not redone
 

@@ -21,8 +21,7 @@ def test_require_names_the_extra_when_missing():
     with pytest.raises(MissingDependencyError) as info:
         require("nmdeploy_no_such_module", extra="trt")
     assert str(info.value) == (
-        "nmdeploy_no_such_module is not importable (No module named 'nmdeploy_no_such_module'); "
-        "install nmdeploy[trt]"
+        "nmdeploy_no_such_module is not importable (No module named 'nmdeploy_no_such_module'); install nmdeploy[trt]"
     )
 
 
@@ -48,7 +47,9 @@ def test_build_config_rejects_unknown_keys():
         build_config(_Cfg, {"c": 1, "d": 2}, "recipe")
 
 
-@pytest.mark.parametrize("value, expected", [(None, False), ("", False), ("1", True), ("TRUE", True), ("0", False), ("false", False)])
+@pytest.mark.parametrize(
+    "value, expected", [(None, False), ("", False), ("1", True), ("TRUE", True), ("0", False), ("false", False)]
+)
 def test_env_flag(value, expected):
     assert env_flag(value, "X") is expected
 

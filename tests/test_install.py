@@ -37,25 +37,55 @@ def installed(tmp_path_factory) -> Path:
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copyfile(ROOT / name, source / name)
     shutil.copytree(ROOT / "nmdeploy", source / "nmdeploy", ignore=shutil.ignore_patterns("__pycache__"))
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"),
-                  str(source)], tmp)
+    built = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(source),
+        ],
+        tmp,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = (tmp / "dist").glob("nmdeploy-*.whl")
     venv = tmp / "venv"
     assert _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp).returncode == 0
     # the dependencies (torch, onnx, ...) from this environment; its .pth files (the editable nmdeploy) are not read
-    site = Path(_run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                     tmp).stdout.strip())
+    site = Path(
+        _run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp
+        ).stdout.strip()
+    )
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    done = _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
-                 str(wheel)], tmp)
+    done = _run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--ignore-installed",
+            "-q",
+            str(wheel),
+        ],
+        tmp,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return venv / "bin"
 
 
 def test_the_installed_package_is_the_wheel_and_carries_the_example(installed, tmp_path):
-    code = ("import nmdeploy, nmdeploy.examples.fashion_mnist as f; "
-            "print(nmdeploy.__file__); print(f.RECIPE.is_file(), f.CALIBRATION.is_file(), f.CALIBRATION_SET.is_file())")
+    code = (
+        "import nmdeploy, nmdeploy.examples.fashion_mnist as f; "
+        "print(nmdeploy.__file__); print(f.RECIPE.is_file(), f.CALIBRATION.is_file(), f.CALIBRATION_SET.is_file())"
+    )
     shown = _run([str(installed / "python"), "-c", code], tmp_path)
     assert shown.returncode == 0, shown.stderr
     where, files = shown.stdout.splitlines()
@@ -70,10 +100,19 @@ def test_the_installed_package_is_the_wheel_and_carries_the_example(installed, t
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_a_one_epoch_build_of_the_built_in_example_from_another_folder(installed, tmp_path):
-    quick = ["dense.epochs=1", "finetune.epochs=1", "sparsity.end_epoch=0", "data.train_subset=4096",
-             "data.val_subset=512", "quantize.count=64", "device=cpu"]
-    built = _run([str(installed / "nmdeploy"), "-q", "build", *(a for item in quick for a in ("--set", item)), "--out", "out"],
-                 tmp_path)
+    quick = [
+        "dense.epochs=1",
+        "finetune.epochs=1",
+        "sparsity.end_epoch=0",
+        "data.train_subset=4096",
+        "data.val_subset=512",
+        "quantize.count=64",
+        "device=cpu",
+    ]
+    built = _run(
+        [str(installed / "nmdeploy"), "-q", "build", *(a for item in quick for a in ("--set", item)), "--out", "out"],
+        tmp_path,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     stages = manifest["stages"]

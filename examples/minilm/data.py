@@ -78,17 +78,34 @@ def texts(split: str, windows: int = 0, wiki: int = 0) -> list[str]:
     ``wiki`` adds that many Wikipedia sentences (a fixed draw), for variety beyond one news corpus."""
     folder = _test_data()
     if split == "train":
-        docs = [_sentences(doc) for doc in (folder / "lee_background.cor").read_text(encoding="utf-8", errors="replace").splitlines()]
-        runs = [" ".join(doc[i:i + windows]) for doc in docs for i in range(len(doc) - windows + 1)] if windows > 1 else []
+        docs = [
+            _sentences(doc)
+            for doc in (folder / "lee_background.cor").read_text(encoding="utf-8", errors="replace").splitlines()
+        ]
+        runs = (
+            [" ".join(doc[i : i + windows]) for doc in docs for i in range(len(doc) - windows + 1)]
+            if windows > 1
+            else []
+        )
         extra = []
         if wiki:
             pool = wiki_sentences()
-            extra = [pool[i] for i in sorted(np.random.default_rng(0).choice(len(pool), size=min(wiki, len(pool)), replace=False))]
+            extra = [
+                pool[i]
+                for i in sorted(np.random.default_rng(0).choice(len(pool), size=min(wiki, len(pool)), replace=False))
+            ]
         return [s for doc in docs for s in doc] + runs + extra
     if split in ("test", "val"):
-        lee = [line.strip() for line in (folder / "lee.cor").read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-        polarity = [line.split(" ", 1)[1].strip() for line in (folder / "pang_lee_polarity.cor").read_text(encoding="latin-1").splitlines()
-                    if " " in line]
+        lee = [
+            line.strip()
+            for line in (folder / "lee.cor").read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.strip()
+        ]
+        polarity = [
+            line.split(" ", 1)[1].strip()
+            for line in (folder / "pang_lee_polarity.cor").read_text(encoding="latin-1").splitlines()
+            if " " in line
+        ]
         return lee + polarity
     raise InputError(f"the MiniLM example data has no split {split!r}; use 'train' or 'test'")
 
@@ -101,8 +118,10 @@ def tokenize(items: list[str], length: int = SEQ_LEN) -> dict[str, np.ndarray]:
     tokenizer.enable_truncation(length)
     tokenizer.enable_padding(length=length, pad_id=0, pad_token="[PAD]")
     encoded = tokenizer.encode_batch(items)
-    return {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
+    return {
+        "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+    }
 
 
 def load(split: str = "train") -> dict[str, np.ndarray]:

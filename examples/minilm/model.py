@@ -44,7 +44,11 @@ def model_dir() -> Path:
 class SelfAttention(nn.Module):
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.query, self.key, self.value = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.query, self.key, self.value = (
+            nn.Linear(hidden, hidden),
+            nn.Linear(hidden, hidden),
+            nn.Linear(hidden, hidden),
+        )
 
 
 class Residual(nn.Module):
@@ -97,7 +101,8 @@ class MiniLM(nn.Module):
         self.embeddings.LayerNorm = nn.LayerNorm(hidden, eps=eps)
         self.encoder = nn.Module()
         self.encoder.layer = nn.ModuleList(
-            Layer(hidden, config["num_attention_heads"], config["intermediate_size"], eps) for _ in range(config["num_hidden_layers"])
+            Layer(hidden, config["num_attention_heads"], config["intermediate_size"], eps)
+            for _ in range(config["num_hidden_layers"])
         )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -119,7 +124,10 @@ def pretrained() -> MiniLM:
 
     folder = model_dir()
     model = MiniLM(json.loads((folder / "config.json").read_text()))
-    state = {k: v for k, v in load_file(folder / "model.safetensors").items()
-             if not k.startswith("pooler.") and k != "embeddings.position_ids"}  # unused by sentence embeddings
+    state = {
+        k: v
+        for k, v in load_file(folder / "model.safetensors").items()
+        if not k.startswith("pooler.") and k != "embeddings.position_ids"
+    }  # unused by sentence embeddings
     model.load_state_dict(state)
     return model.eval()

@@ -64,8 +64,11 @@ class _Group(click.Group):
             if (ctx.obj or {}).get("debug"):
                 raise
             name, code = ("SIGTERM", 143) if isinstance(exc, _Terminated) else ("SIGINT", 130)
-            raise _one_line(f"stopped by {name}; files already written are complete, nothing half-written was left; "
-                            "run the same command again to redo what is missing", code) from None
+            raise _one_line(
+                f"stopped by {name}; files already written are complete, nothing half-written was left; "
+                "run the same command again to redo what is missing",
+                code,
+            ) from None
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
@@ -110,10 +113,23 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 def _global_options() -> list[click.Option]:
     """``-v``, ``-q`` and ``--debug`` for a subcommand: the same as before it (``nmdeploy -q build``)."""
     return [
-        click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_set_verbose, help="More log output (-vv for debug)."),
-        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_set_quiet, help="Only warnings and errors."),
-        click.Option(["--debug"], is_flag=True, expose_value=False, callback=_set_debug,
-                     help="Show full tracebacks (also NMDEPLOY_DEBUG=1)."),
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_set_verbose,
+            help="More log output (-vv for debug).",
+        ),
+        click.Option(
+            ["-q", "--quiet"], is_flag=True, expose_value=False, callback=_set_quiet, help="Only warnings and errors."
+        ),
+        click.Option(
+            ["--debug"],
+            is_flag=True,
+            expose_value=False,
+            callback=_set_debug,
+            help="Show full tracebacks (also NMDEPLOY_DEBUG=1).",
+        ),
     ]
 
 

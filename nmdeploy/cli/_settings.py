@@ -32,8 +32,9 @@ def _field(cls: type, name: str) -> dataclasses.Field:
     raise TypeError(f"{cls.__name__} has no field {name!r}")  # a programming error, found by any --help
 
 
-def setting_option(cls: type, name: str, *decls: str, invert: bool = False, default: Any = _NO_DEFAULT,
-                   **kwargs: Any) -> Callable[[Callable], Callable]:
+def setting_option(
+    cls: type, name: str, *decls: str, invert: bool = False, default: Any = _NO_DEFAULT, **kwargs: Any
+) -> Callable[[Callable], Callable]:
     """A click option for field ``name`` of ``cls``.
 
     ``invert``: a flag that turns a true-by-default setting off (``--per-tensor`` sets
@@ -43,7 +44,10 @@ def setting_option(cls: type, name: str, *decls: str, invert: bool = False, defa
     f = _field(cls, name)
     hint = typing.get_type_hints(cls)[name]
     value = f.default if default is _NO_DEFAULT else default
-    options: dict[str, Any] = {"help": f.metadata.get("help", "").replace("`", ""), "default": value}  # docs mark code, --help does not
+    options: dict[str, Any] = {
+        "help": f.metadata.get("help", "").replace("`", ""),
+        "default": value,
+    }  # docs mark code, --help does not
     if hint is bool:
         options.update(is_flag=True, flag_value=not value if invert else True, default=value)
     elif typing.get_origin(hint) is tuple:

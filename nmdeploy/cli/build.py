@@ -7,13 +7,27 @@ from pathlib import Path
 
 import click
 
-_RECIPE = click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path),
-                       help="YAML recipe.  [default: the built-in Fashion-MNIST example]")
-_SET = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                    help="Override one recipe key (repeatable), e.g. --set finetune.epochs=2.")
-_OUT = click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory.  [default: the recipe's output]")
-_DUMP = click.option("--dump-recipe", is_flag=True, help="Print the merged recipe (defaults, file, --set) as YAML and exit.")
-_FORCE = click.option("--force", is_flag=True, help="Build into a non-empty output folder that no nmdeploy build wrote.")
+_RECIPE = click.option(
+    "--recipe",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML recipe.  [default: the built-in Fashion-MNIST example]",
+)
+_SET = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override one recipe key (repeatable), e.g. --set finetune.epochs=2.",
+)
+_OUT = click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory.  [default: the recipe's output]"
+)
+_DUMP = click.option(
+    "--dump-recipe", is_flag=True, help="Print the merged recipe (defaults, file, --set) as YAML and exit."
+)
+_FORCE = click.option(
+    "--force", is_flag=True, help="Build into a non-empty output folder that no nmdeploy build wrote."
+)
 
 
 def _recipe(recipe_path: Path | None, overrides: tuple[str, ...]):
@@ -37,8 +51,15 @@ def _run(recipe, out: Path | None, stages: tuple[str, ...] | None, command: str,
 
     silent = quiet()
     with stage_progress() as update:
-        return build(recipe, out, stages, say=(lambda line: None) if silent else click.echo,
-                     progress=update, command=command, force=force)
+        return build(
+            recipe,
+            out,
+            stages,
+            say=(lambda line: None) if silent else click.echo,
+            progress=update,
+            command=command,
+            force=force,
+        )
 
 
 @click.command()
@@ -75,7 +96,9 @@ def _echo_scores(accuracy: dict) -> None:
     """``top-1: dense 92.80%, sparse 92.40%, ...`` (or the task's metric) from the manifest."""
     shown = {"dense": "dense", "sparse": "sparse", "sparse_onnx": "sparse ONNX", "int8": "sparse INT8"}
     metric = accuracy.get("metric", "top-1")
-    parts = [f"{shown[k]} {v:.2%}" if metric == "top-1" else f"{shown[k]} {v:.4f}" for k, v in accuracy.items() if k in shown]
+    parts = [
+        f"{shown[k]} {v:.2%}" if metric == "top-1" else f"{shown[k]} {v:.4f}" for k, v in accuracy.items() if k in shown
+    ]
     if parts:
         click.echo(f"{metric}: " + ", ".join(parts))
 
@@ -87,10 +110,15 @@ def _artifacts(out: Path) -> list[str]:
 
 
 # finetune's shortcuts: option, parameter, the recipe key it sets, metavar, type
-_SHORTCUTS = (("--model", "spec", "model.spec", "SPEC", None), ("--checkpoint", "checkpoint", "model.checkpoint", "FILE", None),
-              ("--data", "data", "data.train", "SPEC", None), ("--val-data", "val_data", "data.val", "SPEC", None),
-              ("--method", "method", "sparsity.method", "NAME", None), ("--pattern", "pattern", "sparsity.pattern", "N:M", None),
-              ("--epochs", "epochs", "finetune.epochs", "N", int))
+_SHORTCUTS = (
+    ("--model", "spec", "model.spec", "SPEC", None),
+    ("--checkpoint", "checkpoint", "model.checkpoint", "FILE", None),
+    ("--data", "data", "data.train", "SPEC", None),
+    ("--val-data", "val_data", "data.val", "SPEC", None),
+    ("--method", "method", "sparsity.method", "NAME", None),
+    ("--pattern", "pattern", "sparsity.pattern", "N:M", None),
+    ("--epochs", "epochs", "finetune.epochs", "N", int),
+)
 
 
 def _shortcut(flag: str, param: str, key: str, metavar: str, kind: type | None):
@@ -116,8 +144,14 @@ def _with_shortcuts(command):
 @_DUMP
 @_FORCE
 @_with_shortcuts
-def finetune(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, dump_recipe: bool, force: bool,
-             **shortcuts: object) -> None:
+def finetune(
+    recipe: Path | None,
+    overrides: tuple[str, ...],
+    out: Path | None,
+    dump_recipe: bool,
+    force: bool,
+    **shortcuts: object,
+) -> None:
     """Train only: dense pre-training (or a pretrained checkpoint), then the N:M fine-tune.
 
     Writes dense.pt, sparse.pt (plain weights with exact N:M zeros) and manifest.json. Each
@@ -125,7 +159,9 @@ def finetune(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, 
     (torchrun --nproc_per_node=K -m nmdeploy finetune ...) every process trains with
     DistributedDataParallel and the first one writes the files.
     """
-    extra = tuple(f"{key}={_yaml_scalar(shortcuts[param])}" for _, param, key, _, _ in _SHORTCUTS if shortcuts[param] is not None)
+    extra = tuple(
+        f"{key}={_yaml_scalar(shortcuts[param])}" for _, param, key, _, _ in _SHORTCUTS if shortcuts[param] is not None
+    )
     merged = _recipe(recipe, (*extra, *overrides))
     if dump_recipe:
         from nmdeploy.pipeline.recipe import dump_recipe as dump
@@ -134,12 +170,16 @@ def finetune(recipe: Path | None, overrides: tuple[str, ...], out: Path | None, 
         return
     from nmdeploy.pipeline.stages import stage_names
 
-    result = _run(merged, out, stage_names(training=True), _command("finetune", recipe, (*extra, *overrides), out), force)
+    result = _run(
+        merged, out, stage_names(training=True), _command("finetune", recipe, (*extra, *overrides), out), force
+    )
     if result.report is None:
         return  # a non-writing process of a distributed run
     _echo_scores(result.manifest.get("accuracy", {}))
-    click.echo(f"wrote {result.out}/dense.pt, {result.out}/sparse.pt; next: nmdeploy build with the same recipe, "
-               "or nmdeploy export")
+    click.echo(
+        f"wrote {result.out}/dense.pt, {result.out}/sparse.pt; next: nmdeploy build with the same recipe, "
+        "or nmdeploy export"
+    )
 
 
 def _yaml_scalar(value: object) -> str:

@@ -11,16 +11,37 @@ from nmdeploy.quant.config import QuantizeConfig
 
 
 @click.command()
-@click.option("--data", "spec", help="Data SPEC: fashion-mnist[:train|test], an .npz (x, optional y) or module:callable.")
-@click.option("-n", "--count", type=int, default=None,
-              help=f"Samples to draw (class-balanced when labelled).  [default: {QuantizeConfig.count}]")
-@click.option("--seed", type=int, default=None,
-              help=f"Seed of the draw; the same seed gives the same bytes.  [default: {QuantizeConfig.seed}]")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="The .npz to write (manifest beside it, .json).")
-@click.option("--definition", type=click.Path(dir_okay=False, path_type=Path),
-              help="Build the set a definition (a YAML file: data, count, seed, output) describes.")
+@click.option(
+    "--data", "spec", help="Data SPEC: fashion-mnist[:train|test], an .npz (x, optional y) or module:callable."
+)
+@click.option(
+    "-n",
+    "--count",
+    type=int,
+    default=None,
+    help=f"Samples to draw (class-balanced when labelled).  [default: {QuantizeConfig.count}]",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help=f"Seed of the draw; the same seed gives the same bytes.  [default: {QuantizeConfig.seed}]",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The .npz to write (manifest beside it, .json).",
+)
+@click.option(
+    "--definition",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Build the set a definition (a YAML file: data, count, seed, output) describes.",
+)
 @FORCE
-def calibrate(spec: str | None, count: int | None, seed: int | None, output: Path | None, definition: Path | None, force: bool) -> None:
+def calibrate(
+    spec: str | None, count: int | None, seed: int | None, output: Path | None, definition: Path | None, force: bool
+) -> None:
     """Draw N samples from a data source into a calibration set for nmdeploy quantize.
 
     Class-balanced when the source has labels, uniform otherwise, from a fixed seed; written

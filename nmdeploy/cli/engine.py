@@ -26,10 +26,21 @@ def _batch(value: str, count: int, option: str) -> tuple[int, ...]:
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Plan to write.  [default: MODEL with .plan]")
-@setting_option(EngineConfig, "sparse", "--dense", invert=True, help="Build without SPARSE_WEIGHTS (the dense baseline).")
-@click.option("--batch", default=",".join(map(str, EngineConfig().batch)), show_default=True,
-              help="min,opt,max batch of the profile (dynamic dim 0).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Plan to write.  [default: MODEL with .plan]",
+)
+@setting_option(
+    EngineConfig, "sparse", "--dense", invert=True, help="Build without SPARSE_WEIGHTS (the dense baseline)."
+)
+@click.option(
+    "--batch",
+    default=",".join(map(str, EngineConfig().batch)),
+    show_default=True,
+    help="min,opt,max batch of the profile (dynamic dim 0).",
+)
 @click.option("--min-shapes", help="Explicit profile shapes NAME:DIMS[,...] (with --opt-shapes and --max-shapes).")
 @click.option("--opt-shapes", help="Shapes TensorRT tunes for, NAME:DIMS[,...].")
 @click.option("--max-shapes", help="Largest shapes, NAME:DIMS[,...].")
@@ -37,15 +48,39 @@ def _batch(value: str, count: int, option: str) -> tuple[int, ...]:
 @setting_option(EngineConfig, "timing_cache", "--timing-cache", type=click.Path(dir_okay=False))
 @setting_option(EngineConfig, "hardware_compat", "--hardware-compat")
 @setting_option(EngineConfig, "version_compatible", "--version-compatible")
-@setting_option(EngineConfig, "dense_twin", "--dense-twin", default=False,
-                help="Also build MODEL.dense.plan without SPARSE_WEIGHTS, for nmdeploy bench.")
+@setting_option(
+    EngineConfig,
+    "dense_twin",
+    "--dense-twin",
+    default=False,
+    help="Also build MODEL.dense.plan without SPARSE_WEIGHTS, for nmdeploy bench.",
+)
 @setting_option(EngineConfig, "fp16", "--fp16")
 @setting_option(EngineConfig, "strongly_typed", "--strongly-typed")
-@click.option("--verify", "verify_path", type=click.Path(dir_okay=False, path_type=Path), help="verify.json to join into the layer report.  [default: verify MODEL now]")
-@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), help="Where to write the target bundle when TensorRT is absent.  [default: OUTPUT stem + -bundle]")
+@click.option(
+    "--verify",
+    "verify_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="verify.json to join into the layer report.  [default: verify MODEL now]",
+)
+@click.option(
+    "--bundle",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the target bundle when TensorRT is absent.  [default: OUTPUT stem + -bundle]",
+)
 @FORCE
-def engine(model: Path, output: Path | None, batch: str, min_shapes: str | None, opt_shapes: str | None,
-           max_shapes: str | None, verify_path: Path | None, bundle: Path | None, force: bool, **settings: object) -> None:
+def engine(
+    model: Path,
+    output: Path | None,
+    batch: str,
+    min_shapes: str | None,
+    opt_shapes: str | None,
+    max_shapes: str | None,
+    verify_path: Path | None,
+    bundle: Path | None,
+    force: bool,
+    **settings: object,
+) -> None:
     """Build MODEL (a Q/DQ INT8 or float ONNX) into a TensorRT plan with 2:4 sparse weights.
 
     Works with TensorRT 10.x and 11.x (feature-detected). Writes the plan and
@@ -64,15 +99,30 @@ def engine(model: Path, output: Path | None, batch: str, min_shapes: str | None,
     config = config_from(EngineConfig, settings, min_batch=low, opt_batch=opt, max_batch=high)
     twin = output.with_name(output.stem + ".dense.plan") if config.dense_twin else None
     claim_outputs([output, output.with_name("engine_report.json"), twin], force)
-    shapes = [parse_shapes(s, f"--{flag}-shapes") or None for s, flag in ((min_shapes, "min"), (opt_shapes, "opt"), (max_shapes, "max"))]
-    result = build_or_bundle(model, output, bundle or output.with_name(output.stem + "-bundle"), config,
-                             min_shapes=shapes[0], opt_shapes=shapes[1], max_shapes=shapes[2], verify=verify_path)
+    shapes = [
+        parse_shapes(s, f"--{flag}-shapes") or None
+        for s, flag in ((min_shapes, "min"), (opt_shapes, "opt"), (max_shapes, "max"))
+    ]
+    result = build_or_bundle(
+        model,
+        output,
+        bundle or output.with_name(output.stem + "-bundle"),
+        config,
+        min_shapes=shapes[0],
+        opt_shapes=shapes[1],
+        max_shapes=shapes[2],
+        verify=verify_path,
+    )
     if result.report is None:
-        raise EngineUnavailable(f"{result.reason}. Wrote the target bundle {result.bundle}/ "
-                                f"({len(result.files)} files); on the target GPU run: python3 {result.bundle}/build_engine.py")
+        raise EngineUnavailable(
+            f"{result.reason}. Wrote the target bundle {result.bundle}/ "
+            f"({len(result.files)} files); on the target GPU run: python3 {result.bundle}/build_engine.py"
+        )
     report = result.report
-    click.echo(f"wrote {report.plan} (TensorRT {report.tensorrt}, flags {', '.join(report.build.builder_flags) or 'none'}, "
-               f"{report.seconds:.1f} s build) and {Path(report.plan).with_name('engine_report.json')}")
+    click.echo(
+        f"wrote {report.plan} (TensorRT {report.tensorrt}, flags {', '.join(report.build.builder_flags) or 'none'}, "
+        f"{report.seconds:.1f} s build) and {Path(report.plan).with_name('engine_report.json')}"
+    )
     click.echo(format_rows(list(report.layers)))
     if report.dense_twin:
         click.echo(f"dense twin: {report.dense_twin}; time both: nmdeploy bench {report.plan} {report.dense_twin}")
@@ -81,11 +131,19 @@ def engine(model: Path, output: Path | None, batch: str, min_shapes: str | None,
 @click.command()
 @click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--batch", default="1,32", show_default=True, help="Batch sizes to time (within the engines' profile).")
-@click.option("--warmup", type=click.IntRange(0), default=20, show_default=True, help="Untimed runs per engine and batch.")
-@click.option("--iterations", type=click.IntRange(1), default=200, show_default=True, help="Timed runs per engine and batch.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the rows as JSON here.")
+@click.option(
+    "--warmup", type=click.IntRange(0), default=20, show_default=True, help="Untimed runs per engine and batch."
+)
+@click.option(
+    "--iterations", type=click.IntRange(1), default=200, show_default=True, help="Timed runs per engine and batch."
+)
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the rows as JSON here."
+)
 @FORCE
-def bench(plans: tuple[Path, ...], batch: str, warmup: int, iterations: int, json_path: Path | None, force: bool) -> None:
+def bench(
+    plans: tuple[Path, ...], batch: str, warmup: int, iterations: int, json_path: Path | None, force: bool
+) -> None:
     """Time PLANS side by side (interleaved, one process): latency p50/p90/p99, throughput.
 
     With two plans (e.g. the sparse engine and its --dense-twin) it prints the latency
@@ -104,7 +162,9 @@ def bench(plans: tuple[Path, ...], batch: str, warmup: int, iterations: int, jso
     rows = bench_engines(names, sizes, warmup, iterations)
     click.echo(f"{'engine':<28} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'samples/s':>11}")
     for r in rows:
-        click.echo(f"{r.engine[:28]:<28} {r.batch:>5} {r.p50_ms:>9.3f} {r.p90_ms:>9.3f} {r.p99_ms:>9.3f} {r.throughput:>11.0f}")
+        click.echo(
+            f"{r.engine[:28]:<28} {r.batch:>5} {r.p50_ms:>9.3f} {r.p90_ms:>9.3f} {r.p99_ms:>9.3f} {r.throughput:>11.0f}"
+        )
     if len(names) == 2:
         first, second = names
         for size in sizes:

@@ -11,12 +11,28 @@ from nmdeploy.cli._outputs import FORCE, claim_outputs
 
 @click.command("eval")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--data", "spec", required=True, help="Data SPEC: fashion-mnist[:test|train], an .npz (x, optional y) or module:callable.")
-@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), help="Reference ONNX (e.g. the FP32 model) for per-output cosine.")
+@click.option(
+    "--data",
+    "spec",
+    required=True,
+    help="Data SPEC: fashion-mnist[:test|train], an .npz (x, optional y) or module:callable.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Reference ONNX (e.g. the FP32 model) for per-output cosine.",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result as JSON here ('-' for stdout).")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the result as JSON here ('-' for stdout).",
+)
 @FORCE
-def evaluate(model: Path, spec: str, reference: Path | None, batch_size: int, json_path: Path | None, force: bool) -> None:
+def evaluate(
+    model: Path, spec: str, reference: Path | None, batch_size: int, json_path: Path | None, force: bool
+) -> None:
     """Measure MODEL on onnxruntime (CPU): top-1, and cosine to a reference model.
 
     Top-1 is read from the first output ([N, classes]) when the data has labels; with
@@ -44,6 +60,8 @@ def evaluate(model: Path, spec: str, reference: Path | None, batch_size: int, js
         click.echo(f"{model}: {report.samples} samples of {where} (no labels or not a classifier: no top-1)")
     if report.reference is not None:
         if report.reference_top1 is not None and report.top1 is not None:
-            click.echo(f"{reference}: top-1 {report.reference_top1:.2%} (difference {100 * (report.top1 - report.reference_top1):+.2f} pt)")
+            click.echo(
+                f"{reference}: top-1 {report.reference_top1:.2%} (difference {100 * (report.top1 - report.reference_top1):+.2f} pt)"
+            )
         for c in report.cosine:
             click.echo(f"cosine to {reference} on output {c.name}: mean {c.mean:.6f}, worst sample {c.min:.6f}")

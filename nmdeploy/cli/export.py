@@ -27,10 +27,17 @@ def _shape(value: str) -> tuple[int, ...]:
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", "spec", required=True, help="Built-in example (fashion-resnet) or package.module:callable.")
 @click.option("--input-shape", required=True, help="Sample input shape, e.g. 1x1x28x28 (dim 0 stays dynamic).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .onnx file to write.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .onnx file to write."
+)
 @setting_option(ExportConfig, "opset", "--opset")
-@setting_option(ExportConfig, "dynamic_batch", "--static-batch", invert=True,
-                help="Fix the batch size to the sample's instead of a dynamic dim 0.")
+@setting_option(
+    ExportConfig,
+    "dynamic_batch",
+    "--static-batch",
+    invert=True,
+    help="Fix the batch size to the sample's instead of a dynamic dim 0.",
+)
 @setting_option(ExportConfig, "atol", "--atol")
 @setting_option(ExportConfig, "rtol", "--rtol")
 @FORCE
@@ -52,8 +59,10 @@ def export(checkpoint: Path, spec: str, input_shape: str, output: Path, force: b
     model = load_checkpoint(build_model(spec), checkpoint)
     sample = torch.randn(dims, generator=torch.Generator().manual_seed(0))
     report = export_onnx(model, sample, output, config=config)
-    click.echo(f"wrote {report.path} (opset {report.opset}, {report.size_bytes / 1e6:.2f} MB"
-               f"{', external data' if report.external_data else ''})")
+    click.echo(
+        f"wrote {report.path} (opset {report.opset}, {report.size_bytes / 1e6:.2f} MB"
+        f"{', external data' if report.external_data else ''})"
+    )
     for p in report.parity:
         click.echo(f"parity {p.name}: max |onnxruntime - torch| = {p.max_abs_error:.3g}, cosine {p.cosine:.6f}")
     click.echo(f"next: nmdeploy verify {report.path}")

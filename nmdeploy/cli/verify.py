@@ -13,8 +13,15 @@ from nmdeploy.sparsity.config import SparsityConfig
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--pattern", default=SparsityConfig.pattern, show_default=True, help="N:M pattern to check, e.g. 2:4, 1:4, 1:16.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON here ('-' for stdout).")
+@click.option(
+    "--pattern", default=SparsityConfig.pattern, show_default=True, help="N:M pattern to check, e.g. 2:4, 1:4, 1:16."
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the report as JSON here ('-' for stdout).",
+)
 @click.option(
     "--require",
     default=None,
@@ -23,7 +30,9 @@ from nmdeploy.sparsity.config import SparsityConfig
 )
 @click.option("--trt-rules", is_flag=True, help="Also lint the Q/DQ nodes against TensorRT's INT8 import rules.")
 @FORCE
-def verify(model: Path, pattern: str, json_path: Path | None, require: str | None, trt_rules: bool, force: bool) -> None:
+def verify(
+    model: Path, pattern: str, json_path: Path | None, require: str | None, trt_rules: bool, force: bool
+) -> None:
     """Check the N:M (2:4) layout of every Conv/ConvTranspose/Gemm/MatMul weight of MODEL.
 
     Follows Cast, Identity, Q/DQ and Transpose back to the stored weight (float or int8).
@@ -58,10 +67,15 @@ def verify(model: Path, pattern: str, json_path: Path | None, require: str | Non
     if lint is not None:
         for v in lint.violations:
             click.echo(f"Q/DQ rule broken at {v}")
-        click.echo(f"trt-rules {'PASSED' if lint.ok else 'FAILED'}: {lint.quantize_nodes} QuantizeLinear, "
-                   f"{lint.dequantize_nodes} DequantizeLinear, {len(lint.violations)} violation(s)"
-                   + ("; no Q/DQ at all: an FP32 model (nmdeploy quantize makes the INT8 one)"
-                      if not lint.quantize_nodes + lint.dequantize_nodes else ""))
+        click.echo(
+            f"trt-rules {'PASSED' if lint.ok else 'FAILED'}: {lint.quantize_nodes} QuantizeLinear, "
+            f"{lint.dequantize_nodes} DequantizeLinear, {len(lint.violations)} violation(s)"
+            + (
+                "; no Q/DQ at all: an FP32 model (nmdeploy quantize makes the INT8 one)"
+                if not lint.quantize_nodes + lint.dequantize_nodes
+                else ""
+            )
+        )
     if not report.layers:
         click.echo(f"{model}: no Conv/ConvTranspose/Gemm/MatMul with a constant weight; nothing to check")
         return _exit(ok)
@@ -70,10 +84,16 @@ def verify(model: Path, pattern: str, json_path: Path | None, require: str | Non
         table.add_column(col, overflow="fold")
     for r in report.layers:
         table.add_row(
-            r.weight + (" *" if r.note else ""), r.op, "x".join(map(str, r.shape)), str(r.axis), r.observed,
-            f"{r.sparsity:.0%}", f"{r.violations}/{r.groups}",
+            r.weight + (" *" if r.note else ""),
+            r.op,
+            "x".join(map(str, r.shape)),
+            str(r.axis),
+            r.observed,
+            f"{r.sparsity:.0%}",
+            f"{r.violations}/{r.groups}",
             "" if r.first_violation is None else ",".join(map(str, r.first_violation)),
-            "yes" if r.hw_2of4 else "no", "yes" if r.required else "no",
+            "yes" if r.hw_2of4 else "no",
+            "yes" if r.required else "no",
             style=None if r.ok or not r.required else "red",
         )
     console.print(table)
@@ -84,7 +104,9 @@ def verify(model: Path, pattern: str, json_path: Path | None, require: str | Non
         click.echo(f"skipped {s.node} ({s.op}) input {s.input}: {s.reason}")
     failed = report.failures
     if failed:
-        click.echo(f"FAILED: {len(failed)} required layer(s) not {report.pattern}: " + ", ".join(f.weight for f in failed))
+        click.echo(
+            f"FAILED: {len(failed)} required layer(s) not {report.pattern}: " + ", ".join(f.weight for f in failed)
+        )
     else:
         click.echo(f"PASSED: {len(report.layers)} weight(s) checked, every required layer is {report.pattern}")
     _exit(ok)

@@ -18,8 +18,10 @@ class DataConfig:
     SECTION: ClassVar[str] = "data"
 
     train: str = setting(
-        "fashion-mnist:train", "Training data SPEC: `fashion-mnist[:split]`, an `.npz` (`x`, `y`), an ImageFolder "
-        "directory, or `package.module:callable`.")
+        "fashion-mnist:train",
+        "Training data SPEC: `fashion-mnist[:split]`, an `.npz` (`x`, `y`), an ImageFolder "
+        "directory, or `package.module:callable`.",
+    )
     val: str = setting("fashion-mnist:test", "Validation data SPEC (its accuracy is reported for every artifact).")
     train_subset: int = setting(0, "Use this many class-balanced training samples (seed 0); 0 = all.")
     val_subset: int = setting(0, "Same for validation; 0 = all.")
@@ -28,4 +30,6 @@ class DataConfig:
         check_types(self, self.SECTION)
         for key in ("train_subset", "val_subset"):
             if getattr(self, key) < 0:
-                raise ConfigError.setting(self.SECTION, f"{key} = {getattr(self, key)}: use 0 (all) or a positive count")
+                raise ConfigError.setting(
+                    self.SECTION, f"{key} = {getattr(self, key)}: use 0 (all) or a positive count"
+                )

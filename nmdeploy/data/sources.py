@@ -48,12 +48,16 @@ class ArrayData:
 
     def __post_init__(self) -> None:
         if not self.inputs:
-            raise InputError(f"data {self.source!r} holds no input arrays; store inputs under 'x' or the model's input names")
+            raise InputError(
+                f"data {self.source!r} holds no input arrays; store inputs under 'x' or the model's input names"
+            )
         counts = {name: (a.shape[0] if a.ndim else 0) for name, a in self.inputs.items()}
         if self.labels is not None:
             counts[_LABELS] = self.labels.shape[0] if self.labels.ndim else 0
         if len(set(counts.values())) > 1:
-            raise InputError(f"data {self.source!r}: arrays disagree on the sample count {counts}; give every array the same dim 0")
+            raise InputError(
+                f"data {self.source!r}: arrays disagree on the sample count {counts}; give every array the same dim 0"
+            )
 
     def __len__(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
@@ -61,7 +65,9 @@ class ArrayData:
     def take(self, index: np.ndarray) -> ArrayData:
         """The samples at ``index`` (a new ArrayData with the same provenance)."""
         labels = None if self.labels is None else self.labels[index]
-        return ArrayData({k: v[index] for k, v in self.inputs.items()}, labels, self.source, self.split, self.preprocessing)
+        return ArrayData(
+            {k: v[index] for k, v in self.inputs.items()}, labels, self.source, self.split, self.preprocessing
+        )
 
 
 def split_spec(spec: str, default_split: str) -> tuple[str, str]:
@@ -77,15 +83,21 @@ def _from_npz(path: Path, spec: str) -> ArrayData:
         with np.load(path, allow_pickle=False) as npz:  # no pickles: an .npz must never run code
             arrays = {key: npz[key] for key in npz.files}
     except Exception as exc:
-        raise InputError(f"{path} is not a readable .npz of arrays ({type(exc).__name__}); save with numpy.savez") from None
+        raise InputError(
+            f"{path} is not a readable .npz of arrays ({type(exc).__name__}); save with numpy.savez"
+        ) from None
     labels = arrays.pop(_LABELS, None)
     return ArrayData(arrays, labels, str(path), "", "")
 
 
 def _is_dataset(value: Any) -> bool:
     """A map-style dataset (torch Dataset or alike), not an array or a container of arrays."""
-    return (hasattr(value, "__getitem__") and hasattr(value, "__len__") and not hasattr(value, "shape")
-            and not isinstance(value, (list, tuple, Mapping, str, bytes)))
+    return (
+        hasattr(value, "__getitem__")
+        and hasattr(value, "__len__")
+        and not hasattr(value, "shape")
+        and not isinstance(value, (list, tuple, Mapping, str, bytes))
+    )
 
 
 def _from_dataset(dataset: Any, spec: str) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +142,9 @@ def _from_image_folder(path: Path, split: str) -> ArrayData:
                 continue
             try:
                 with Image.open(file) as img:
-                    array = np.asarray(img.convert("L" if img.mode in ("1", "L", "I;16", "I") else "RGB"), dtype=np.float32)
+                    array = np.asarray(
+                        img.convert("L" if img.mode in ("1", "L", "I;16", "I") else "RGB"), dtype=np.float32
+                    )
             except OSError as exc:
                 raise InputError(f"{file} is not a readable image ({exc}); remove it from the folder") from None
             images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
@@ -141,7 +155,9 @@ def _from_image_folder(path: Path, split: str) -> ArrayData:
     if len(shapes) > 1:
         raise InputError(f"{path}: images have different sizes/channels {sorted(shapes)[:3]}; resize them to one size")
     x = np.stack(images) / np.float32(255.0)
-    return ArrayData({"x": x}, np.asarray(labels, dtype=np.int64), str(path), split, f"image / 255 (classes: {', '.join(classes)})")
+    return ArrayData(
+        {"x": x}, np.asarray(labels, dtype=np.int64), str(path), split, f"image / 255 (classes: {', '.join(classes)})"
+    )
 
 
 def _from_result(result: Any, spec: str, split: str) -> ArrayData:
@@ -175,7 +191,9 @@ def load_data(spec: str, default_split: str = "test") -> ArrayData:
         return _from_image_folder(path, split)
     if path.suffix == ".npz" or path.exists():
         if not path.is_file():
-            raise InputError(f"{path}: no such data file; give an .npz path, a built-in name ({', '.join(BUILTIN_DATA)}) or module:callable")
+            raise InputError(
+                f"{path}: no such data file; give an .npz path, a built-in name ({', '.join(BUILTIN_DATA)}) or module:callable"
+            )
         return _from_npz(path, spec)
     if ":" not in spec:
         raise InputError(

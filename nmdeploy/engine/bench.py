@@ -37,7 +37,9 @@ class BenchRow:
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank quantile of an ascending list (what latency reports usually mean)."""
-    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values) - 1e-9) - 1))  # -1e-9: 0.07 * 100 is 7.000000000000001
+    index = min(
+        len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values) - 1e-9) - 1)
+    )  # -1e-9: 0.07 * 100 is 7.000000000000001
     return sorted_values[index]
 
 
@@ -46,8 +48,14 @@ def latency_stats(engine: str, batch: int, seconds: Sequence[float]) -> BenchRow
         raise ConfigError("no timings to summarise; run at least one iteration")
     ordered = sorted(seconds)
     median = statistics.median(ordered)
-    return BenchRow(engine, batch, 1e3 * median, 1e3 * _quantile(ordered, 0.90), 1e3 * _quantile(ordered, 0.99),
-                    batch / median if median > 0 else float("inf"))
+    return BenchRow(
+        engine,
+        batch,
+        1e3 * median,
+        1e3 * _quantile(ordered, 0.90),
+        1e3 * _quantile(ordered, 0.99),
+        batch / median if median > 0 else float("inf"),
+    )
 
 
 def _feed(trt: Any, engine: Any, batch: int) -> dict[str, Any]:
@@ -69,8 +77,9 @@ def _feed(trt: Any, engine: Any, batch: int) -> dict[str, Any]:
     return feed
 
 
-def bench_engines(plans: Mapping[str, str | Path], batch_sizes: Sequence[int] = (1, 32), warmup: int = 20,
-                  iterations: int = 200) -> list[BenchRow]:
+def bench_engines(
+    plans: Mapping[str, str | Path], batch_sizes: Sequence[int] = (1, 32), warmup: int = 20, iterations: int = 200
+) -> list[BenchRow]:
     """Rows per (engine, batch) for the named plans; the dynamic batch must cover ``batch_sizes``."""
     if warmup < 0 or iterations < 1:
         raise ConfigError(f"warmup {warmup} / iterations {iterations}: need warmup >= 0 and iterations >= 1")

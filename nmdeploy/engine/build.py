@@ -49,10 +49,19 @@ class EngineReport:
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "plan": self.plan, "tensorrt": self.tensorrt, "build": asdict(self.build),
-                "profile": self.profile.to_dict(), "seconds": round(self.seconds, 3), "inspector_schema": self.inspector_schema,
-                "sparsity_log": {"eligible": self.eligible, "picked": self.picked},
-                "layers": [row.to_dict() for row in self.layers], "dense_twin": self.dense_twin, "notes": list(self.notes)}
+        return {
+            "schema": SCHEMA,
+            "plan": self.plan,
+            "tensorrt": self.tensorrt,
+            "build": asdict(self.build),
+            "profile": self.profile.to_dict(),
+            "seconds": round(self.seconds, 3),
+            "inspector_schema": self.inspector_schema,
+            "sparsity_log": {"eligible": self.eligible, "picked": self.picked},
+            "layers": [row.to_dict() for row in self.layers],
+            "dense_twin": self.dense_twin,
+            "notes": list(self.notes),
+        }
 
 
 def has_qdq(path: str | Path) -> bool:
@@ -70,7 +79,9 @@ def load_verify(verify: str | Path | Mapping[str, Any] | None, onnx_path: Path) 
         try:
             return json.loads(Path(verify).read_text())
         except (OSError, ValueError) as exc:
-            raise InputError(f"{verify} is not a readable verify.json ({type(exc).__name__}); write one with nmdeploy verify --json") from None
+            raise InputError(
+                f"{verify} is not a readable verify.json ({type(exc).__name__}); write one with nmdeploy verify --json"
+            ) from None
     try:
         from nmdeploy.export.verify import verify_onnx
     except ImportError:  # the target bundle ships verify.json instead of the verifier
@@ -102,8 +113,9 @@ def _logger(trt: Any) -> Any:
     return Capture()
 
 
-def _build_once(trt: Any, onnx_path: Path, profile: ShapeProfile, plan: BuildPlan, options: EngineConfig,
-                timing_cache: Path | None) -> tuple[bytes, list[str]]:
+def _build_once(
+    trt: Any, onnx_path: Path, profile: ShapeProfile, plan: BuildPlan, options: EngineConfig, timing_cache: Path | None
+) -> tuple[bytes, list[str]]:
     logger = _logger(trt)
     builder = trt.Builder(logger)
     flags = 0
@@ -113,7 +125,9 @@ def _build_once(trt: Any, onnx_path: Path, profile: ShapeProfile, plan: BuildPla
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors[0] if errors else 'no error given'}")
+        raise EngineBuildError(
+            f"TensorRT's ONNX parser rejected {onnx_path}: {errors[0] if errors else 'no error given'}"
+        )
     config = builder.create_builder_config()
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
@@ -187,7 +201,21 @@ def build_engine(
         twin_bytes, _ = _build_once(trt, onnx_path, profile, dense_plan, config, cache)
         twin = str(out.with_name(out.stem + ".dense" + out.suffix))
         write_atomic(twin, twin_bytes)
-    report = EngineReport(str(out), caps.version, plan, profile, seconds, schema, sparsity.eligible, sparsity.picked,
-                          tuple(join_layers(verify_data, layers, sparsity)), twin, plan.notes)
-    write_atomic(Path(report_path) if report_path else out.with_name("engine_report.json"), json.dumps(report.to_dict(), indent=2) + "\n")
+    report = EngineReport(
+        str(out),
+        caps.version,
+        plan,
+        profile,
+        seconds,
+        schema,
+        sparsity.eligible,
+        sparsity.picked,
+        tuple(join_layers(verify_data, layers, sparsity)),
+        twin,
+        plan.notes,
+    )
+    write_atomic(
+        Path(report_path) if report_path else out.with_name("engine_report.json"),
+        json.dumps(report.to_dict(), indent=2) + "\n",
+    )
     return report

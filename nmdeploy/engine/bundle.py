@@ -28,15 +28,33 @@ __all__ = ["BUNDLED_CODE", "trtexec_script", "write_bundle"]
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # nmdeploy/
 # the modules build_engine.py imports, relative to nmdeploy/ (checked by a test: no torch among them)
-BUNDLED_CODE = ("__init__.py", "_lazy.py", "errors.py", "config.py", "_atomic.py", "engine/__init__.py", "engine/config.py",
-                "engine/trt.py", "engine/plan.py", "engine/shapes.py", "engine/layers.py", "engine/build.py", "engine/bench.py")
+BUNDLED_CODE = (
+    "__init__.py",
+    "_lazy.py",
+    "errors.py",
+    "config.py",
+    "_atomic.py",
+    "engine/__init__.py",
+    "engine/config.py",
+    "engine/trt.py",
+    "engine/plan.py",
+    "engine/shapes.py",
+    "engine/layers.py",
+    "engine/build.py",
+    "engine/bench.py",
+)
 _TRTEXEC_LEVEL = {"none": None, "ampere_plus": "ampere+", "same_cc": "sameComputeCapability"}
 
 
 def trtexec_script(onnx_name: str, profile: ShapeProfile, options: EngineConfig, qdq: bool) -> str:
     """``build_engine.sh``: the trtexec commands equivalent to build_engine.py, for TensorRT 10 and 11."""
-    common = [f"--onnx={onnx_name}", *profile.trtexec_args(), "--timingCacheFile=timing.cache",
-              "--profilingVerbosity=detailed", "--verbose"]
+    common = [
+        f"--onnx={onnx_name}",
+        *profile.trtexec_args(),
+        "--timingCacheFile=timing.cache",
+        "--profilingVerbosity=detailed",
+        "--verbose",
+    ]
     if options.workspace_mb:
         common.append(f"--memPoolSize=workspace:{options.workspace_mb}M")
     level = _TRTEXEC_LEVEL[options.hardware_compat]
@@ -45,21 +63,29 @@ def trtexec_script(onnx_name: str, profile: ShapeProfile, options: EngineConfig,
     if options.version_compatible:
         common.append("--versionCompatible")
     sparse = ["--sparsity=enable"] if options.sparse else []
-    ten = (["--stronglyTyped"] if options.strongly_typed else (["--int8"] if qdq else []) + (["--fp16"] if options.fp16 else []))
+    ten = (
+        ["--stronglyTyped"]
+        if options.strongly_typed
+        else (["--int8"] if qdq else []) + (["--fp16"] if options.fp16 else [])
+    )
 
     def line(extra: list[str], plan: str, layers: str, log: str) -> str:
-        args = " ".join(shlex.quote(a) for a in [*common, *extra, f"--saveEngine={plan}", f"--exportLayerInfo={layers}"])
+        args = " ".join(
+            shlex.quote(a) for a in [*common, *extra, f"--saveEngine={plan}", f"--exportLayerInfo={layers}"]
+        )
         return f"  trtexec {args} 2>&1 | tee {log}"
 
-    lines = ["#!/usr/bin/env bash",
-             "# The engine build of build_engine.py with trtexec. TensorRT 11 is strongly typed (no precision flags);",
-             "# TensorRT 10 needs --int8 for a Q/DQ graph (weak typing). Afterwards:",
-             "#   python build_engine.py --from-trtexec layers.json build.log   # engine_report.json from the trtexec output",
-             "set -euo pipefail",
-             'cd "$(dirname "$0")"',
-             "major=${TRT_MAJOR:-$(python3 -c 'import tensorrt; print(tensorrt.__version__.split(\".\")[0])' 2>/dev/null || echo 11)}",
-             'if [ "$major" -ge 11 ]; then',
-             line(sparse, "model.plan", "layers.json", "build.log")]
+    lines = [
+        "#!/usr/bin/env bash",
+        "# The engine build of build_engine.py with trtexec. TensorRT 11 is strongly typed (no precision flags);",
+        "# TensorRT 10 needs --int8 for a Q/DQ graph (weak typing). Afterwards:",
+        "#   python build_engine.py --from-trtexec layers.json build.log   # engine_report.json from the trtexec output",
+        "set -euo pipefail",
+        'cd "$(dirname "$0")"',
+        "major=${TRT_MAJOR:-$(python3 -c 'import tensorrt; print(tensorrt.__version__.split(\".\")[0])' 2>/dev/null || echo 11)}",
+        'if [ "$major" -ge 11 ]; then',
+        line(sparse, "model.plan", "layers.json", "build.log"),
+    ]
     if options.dense_twin and options.sparse:
         lines.append(line([], "model.dense.plan", "layers.dense.json", "build.dense.log"))
     lines += ["else", line([*ten, *sparse], "model.plan", "layers.json", "build.log")]
@@ -134,7 +160,12 @@ def write_bundle(
     published = False
     try:
         shutil.copyfile(onnx, stage / onnx.name)
-        settings = {"onnx": onnx.name, "batch": list(options.batch), **dataclasses.asdict(options), "profile": profile.to_dict()}
+        settings = {
+            "onnx": onnx.name,
+            "batch": list(options.batch),
+            **dataclasses.asdict(options),
+            "profile": profile.to_dict(),
+        }
         (stage / "bundle.json").write_text(json.dumps(settings, indent=2) + "\n")
         if verify is not None:
             (stage / "verify.json").write_text(json.dumps(verify, indent=2) + "\n")

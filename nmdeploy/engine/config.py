@@ -32,18 +32,22 @@ class EngineConfig:
     SECTION: ClassVar[str] = "engine"
 
     enabled: bool = setting(
-        True, "Run the engine stage: build the TensorRT plan here, or write `target-bundle/` where TensorRT or a GPU "
-        "is missing.")
+        True,
+        "Run the engine stage: build the TensorRT plan here, or write `target-bundle/` where TensorRT or a GPU "
+        "is missing.",
+    )
     sparse: bool = setting(True, "Build with `SPARSE_WEIGHTS`.")
     min_batch: int = setting(1, "Smallest batch of the optimisation profile.")
     opt_batch: int = setting(32, "Batch the engine is tuned for.")
     max_batch: int = setting(256, "Largest batch of the profile.")
     dense_twin: bool = setting(
-        True, "Also build the engine without `SPARSE_WEIGHTS` (`model.dense.plan`) to time against.")
+        True, "Also build the engine without `SPARSE_WEIGHTS` (`model.dense.plan`) to time against."
+    )
     workspace_mb: int | None = setting(None, "Workspace memory limit in MiB; null = TensorRT's default.")
     timing_cache: str | None = setting(None, "Timing cache file, read when present and saved after the build.")
     hardware_compat: str = setting(
-        "none", "`none`, `ampere_plus` or `same_cc` (hardware compatibility level).", choices=tuple(HARDWARE_COMPAT))
+        "none", "`none`, `ampere_plus` or `same_cc` (hardware compatibility level).", choices=tuple(HARDWARE_COMPAT)
+    )
     version_compatible: bool = setting(False, "A plan that runs on newer TensorRT of the same major version.")
     fp16: bool = setting(False, "TensorRT 10.x: FP16 for layers without Q/DQ (11.x: convert the ONNX instead).")
     strongly_typed: bool = setting(False, "TensorRT 10.x: a strongly typed network instead of the INT8 flag.")
@@ -53,14 +57,23 @@ class EngineConfig:
         try:
             check_batch(self.batch)
         except ConfigError as exc:
-            raise ConfigError.setting(self.SECTION, f"min_batch/opt_batch/max_batch = {'/'.join(map(str, self.batch))}: "
-                                      "need 1 <= min <= opt <= max", plural=True, original=exc) from None
+            raise ConfigError.setting(
+                self.SECTION,
+                f"min_batch/opt_batch/max_batch = {'/'.join(map(str, self.batch))}: need 1 <= min <= opt <= max",
+                plural=True,
+                original=exc,
+            ) from None
         if self.hardware_compat not in HARDWARE_COMPAT:
-            raise ConfigError.setting(self.SECTION, f"hardware_compat: hardware compatibility {self.hardware_compat!r} is "
-                                      f"unknown; use one of {', '.join(HARDWARE_COMPAT)}")
+            raise ConfigError.setting(
+                self.SECTION,
+                f"hardware_compat: hardware compatibility {self.hardware_compat!r} is "
+                f"unknown; use one of {', '.join(HARDWARE_COMPAT)}",
+            )
         if self.workspace_mb is not None and self.workspace_mb < 1:
-            raise ConfigError.setting(self.SECTION, f"workspace_mb: workspace {self.workspace_mb} MiB must be at least 1; "
-                                      "use null for TensorRT's default")
+            raise ConfigError.setting(
+                self.SECTION,
+                f"workspace_mb: workspace {self.workspace_mb} MiB must be at least 1; use null for TensorRT's default",
+            )
 
     @property
     def batch(self) -> tuple[int, int, int]:

@@ -47,11 +47,14 @@ def build_or_bundle(
         raise InputError(f"{onnx}: no such ONNX file")
     if Path(plan).suffix not in (".plan", ".engine"):
         raise ConfigError(f"engine path {plan} should end in .plan or .engine")
-    profile = make_profile(onnx_inputs(onnx), config.batch, min_shapes, opt_shapes, max_shapes)  # bad shapes fail here, anywhere
+    profile = make_profile(
+        onnx_inputs(onnx), config.batch, min_shapes, opt_shapes, max_shapes
+    )  # bad shapes fail here, anywhere
     verify_data = load_verify(verify, onnx)
     try:
-        report = build_engine(onnx, plan, config, min_shapes=min_shapes, opt_shapes=opt_shapes, max_shapes=max_shapes,
-                              verify=verify_data)
+        report = build_engine(
+            onnx, plan, config, min_shapes=min_shapes, opt_shapes=opt_shapes, max_shapes=max_shapes, verify=verify_data
+        )
     except EngineUnavailable as exc:
         files = write_bundle(bundle, onnx, profile, config, qdq=has_qdq(onnx), verify=verify_data, manifest=manifest)
         return DeployResult(None, Path(bundle), str(exc), tuple(files), exc.problem)

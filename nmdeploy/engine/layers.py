@@ -26,8 +26,17 @@ __all__ = ["EngineLayer", "LayerRow", "SparsityLog", "format_rows", "join_layers
 _ELIGIBLE = re.compile(r"\(Sparsity\) Layers eligible for sparse math:\s*(.*?)\s*$")
 _PICKED = re.compile(r"\(Sparsity\) TRT inference plan picked sparse implementation for layers:\s*(.*?)\s*$")
 _ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
-_PRECISIONS = (("int8", "INT8"), ("fp16", "FP16"), ("half", "FP16"), ("bf16", "BF16"), ("fp8", "FP8"),
-               ("int32", "INT32"), ("int64", "INT64"), ("fp32", "FP32"), ("float", "FP32"))
+_PRECISIONS = (
+    ("int8", "INT8"),
+    ("fp16", "FP16"),
+    ("half", "FP16"),
+    ("bf16", "BF16"),
+    ("fp8", "FP8"),
+    ("int32", "INT32"),
+    ("int64", "INT64"),
+    ("fp32", "FP32"),
+    ("float", "FP32"),
+)
 
 
 @dataclass(frozen=True)
@@ -104,10 +113,16 @@ def parse_inspector(info: str | Mapping[str, Any]) -> tuple[str, list[EngineLaye
             continue
         name = str(item.get("Name", ""))
         sparse = item.get("HasSparseWeights")
-        layers.append(EngineLayer(
-            name, str(item.get("LayerType", "")), _onnx_nodes(name, item.get("Metadata")), _layer_precision(item),
-            str(item.get("TacticName", "")), None if sparse is None else bool(int(sparse)),
-        ))
+        layers.append(
+            EngineLayer(
+                name,
+                str(item.get("LayerType", "")),
+                _onnx_nodes(name, item.get("Metadata")),
+                _layer_precision(item),
+                str(item.get("TacticName", "")),
+                None if sparse is None else bool(int(sparse)),
+            )
+        )
     return schema, layers
 
 
@@ -130,7 +145,9 @@ class LayerRow:
         return asdict(self)
 
 
-def _status(check: Mapping[str, Any], layer: EngineLayer | None, eligible: bool | None, picked: bool | None, pattern: str) -> str:
+def _status(
+    check: Mapping[str, Any], layer: EngineLayer | None, eligible: bool | None, picked: bool | None, pattern: str
+) -> str:
     if not check.get("required"):
         return "dense weights"
     if not check.get("ok"):
@@ -168,10 +185,20 @@ def join_layers(verify: Mapping[str, Any], layers: list[EngineLayer], log: Spars
                 eligible = layer.has_sparse_weights
             if log.picked is not None:
                 picked = layer.name in log.picked
-        rows.append(LayerRow(check["node"], check.get("weight", ""), tuple(check.get("shape") or ()),
-                             bool(check.get("required") and check.get("ok")), layer.name if layer else None,
-                             layer.precision if layer else "", layer.tactic if layer else "", eligible, picked,
-                             _status(check, layer, eligible, picked, pattern)))
+        rows.append(
+            LayerRow(
+                check["node"],
+                check.get("weight", ""),
+                tuple(check.get("shape") or ()),
+                bool(check.get("required") and check.get("ok")),
+                layer.name if layer else None,
+                layer.precision if layer else "",
+                layer.tactic if layer else "",
+                eligible,
+                picked,
+                _status(check, layer, eligible, picked, pattern),
+            )
+        )
     return rows
 
 

@@ -17,6 +17,7 @@ from nmdeploy.errors import ConfigError
 
 __all__ = ["BuildPlan", "plan_build"]
 
+
 @dataclass(frozen=True)
 class BuildPlan:
     generation: str
@@ -39,7 +40,9 @@ def plan_build(caps: Capabilities, options: EngineConfig, has_qdq: bool) -> Buil
     """
     level = HARDWARE_COMPAT[options.hardware_compat]
     if level != "NONE" and level not in caps.hardware_levels:
-        raise ConfigError(f"TensorRT {caps.version} has no HardwareCompatibilityLevel.{level}; use hardware_compat none")
+        raise ConfigError(
+            f"TensorRT {caps.version} has no HardwareCompatibilityLevel.{level}; use hardware_compat none"
+        )
     network: list[str] = []
     builder: list[str] = []
     notes: list[str] = []
@@ -53,9 +56,13 @@ def plan_build(caps: Capabilities, options: EngineConfig, has_qdq: bool) -> Buil
         notes.append("strongly typed (TensorRT 11): layers run in the types the ONNX gives them")
     elif options.strongly_typed:
         if "STRONGLY_TYPED" not in caps.network_flags:
-            raise ConfigError(f"TensorRT {caps.version} has no NetworkDefinitionCreationFlag.STRONGLY_TYPED; drop strongly_typed")
+            raise ConfigError(
+                f"TensorRT {caps.version} has no NetworkDefinitionCreationFlag.STRONGLY_TYPED; drop strongly_typed"
+            )
         if options.fp16:
-            raise ConfigError("fp16 and strongly_typed exclude each other: a strongly typed network takes its types from the ONNX")
+            raise ConfigError(
+                "fp16 and strongly_typed exclude each other: a strongly typed network takes its types from the ONNX"
+            )
         network.append("STRONGLY_TYPED")
         strongly_typed = True
         notes.append("strongly typed network: no precision flags, types from the ONNX")

@@ -64,7 +64,9 @@ def onnx_inputs(path: str | Path) -> dict[str, tuple[int | str, ...]]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise InputError(f"{path} is not a readable ONNX model ({type(exc).__name__}); pass the .onnx from nmdeploy quantize") from None
+        raise InputError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__}); pass the .onnx from nmdeploy quantize"
+        ) from None
     weights = {init.name for init in model.graph.initializer}
     found = {}
     for value in model.graph.input:
@@ -88,7 +90,9 @@ def make_profile(
     for given, flag in zip(explicit, ("min", "opt", "max")):
         unknown = sorted(set(given) - set(inputs))
         if unknown:
-            raise ConfigError(f"--{flag}-shapes names {unknown[0]!r}, which is not an input of the model ({', '.join(inputs)})")
+            raise ConfigError(
+                f"--{flag}-shapes names {unknown[0]!r}, which is not an input of the model ({', '.join(inputs)})"
+            )
     profile: dict[str, tuple[Shape, Shape, Shape]] = {}
     for name, dims in inputs.items():
         named = [given.get(name) for given in explicit]
@@ -99,15 +103,19 @@ def make_profile(
         else:
             symbolic = [i for i, d in enumerate(dims) if not isinstance(d, int) or d <= 0]
             if symbolic and symbolic != [0]:
-                raise ConfigError(f"input {name!r} has dynamic dims {symbolic} besides the batch ({list(dims)}); "
-                                  "give --min-shapes/--opt-shapes/--max-shapes NAME:DIMS")
+                raise ConfigError(
+                    f"input {name!r} has dynamic dims {symbolic} besides the batch ({list(dims)}); "
+                    "give --min-shapes/--opt-shapes/--max-shapes NAME:DIMS"
+                )
             rest = tuple(int(d) for d in dims[1:])
             shapes = tuple((b, *rest) for b in batch) if symbolic else (tuple(dims),) * 3  # type: ignore[assignment]
         for s in shapes:
             if len(s) != len(dims) or any(isinstance(d, int) and d > 0 and d != v for d, v in zip(dims, s)):
                 raise ConfigError(f"shape {format_shape(s)} does not fit input {name!r} {list(dims)}")
         if any(not a <= b <= c for a, b, c in zip(*shapes)):
-            raise ConfigError(f"input {name!r}: need min <= opt <= max in every dim, got "
-                              f"{' / '.join(format_shape(s) for s in shapes)}")
+            raise ConfigError(
+                f"input {name!r}: need min <= opt <= max in every dim, got "
+                f"{' / '.join(format_shape(s) for s in shapes)}"
+            )
         profile[name] = shapes
     return ShapeProfile(profile)

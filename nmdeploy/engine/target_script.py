@@ -41,23 +41,45 @@ def _profile(text: str) -> tuple[int, int, int]:
 
 def _parser(settings: dict, engine: object) -> argparse.ArgumentParser:
     """Options default to the bundle's settings (``engine``: its EngineConfig)."""
-    parser = argparse.ArgumentParser(prog="build_engine.py", description="Build the sparse TensorRT engine of this bundle on this GPU.")
-    parser.add_argument("--onnx", default=str(HERE / settings.get("onnx", "model.int8.onnx")), help="ONNX model (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="build_engine.py", description="Build the sparse TensorRT engine of this bundle on this GPU."
+    )
+    parser.add_argument(
+        "--onnx", default=str(HERE / settings.get("onnx", "model.int8.onnx")), help="ONNX model (default: %(default)s)"
+    )
     parser.add_argument("--out", default=str(HERE / "model.plan"), help="plan to write (default: %(default)s)")
-    parser.add_argument("--batch", type=_profile, default=engine.batch, help="min,opt,max batch of the profile (default: %(default)s)")
+    parser.add_argument(
+        "--batch", type=_profile, default=engine.batch, help="min,opt,max batch of the profile (default: %(default)s)"
+    )
     parser.add_argument("--no-sparse", action="store_true", help="build without SPARSE_WEIGHTS")
     parser.add_argument("--no-dense-twin", action="store_true", help="skip the dense twin and its timing")
     parser.add_argument("--workspace", type=int, default=engine.workspace_mb, help="workspace limit in MiB")
-    parser.add_argument("--timing-cache", default=str(HERE / "timing.cache"), help="timing cache, read and saved (default: %(default)s)")
+    parser.add_argument(
+        "--timing-cache", default=str(HERE / "timing.cache"), help="timing cache, read and saved (default: %(default)s)"
+    )
     parser.add_argument("--hardware-compat", default=engine.hardware_compat, choices=("none", "ampere_plus", "same_cc"))
     parser.add_argument("--version-compatible", action="store_true", default=engine.version_compatible)
-    parser.add_argument("--fp16", action="store_true", default=engine.fp16, help="TensorRT 10.x: FP16 for layers without Q/DQ")
-    parser.add_argument("--strongly-typed", action="store_true", default=engine.strongly_typed,
-                        help="TensorRT 10.x: strongly typed network instead of the INT8 flag")
-    parser.add_argument("--bench-batch", type=_batches, default=(1, 32), help="batch sizes timed (default: %(default)s)")
-    parser.add_argument("--iterations", type=int, default=200, help="timed runs per engine and batch (default: %(default)s)")
-    parser.add_argument("--from-trtexec", nargs=2, metavar=("LAYERS_JSON", "BUILD_LOG"),
-                        help="only write engine_report.json from trtexec --exportLayerInfo output and its --verbose log")
+    parser.add_argument(
+        "--fp16", action="store_true", default=engine.fp16, help="TensorRT 10.x: FP16 for layers without Q/DQ"
+    )
+    parser.add_argument(
+        "--strongly-typed",
+        action="store_true",
+        default=engine.strongly_typed,
+        help="TensorRT 10.x: strongly typed network instead of the INT8 flag",
+    )
+    parser.add_argument(
+        "--bench-batch", type=_batches, default=(1, 32), help="batch sizes timed (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=200, help="timed runs per engine and batch (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--from-trtexec",
+        nargs=2,
+        metavar=("LAYERS_JSON", "BUILD_LOG"),
+        help="only write engine_report.json from trtexec --exportLayerInfo output and its --verbose log",
+    )
     return parser
 
 
@@ -84,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             layers_json, build_log = (Path(p) for p in args.from_trtexec)
             schema, layers = parse_inspector(layers_json.read_text())
             rows = join_layers(verify, layers, parse_build_log(build_log.read_text(errors="replace").splitlines()))
-            report = {"schema": "nmdeploy.engine/1", "source": "trtexec", "inspector_schema": schema,
-                      "layers": [row.to_dict() for row in rows]}
+            report = {
+                "schema": "nmdeploy.engine/1",
+                "source": "trtexec",
+                "inspector_schema": schema,
+                "layers": [row.to_dict() for row in rows],
+            }
             write_atomic(HERE / "engine_report.json", json.dumps(report, indent=2) + "\n")
             print(format_rows(rows))
             return 0
@@ -93,28 +119,42 @@ def main(argv: list[str] | None = None) -> int:
 
         low, opt, high = args.batch
         config = dataclasses.replace(
-            bundled, sparse=bundled.sparse and not args.no_sparse, dense_twin=bundled.dense_twin and not args.no_dense_twin,
-            workspace_mb=args.workspace, timing_cache=args.timing_cache, hardware_compat=args.hardware_compat,
-            version_compatible=args.version_compatible, fp16=args.fp16, strongly_typed=args.strongly_typed,
-            min_batch=low, opt_batch=opt, max_batch=high,
+            bundled,
+            sparse=bundled.sparse and not args.no_sparse,
+            dense_twin=bundled.dense_twin and not args.no_dense_twin,
+            workspace_mb=args.workspace,
+            timing_cache=args.timing_cache,
+            hardware_compat=args.hardware_compat,
+            version_compatible=args.version_compatible,
+            fp16=args.fp16,
+            strongly_typed=args.strongly_typed,
+            min_batch=low,
+            opt_batch=opt,
+            max_batch=high,
         )
         report = build_engine(args.onnx, args.out, config, verify=verify)
-        print(f"wrote {report.plan} (TensorRT {report.tensorrt}, flags {', '.join(report.build.builder_flags) or 'none'}, "
-              f"{report.seconds:.0f} s) and engine_report.json")
+        print(
+            f"wrote {report.plan} (TensorRT {report.tensorrt}, flags {', '.join(report.build.builder_flags) or 'none'}, "
+            f"{report.seconds:.0f} s) and engine_report.json"
+        )
         print(format_rows(list(report.layers)))
         if report.dense_twin:
             from nmdeploy.engine.bench import bench_engines
             from nmdeploy.errors import EngineUnavailable
 
             try:
-                rows = bench_engines({"sparse": report.plan, "dense": report.dense_twin}, args.bench_batch, iterations=args.iterations)
+                rows = bench_engines(
+                    {"sparse": report.plan, "dense": report.dense_twin}, args.bench_batch, iterations=args.iterations
+                )
             except EngineUnavailable as exc:
                 print(f"dense twin written, not timed: {exc}; or time both with trtexec --loadEngine=PLAN")
                 return 0
             for batch in args.bench_batch:
                 got = {r.engine: r for r in rows if r.batch == batch}
-                print(f"batch {batch}: sparse p50 {got['sparse'].p50_ms:.3f} ms, dense p50 {got['dense'].p50_ms:.3f} ms, "
-                      f"dense/sparse {got['dense'].p50_ms / got['sparse'].p50_ms:.2f}x")
+                print(
+                    f"batch {batch}: sparse p50 {got['sparse'].p50_ms:.3f} ms, dense p50 {got['dense'].p50_ms:.3f} ms, "
+                    f"dense/sparse {got['dense'].p50_ms / got['sparse'].p50_ms:.2f}x"
+                )
     except NMDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

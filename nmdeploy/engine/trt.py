@@ -19,8 +19,10 @@ from nmdeploy.errors import EngineUnavailable
 
 __all__ = ["Capabilities", "INSTALL_HINT", "detect_capabilities", "import_tensorrt", "probe"]
 
-INSTALL_HINT = ("pip install 'nmdeploy[trt]' (the tensorrt wheel) on an x86_64/SBSA server with an NVIDIA GPU, "
-                "or use the TensorRT that JetPack ships on Jetson Orin")
+INSTALL_HINT = (
+    "pip install 'nmdeploy[trt]' (the tensorrt wheel) on an x86_64/SBSA server with an NVIDIA GPU, "
+    "or use the TensorRT that JetPack ships on Jetson Orin"
+)
 
 
 def import_tensorrt() -> Any:
@@ -42,7 +44,8 @@ def probe() -> Any:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EngineUnavailable(
             f"TensorRT {getattr(trt, '__version__', '?')} is installed but cannot create a builder ({detail}): "
-            "no NVIDIA GPU or a driver too old for it", "build on the target GPU"
+            "no NVIDIA GPU or a driver too old for it",
+            "build on the target GPU",
         ) from None
     return trt
 

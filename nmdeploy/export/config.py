@@ -21,21 +21,30 @@ class ModelConfig:
     SECTION: ClassVar[str] = "model"
 
     spec: str = setting(
-        "fashion-resnet", "Built-in model name (`fashion-resnet`) or `package.module:callable` returning an `nn.Module`.")
+        "fashion-resnet",
+        "Built-in model name (`fashion-resnet`) or `package.module:callable` returning an `nn.Module`.",
+    )
     checkpoint: str | None = setting(
-        None, "Pretrained dense weights (a state_dict or `{\"model\": ...}`, loaded with `weights_only=True`); "
-        "when set, dense pre-training is skipped.")
+        None,
+        'Pretrained dense weights (a state_dict or `{"model": ...}`, loaded with `weights_only=True`); '
+        "when set, dense pre-training is skipped.",
+    )
     pretrained: bool = setting(
-        False, "The model spec returns trained weights itself (e.g. a packaged transformer): dense pre-training is skipped.")
+        False,
+        "The model spec returns trained weights itself (e.g. a packaged transformer): dense pre-training is skipped.",
+    )
     input_shape: tuple[int, ...] = setting(
-        (1, 1, 28, 28), "One input batch `[batch, ...]`; the data must match it past the batch dim. "
-        "Dim 0 stays dynamic in the ONNX.")
+        (1, 1, 28, 28),
+        "One input batch `[batch, ...]`; the data must match it past the batch dim. Dim 0 stays dynamic in the ONNX.",
+    )
 
     def __post_init__(self) -> None:
         check_types(self, self.SECTION)
         if len(self.input_shape) < 2 or any(d < 1 for d in self.input_shape):
-            raise ConfigError.setting(self.SECTION, f"input_shape = {list(self.input_shape)}: give [batch, ...] with every "
-                                      "size >= 1, e.g. [1, 1, 28, 28]")
+            raise ConfigError.setting(
+                self.SECTION,
+                f"input_shape = {list(self.input_shape)}: give [batch, ...] with every size >= 1, e.g. [1, 1, 28, 28]",
+            )
 
 
 @dataclass(frozen=True)

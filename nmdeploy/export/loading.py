@@ -47,10 +47,14 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         data: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise InputError(f"{path} holds Python objects besides tensors and was refused (loading them could run code); "
-                         "save plain tensors: torch.save({'model': model.state_dict()}, path)") from None
+        raise InputError(
+            f"{path} holds Python objects besides tensors and was refused (loading them could run code); "
+            "save plain tensors: torch.save({'model': model.state_dict()}, path)"
+        ) from None
     except Exception as exc:
-        raise InputError(f"{path} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+        raise InputError(
+            f"{path} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+        ) from None
     state = data.get("model", data) if isinstance(data, Mapping) else None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path} holds no state_dict; save model.state_dict() or {{'model': ..., 'sparsity': ...}}")
@@ -87,22 +91,37 @@ def check_fits(model: nn.Module, state: Mapping[str, Any], path: str | Path) -> 
             parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
         if resized:
             k = resized[0]
-            parts.append(f"{len(resized)} of another shape (first {k!r}: {list(state[k].shape)} vs {list(mine[k].shape)})")
-        raise InputError(f"{path} does not fit model {type(model).__name__}: " + ", ".join(parts) + " tensors; "
-                         "give a checkpoint of this model (the same --model and settings)")
+            parts.append(
+                f"{len(resized)} of another shape (first {k!r}: {list(state[k].shape)} vs {list(mine[k].shape)})"
+            )
+        raise InputError(
+            f"{path} does not fit model {type(model).__name__}: " + ", ".join(parts) + " tensors; "
+            "give a checkpoint of this model (the same --model and settings)"
+        )
 
 
 # What a checkpoint's ``sparsity`` entry (Sparsifier.state_dict()) must hold, checked before any of it is used.
-_SETTINGS = {"format": int, "pattern": str, "method": str, "schedule": str, "start_epoch": int, "end_epoch": int,
-             "epoch": int, "layers": list, "options": dict}
+_SETTINGS = {
+    "format": int,
+    "pattern": str,
+    "method": str,
+    "schedule": str,
+    "start_epoch": int,
+    "end_epoch": int,
+    "epoch": int,
+    "layers": list,
+    "options": dict,
+}
 
 
 def _check_sparsity_settings(path: Path, settings: Mapping[str, Any]) -> None:
     for key, kind in _SETTINGS.items():
         value = settings.get(key)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise InputError(f"{path}: its 'sparsity' entry has {key} = {value!r}, expected {kind.__name__}; "
-                             "save {'model': model.state_dict(), 'sparsity': sp.state_dict()} with nmdeploy")
+            raise InputError(
+                f"{path}: its 'sparsity' entry has {key} = {value!r}, expected {kind.__name__}; "
+                "save {'model': model.state_dict(), 'sparsity': sp.state_dict()} with nmdeploy"
+            )
     if not all(isinstance(name, str) for name in settings["layers"]):
         raise InputError(f"{path}: its 'sparsity' entry lists layers that are not module names")
 

@@ -82,7 +82,9 @@ def _flatten(output: object) -> list[torch.Tensor]:
     raise ExportError(f"model output of type {type(output).__name__} is not a tensor, tuple or dict of tensors")
 
 
-def _parity(reference: list[torch.Tensor], onnx_path: Path, args: tuple[torch.Tensor, ...]) -> tuple[list[str], list[OutputParity]]:
+def _parity(
+    reference: list[torch.Tensor], onnx_path: Path, args: tuple[torch.Tensor, ...]
+) -> tuple[list[str], list[OutputParity]]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -139,7 +141,13 @@ def export_onnx(
             with contextlib.redirect_stdout(log), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    work, args, str(target), dynamo=True, dynamic_shapes=dynamic, opset_version=opset, external_data=external
+                    work,
+                    args,
+                    str(target),
+                    dynamo=True,
+                    dynamic_shapes=dynamic,
+                    opset_version=opset,
+                    external_data=external,
                 )
         except Exception as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -158,6 +166,13 @@ def export_onnx(
                     f"ONNX output {p.name!r} differs from PyTorch by {p.max_abs_error:.3g} (cosine {p.cosine:.6f}), "
                     f"above the tolerance {limit:.3g}; nothing was written"
                 )
-        opset_version = next((o.version for o in onnx.load(str(target), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), 0)
+        opset_version = next(
+            (
+                o.version
+                for o in onnx.load(str(target), load_external_data=False).opset_import
+                if o.domain in ("", "ai.onnx")
+            ),
+            0,
+        )
         size_bytes = sum(f.stat().st_size for f in tmp.iterdir())  # the model and, above 2 GB, its external data
     return ExportReport(str(path), opset_version, external, size_bytes, tuple(names), tuple(parity))

@@ -181,13 +181,18 @@ def _note(op: str, shape: tuple[int, ...], axis: int, hw: bool, node: onnx.NodeP
 
 
 def _walk(
-    graph: onnx.GraphProto, scope: _Scope, prefix: str, nm: Pattern, require: str | None,
-    layers: list[LayerCheck], skipped: list[SkippedInput],
+    graph: onnx.GraphProto,
+    scope: _Scope,
+    prefix: str,
+    nm: Pattern,
+    require: str | None,
+    layers: list[LayerCheck],
+    skipped: list[SkippedInput],
 ) -> None:
     for index, node in enumerate(graph.node):
         name = prefix + (node.name or f"{node.op_type}_{index}")
         for attribute in node.attribute:  # If / Loop / Scan bodies are checked too
-            for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
                 _walk(sub, _Scope(sub, scope), f"{name}/{attribute.name}/", nm, require, layers, skipped)
         for input_index, (op_axis, flip) in _WEIGHT_INPUTS.get(node.op_type, {}).items():
             if input_index >= len(node.input) or not node.input[input_index]:
@@ -197,14 +202,18 @@ def _walk(
                 continue  # an activation, not a constant weight
             weight, values, chain, zero = found
             if values.ndim < 2:
-                skipped.append(SkippedInput(name, node.op_type, weight, f"{values.ndim}-D constant, not a weight matrix"))
+                skipped.append(
+                    SkippedInput(name, node.op_type, weight, f"{values.ndim}-D constant, not a weight matrix")
+                )
                 continue
             axis = op_axis
             if flip and attr(node, flip, 0):
                 axis = 1 - op_axis
             axis = _source_axis(axis, values.ndim, chain)
             result = check_tensor(values, axis, nm.n, nm.m, zero)
-            observed = "dense" if result.sparsity == 0 or result.max_nonzeros >= nm.m else f"{result.max_nonzeros}:{nm.m}"
+            observed = (
+                "dense" if result.sparsity == 0 or result.max_nonzeros >= nm.m else f"{result.max_nonzeros}:{nm.m}"
+            )
             if require is None:
                 required = result.zero_groups > 0  # a layer with any N:M-sparse group must be N:M
             elif require == "all":
@@ -214,21 +223,36 @@ def _walk(
             note = _note(node.op_type, tuple(values.shape), axis, result.hw_2of4, node)
             layers.append(
                 LayerCheck(
-                    name, node.op_type, weight, tuple(int(d) for d in values.shape), str(values.dtype), axis,
-                    result.groups, result.violations, result.first_violation, observed,
-                    round(result.sparsity, 6), result.hw_2of4, required, note,
+                    name,
+                    node.op_type,
+                    weight,
+                    tuple(int(d) for d in values.shape),
+                    str(values.dtype),
+                    axis,
+                    result.groups,
+                    result.violations,
+                    result.first_violation,
+                    observed,
+                    round(result.sparsity, 6),
+                    result.hw_2of4,
+                    required,
+                    note,
                 )
             )
 
 
-def verify_model(model: onnx.ModelProto, pattern: str | Pattern = "2:4", require: str | None = None, name: str = "") -> VerifyReport:
+def verify_model(
+    model: onnx.ModelProto, pattern: str | Pattern = "2:4", require: str | None = None, name: str = ""
+) -> VerifyReport:
     """Verify an in-memory ONNX model (external data already loaded)."""
     nm = parse_pattern(pattern)
     if require not in (None, "all"):
         try:
             re.compile(require)  # type: ignore[arg-type]
         except re.error as exc:
-            raise PatternError(f"--require {require!r} is not a regular expression ({exc}); use 'all' or a name regex") from None
+            raise PatternError(
+                f"--require {require!r} is not a regular expression ({exc}); use 'all' or a name regex"
+            ) from None
     layers: list[LayerCheck] = []
     skipped: list[SkippedInput] = []
     _walk(model.graph, _Scope(model.graph), "", nm, require, layers, skipped)
@@ -259,7 +283,9 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         onnx.load_external_data_for_model(model, str(path.parent))
     except (FileNotFoundError, OSError) as exc:
         missing = getattr(exc, "filename", None) or str(exc)
-        raise InputError(f"{path}: external data {Path(str(missing)).name!r} is missing; keep it beside the model") from None
+        raise InputError(
+            f"{path}: external data {Path(str(missing)).name!r} is missing; keep it beside the model"
+        ) from None
     except Exception as exc:
         raise InputError(f"{path}: external data cannot be read ({exc}); keep it beside the model") from None
     return model

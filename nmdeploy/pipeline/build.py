@@ -24,7 +24,6 @@ from nmdeploy.pipeline.stages import STAGES, run_stages, stage_names
 __all__ = ["ALL_STAGES", "ARTIFACTS", "BuildResult", "build"]
 
 
-
 ALL_STAGES = stage_names()
 ARTIFACTS = (*(name for stage in STAGES for name in stage.writes), "manifest.json", "report.md")
 
@@ -47,8 +46,10 @@ def _check_output(out: Path, force: bool) -> None:
         raise OutputError(f"the output folder {out} is a file; pick another with --out")
     if out.is_dir() and not force and not (out / "manifest.json").is_file() and not (out / ".work").is_dir():
         if any(out.iterdir()):
-            raise OutputError(f"the output folder {out} already holds files that no nmdeploy build wrote; "
-                              "pass --force to build into it anyway, or pick another with --out")
+            raise OutputError(
+                f"the output folder {out} already holds files that no nmdeploy build wrote; "
+                "pass --force to build into it anyway, or pick another with --out"
+            )
 
 
 def _device(name: str) -> Any:
@@ -111,8 +112,16 @@ def build(
     device = _device(recipe.device)
     with _distributed(device) as (rank, world):
         manifest = Manifest(out, recipe.to_dict())
-        ctx = BuildContext(recipe, out, manifest, device, say if rank == 0 else (lambda line: None),
-                           progress if rank == 0 else None, rank, world)
+        ctx = BuildContext(
+            recipe,
+            out,
+            manifest,
+            device,
+            say if rank == 0 else (lambda line: None),
+            progress if rank == 0 else None,
+            rank,
+            world,
+        )
         check_inputs(ctx)  # before the output directory exists: bad input leaves nothing behind
         if rank == 0:
             check_writable(out, is_folder=True)

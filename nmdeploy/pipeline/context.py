@@ -73,8 +73,12 @@ class BuildContext:
 
     def inputs(self, which: str) -> tuple[torch.Tensor, ...]:
         """The model's inputs, in the data's order: float arrays as float32, integer arrays (token ids) as int64."""
-        return tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64 if np.issubdtype(a.dtype, np.integer) else np.float32))
-                     for a in self.data(which).inputs.values())
+        return tuple(
+            torch.from_numpy(
+                np.ascontiguousarray(a, dtype=np.int64 if np.issubdtype(a.dtype, np.integer) else np.float32)
+            )
+            for a in self.data(which).inputs.values()
+        )
 
     def targets(self, which: str) -> torch.Tensor:
         """What the task trains towards and scores against: the labels, or the dense model's outputs."""
@@ -105,29 +109,41 @@ def check_inputs(ctx: BuildContext) -> None:
     shape = list(recipe.model.input_shape)
     arrays = list(ctx.data("val").inputs.values())
     dtypes = [torch.int64 if np.issubdtype(a.dtype, np.integer) else torch.float32 for a in arrays]
-    sample = [torch.zeros(shape, dtype=dtypes[0])] + [torch.zeros([shape[0], *a.shape[1:]], dtype=d) for a, d in zip(arrays[1:], dtypes[1:])]
+    sample = [torch.zeros(shape, dtype=dtypes[0])] + [
+        torch.zeros([shape[0], *a.shape[1:]], dtype=d) for a, d in zip(arrays[1:], dtypes[1:])
+    ]
     try:
         with torch.no_grad():
             logits = model(*sample)
     except Exception as exc:
         detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"model.input_shape = {shape} does not fit model {recipe.model.spec!r} ({detail}); set the shape the model takes") from None
+        raise InputError(
+            f"model.input_shape = {shape} does not fit model {recipe.model.spec!r} ({detail}); set the shape the model takes"
+        ) from None
     classify = isinstance(task, Classification)
     if not isinstance(logits, torch.Tensor) or (classify and logits.ndim != 2):
         got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise InputError(f"model {recipe.model.spec!r} returns {got}; the classification trainer needs logits [batch, classes]")
+        raise InputError(
+            f"model {recipe.model.spec!r} returns {got}; the classification trainer needs logits [batch, classes]"
+        )
     checkpoint = recipe.model.checkpoint
     if checkpoint:
         if not Path(checkpoint).is_file():
-            raise InputError(f"model.checkpoint = {checkpoint!r}: no such file; give the path of the pretrained weights or null to train")
+            raise InputError(
+                f"model.checkpoint = {checkpoint!r}: no such file; give the path of the pretrained weights or null to train"
+            )
         load_checkpoint(model, checkpoint)  # a checkpoint of another model fails here, naming the file
     for which in ("train", "val"):
         data = ctx.data(which)
         x = next(iter(data.inputs.values()))
         spec = getattr(recipe.data, which)
         if list(x.shape[1:]) != shape[1:]:
-            raise InputError(f"data.{which} = {spec!r} has samples of shape {list(x.shape[1:])} but model.input_shape is {shape}; "
-                             "make them agree")
+            raise InputError(
+                f"data.{which} = {spec!r} has samples of shape {list(x.shape[1:])} but model.input_shape is {shape}; "
+                "make them agree"
+            )
         if classify and (data.labels.min(initial=0) < 0 or data.labels.max(initial=0) >= logits.shape[1]):
-            raise InputError(f"data.{which} = {spec!r} has labels up to {int(data.labels.max())} but the model has {logits.shape[1]} outputs; "
-                             f"give labels 0..{logits.shape[1] - 1} or a model with more outputs")
+            raise InputError(
+                f"data.{which} = {spec!r} has labels up to {int(data.labels.max())} but the model has {logits.shape[1]} outputs; "
+                f"give labels 0..{logits.shape[1] - 1} or a model with more outputs"
+            )

@@ -48,7 +48,12 @@ def inputs_key(config: Mapping[str, Any], files: Mapping[str, str | Path]) -> di
 def versions() -> dict[str, str]:
     """Versions of nmdeploy and the libraries whose behaviour the artifacts depend on."""
     found = {"nmdeploy": __version__, "python": platform.python_version()}
-    for name, dist in (("torch", "torch"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime-gpu"), ("onnxruntime", "onnxruntime")):
+    for name, dist in (
+        ("torch", "torch"),
+        ("onnx", "onnx"),
+        ("onnxruntime", "onnxruntime-gpu"),
+        ("onnxruntime", "onnxruntime"),
+    ):
         if name in found:
             continue
         try:
@@ -88,18 +93,29 @@ class Manifest:
     def reusable(self, name: str, inputs: Mapping[str, str]) -> StageRecord | None:
         """The previous record of ``name`` if its inputs match and its outputs are intact."""
         old = self.previous.get(name)
-        if not isinstance(old, dict) or old.get("status") not in ("done", "skipped", "bundled") or old.get("inputs") != dict(inputs):
+        if (
+            not isinstance(old, dict)
+            or old.get("status") not in ("done", "skipped", "bundled")
+            or old.get("inputs") != dict(inputs)
+        ):
             return None
         for file, digest in (old.get("outputs") or {}).items():
             path = self.out / file
             if not path.is_file() or file_sha256(path) != digest:
                 return None
         if old.get("status") == "bundled":  # still only bundled: say so rather than "skipped"
-            return StageRecord("bundled", dict(inputs), dict(old.get("outputs") or {}), 0.0, dict(old.get("metrics") or {}),
-                               "bundled for target (kept: inputs unchanged)")
+            return StageRecord(
+                "bundled",
+                dict(inputs),
+                dict(old.get("outputs") or {}),
+                0.0,
+                dict(old.get("metrics") or {}),
+                "bundled for target (kept: inputs unchanged)",
+            )
         took = old.get("note") if old.get("status") == "skipped" else f"built in {old.get('seconds', 0):.1f} s"
-        return StageRecord("skipped", dict(inputs), dict(old.get("outputs") or {}), 0.0,
-                           dict(old.get("metrics") or {}), took or "")
+        return StageRecord(
+            "skipped", dict(inputs), dict(old.get("outputs") or {}), 0.0, dict(old.get("metrics") or {}), took or ""
+        )
 
     def record(self, name: str, record: StageRecord) -> None:
         self.stages[name] = record
@@ -110,16 +126,34 @@ class Manifest:
         return {path.resolve().relative_to(self.out.resolve()).as_posix(): file_sha256(path) for path in files}
 
     def to_dict(self) -> dict[str, Any]:
-        stages = {name: {"status": r.status, "seconds": round(r.seconds, 3), "inputs": r.inputs, "outputs": r.outputs,
-                         "metrics": r.metrics, **({"note": r.note} if r.note else {})} for name, r in self.stages.items()}
-        return {"schema": SCHEMA, "versions": versions(), "recipe": self.recipe, "stages": stages,
-                "accuracy": self.accuracy()}
+        stages = {
+            name: {
+                "status": r.status,
+                "seconds": round(r.seconds, 3),
+                "inputs": r.inputs,
+                "outputs": r.outputs,
+                "metrics": r.metrics,
+                **({"note": r.note} if r.note else {}),
+            }
+            for name, r in self.stages.items()
+        }
+        return {
+            "schema": SCHEMA,
+            "versions": versions(),
+            "recipe": self.recipe,
+            "stages": stages,
+            "accuracy": self.accuracy(),
+        }
 
     def accuracy(self) -> dict[str, Any]:
         """The task's validation score per artifact (top-1 for classification), and its name under "metric"."""
         found: dict[str, Any] = {}
-        for stage, key, label in (("dense", "val_score", "dense"), ("sparse", "val_score", "sparse"),
-                                  ("quantize", "onnx_score", "sparse_onnx"), ("quantize", "int8_score", "int8")):
+        for stage, key, label in (
+            ("dense", "val_score", "dense"),
+            ("sparse", "val_score", "sparse"),
+            ("quantize", "onnx_score", "sparse_onnx"),
+            ("quantize", "int8_score", "int8"),
+        ):
             metrics = self.stages.get(stage, StageRecord("")).metrics
             if metrics.get(key) is not None:
                 found.setdefault("metric", metrics.get("metric", "top-1"))

@@ -28,7 +28,15 @@ from nmdeploy.quant.config import QuantizeConfig
 from nmdeploy.sparsity.config import SparsityConfig
 from nmdeploy.train.config import TaskConfig, TrainConfig
 
-__all__ = ["Recipe", "SECTIONS", "apply_overrides", "dump_recipe", "load_recipe", "recipe_from_mapping", "reference_rows"]
+__all__ = [
+    "Recipe",
+    "SECTIONS",
+    "apply_overrides",
+    "dump_recipe",
+    "load_recipe",
+    "recipe_from_mapping",
+    "reference_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,10 @@ class Recipe:
                 "so that the last fine-tune epoch trains the final N:M mask"
             )
         if self.task.spec == "distillation" and not (self.model.checkpoint or self.model.pretrained):
-            raise ConfigError("recipe key task.spec = 'distillation' needs a trained dense model to learn from: "
-                              "set model.checkpoint or model.pretrained: true")
+            raise ConfigError(
+                "recipe key task.spec = 'distillation' needs a trained dense model to learn from: "
+                "set model.checkpoint or model.pretrained: true"
+            )
         for key in ("output", "device"):
             value = getattr(self, key)
             if not isinstance(value, str) or not value:
@@ -100,7 +110,9 @@ def _section(cls: type, values: Any, where: str, base: Any) -> Any:
     for key, value in values.items():
         ok, typed = coerce(value, hints[key])  # YAML 1 is the number 1.0, a YAML list a tuple
         if not ok:
-            raise ConfigError(f"recipe key {where}.{key} = {value!r} has the wrong type: expected {type_name(hints[key])}")
+            raise ConfigError(
+                f"recipe key {where}.{key} = {value!r} has the wrong type: expected {type_name(hints[key])}"
+            )
         changes[key] = typed
     try:
         return dataclasses.replace(base, **changes)
@@ -145,7 +157,8 @@ def _recipe_loader() -> type:
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
     RecipeLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+    )
     return RecipeLoader
 
 
@@ -172,7 +185,9 @@ def _override_values(overrides: Sequence[str]) -> dict[str, Any]:
         section, dot, name = key.strip().partition(".")
         if dot:
             if section not in SECTIONS:
-                raise ConfigError(f"--set {item!r}: unknown recipe section {section!r}; a recipe has: {', '.join(SECTIONS)}")
+                raise ConfigError(
+                    f"--set {item!r}: unknown recipe section {section!r}; a recipe has: {', '.join(SECTIONS)}"
+                )
             values.setdefault(section, {})[name] = value
         else:
             values[section] = value
@@ -203,8 +218,10 @@ def load_recipe(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read recipe {path} ({getattr(exc, 'strerror', None) or exc}); give the path of a YAML recipe, "
-                             "or leave out --recipe for the built-in example") from None
+            raise InputError(
+                f"cannot read recipe {path} ({getattr(exc, 'strerror', None) or exc}); give the path of a YAML recipe, "
+                "or leave out --recipe for the built-in example"
+            ) from None
         values = _parse_yaml(text, f"recipe {path}")
         if values is not None and not isinstance(values, Mapping):
             return recipe_from_mapping(values)  # says it is not a mapping of sections

@@ -77,6 +77,7 @@ class Stage:
 
 # -- helpers --------------------------------------------------------------------------------------
 
+
 def _format(metric: str, value: float) -> str:
     return f"{value:.2%}" if metric == "top-1" else f"{value:.4f}"
 
@@ -86,7 +87,9 @@ def _epoch_line(stage: str, total: int, m: EpochMetrics, metric: str) -> str:
     return f"{stage} epoch {m.epoch}/{total}: loss {m.train_loss:.4f}, train {_format(metric, m.train_score)}{val} ({m.seconds:.1f} s)"
 
 
-def _train(ctx: BuildContext, stage: str, model: nn.Module, config: Any, key: str, sparsifier: Any = None) -> list[dict[str, Any]]:
+def _train(
+    ctx: BuildContext, stage: str, model: nn.Module, config: Any, key: str, sparsifier: Any = None
+) -> list[dict[str, Any]]:
     """Run the fine-tune loop with a checkpoint named after the stage's inputs (so it resumes)."""
     ctx.work.mkdir(parents=True, exist_ok=True)
     checkpoint = ctx.work / f"{stage}-{key[:16]}.ckpt"
@@ -94,12 +97,20 @@ def _train(ctx: BuildContext, stage: str, model: nn.Module, config: Any, key: st
     label = f"{stage} training"
     task = ctx.task
     result = fit(
-        model, (ctx.inputs("train"), ctx.targets("train")), (ctx.inputs("val"), ctx.targets("val")), config, sparsifier,
-        checkpoint, on_epoch=lambda m: ctx.say(_epoch_line(stage, config.epochs, m, task.metric)),
-        on_step=(lambda done, total: ctx.progress(label, done, total)) if ctx.progress else None, task=task,
+        model,
+        (ctx.inputs("train"), ctx.targets("train")),
+        (ctx.inputs("val"), ctx.targets("val")),
+        config,
+        sparsifier,
+        checkpoint,
+        on_epoch=lambda m: ctx.say(_epoch_line(stage, config.epochs, m, task.metric)),
+        on_step=(lambda done, total: ctx.progress(label, done, total)) if ctx.progress else None,
+        task=task,
     )
     if result.resumed_step:
-        ctx.say(f"{stage}: resumed in epoch {result.resumed_from + 1} after step {result.resumed_step} from {checkpoint}")
+        ctx.say(
+            f"{stage}: resumed in epoch {result.resumed_from + 1} after step {result.resumed_step} from {checkpoint}"
+        )
     elif result.resumed_from:
         ctx.say(f"{stage}: resumed after epoch {result.resumed_from} from {checkpoint}")
     model.cpu()
@@ -140,10 +151,15 @@ def _tensorrt_here() -> str:
 
 # -- dense ------------------------------------------------------------------------------------------
 
+
 def _dense_reads(ctx: BuildContext) -> StageInputs:
     model = ctx.recipe.model
-    settings = {"model.spec": model.spec, "data": _as_dict(ctx.recipe.data), "task": _as_dict(ctx.recipe.task),
-                "model.pretrained": model.pretrained}
+    settings = {
+        "model.spec": model.spec,
+        "data": _as_dict(ctx.recipe.data),
+        "task": _as_dict(ctx.recipe.task),
+        "model.pretrained": model.pretrained,
+    }
     if model.checkpoint:
         return StageInputs(settings, {"checkpoint": Path(model.checkpoint)})
     if not model.pretrained:
@@ -176,10 +192,19 @@ def _dense_run(ctx: BuildContext, key: str) -> StageResult:
 
 # -- sparse -----------------------------------------------------------------------------------------
 
+
 def _sparse_reads(ctx: BuildContext) -> StageInputs:
     r = ctx.recipe
-    return StageInputs({"model.spec": r.model.spec, "data": _as_dict(r.data), "task": _as_dict(r.task),
-                        "sparsity": _as_dict(r.sparsity), "finetune": _as_dict(r.finetune)}, {"dense": ctx.out / "dense.pt"})
+    return StageInputs(
+        {
+            "model.spec": r.model.spec,
+            "data": _as_dict(r.data),
+            "task": _as_dict(r.task),
+            "sparsity": _as_dict(r.sparsity),
+            "finetune": _as_dict(r.finetune),
+        },
+        {"dense": ctx.out / "dense.pt"},
+    )
 
 
 def _sparse_run(ctx: BuildContext, key: str) -> StageResult:
@@ -188,26 +213,35 @@ def _sparse_run(ctx: BuildContext, key: str) -> StageResult:
     s = ctx.recipe.sparsity
     model = load_checkpoint(ctx.new_model(), ctx.out / "dense.pt")
     sp = sparsify(model, config=s)
-    ctx.say(f"sparse: {s.method} {s.pattern} on {len(sp.sparse_layers)} layer(s); "
-            f"{len(sp.targets) - len(sp.sparse_layers)} kept dense")
+    ctx.say(
+        f"sparse: {s.method} {s.pattern} on {len(sp.sparse_layers)} layer(s); "
+        f"{len(sp.targets) - len(sp.sparse_layers)} kept dense"
+    )
     history = _train(ctx, "sparse", model, ctx.recipe.finetune, key, sp)
     finalize(model)
     score = ctx.score(model)
     model.cpu()
     path = ctx.out / "sparse.pt"
     if ctx.main:
-        _save_weights(path, {"model": model.state_dict(), "pattern": s.pattern, "method": s.method,
-                             "layers": list(sp.sparse_layers)})
-    return StageResult((path,), {"val_score": score, "metric": ctx.task.metric, "history": history,
-                                 "sparse_layers": list(sp.sparse_layers)})
+        _save_weights(
+            path,
+            {"model": model.state_dict(), "pattern": s.pattern, "method": s.method, "layers": list(sp.sparse_layers)},
+        )
+    return StageResult(
+        (path,),
+        {"val_score": score, "metric": ctx.task.metric, "history": history, "sparse_layers": list(sp.sparse_layers)},
+    )
 
 
 # -- export and verify ------------------------------------------------------------------------------
 
+
 def _export_reads(ctx: BuildContext) -> StageInputs:
     m = ctx.recipe.model
-    return StageInputs({"model.spec": m.spec, "model.input_shape": list(m.input_shape), "export": _as_dict(ctx.recipe.export)},
-                       {"sparse": ctx.out / "sparse.pt"})
+    return StageInputs(
+        {"model.spec": m.spec, "model.input_shape": list(m.input_shape), "export": _as_dict(ctx.recipe.export)},
+        {"sparse": ctx.out / "sparse.pt"},
+    )
 
 
 def _export_run(ctx: BuildContext, key: str) -> StageResult:
@@ -219,7 +253,9 @@ def _export_run(ctx: BuildContext, key: str) -> StageResult:
     report = export_onnx(model, sample, ctx.out / "model.onnx", config=ctx.recipe.export)
     worst = max(report.parity, key=lambda p: p.max_abs_error)
     ctx.say(f"export: model.onnx (opset {report.opset}), ONNX Runtime vs PyTorch max |diff| {worst.max_abs_error:.2e}")
-    return StageResult((Path(report.path),), {"opset": report.opset, "max_abs_error": worst.max_abs_error, "cosine": worst.cosine})
+    return StageResult(
+        (Path(report.path),), {"opset": report.opset, "max_abs_error": worst.max_abs_error, "cosine": worst.cosine}
+    )
 
 
 def _verify_reads(ctx: BuildContext) -> StageInputs:
@@ -235,14 +271,23 @@ def _verify_run(ctx: BuildContext, key: str) -> StageResult:
     required = [layer for layer in report.layers if layer.required]
     if not report.ok:
         bad = report.failures[0]
-        raise ExportError(f"verify FAILED: {len(report.failures)} layer(s) of model.onnx are not {report.pattern} "
-                          f"(first: {bad.weight}, {bad.violations} bad group(s)); see {path}")
+        raise ExportError(
+            f"verify FAILED: {len(report.failures)} layer(s) of model.onnx are not {report.pattern} "
+            f"(first: {bad.weight}, {bad.violations} bad group(s)); see {path}"
+        )
     ctx.say(f"verify: {report.pattern} PASSED on {len(required)} layer(s), {len(report.layers) - len(required)} dense")
-    return StageResult((path,), {"layers": len(report.layers), "nm_layers": len(required),
-                                 "hw_2of4_layers": sum(1 for layer in required if layer.hw_2of4)})
+    return StageResult(
+        (path,),
+        {
+            "layers": len(report.layers),
+            "nm_layers": len(required),
+            "hw_2of4_layers": sum(1 for layer in required if layer.hw_2of4),
+        },
+    )
 
 
 # -- quantize ---------------------------------------------------------------------------------------
+
 
 def _calibration_spec(recipe: Recipe) -> str:
     return recipe.quantize.calibration or recipe.data.train
@@ -250,10 +295,16 @@ def _calibration_spec(recipe: Recipe) -> str:
 
 def _quantize_reads(ctx: BuildContext) -> StageInputs:
     r = ctx.recipe
-    return StageInputs({"quantize": _as_dict(r.quantize), "calibration": _calibration_spec(r),
-                        "data.val": [r.data.val, r.data.val_subset], "task": _as_dict(r.task),
-                        "sparsity.pattern": r.sparsity.pattern},
-                       {"onnx": ctx.out / "model.onnx", "dense": ctx.out / "dense.pt"})
+    return StageInputs(
+        {
+            "quantize": _as_dict(r.quantize),
+            "calibration": _calibration_spec(r),
+            "data.val": [r.data.val, r.data.val_subset],
+            "task": _as_dict(r.task),
+            "sparsity.pattern": r.sparsity.pattern,
+        },
+        {"onnx": ctx.out / "model.onnx", "dense": ctx.out / "dense.pt"},
+    )
 
 
 def _quantize_run(ctx: BuildContext, key: str) -> StageResult:
@@ -262,46 +313,83 @@ def _quantize_run(ctx: BuildContext, key: str) -> StageResult:
     q = ctx.recipe.quantize
     pattern = ctx.recipe.sparsity.pattern
     calib, _ = make_calibration_set(load_data(_calibration_spec(ctx.recipe), "train"), q.count, q.seed)
-    report = quantize_int8(ctx.out / "model.onnx", ctx.out / "model.int8.onnx", calib, config=q, pattern=pattern,
-                           progress=ctx.progress)
+    report = quantize_int8(
+        ctx.out / "model.onnx", ctx.out / "model.int8.onnx", calib, config=q, pattern=pattern, progress=ctx.progress
+    )
     acc = report.accuracy
     metric = ctx.task.metric
     onnx_score, int8_score = (_onnx_score(ctx, ctx.out / name) for name in ("model.onnx", "model.int8.onnx"))
-    ctx.say(f"quantize: model.int8.onnx, {len(report.quantized)} INT8 layer(s), {len(report.sparse_layers)} kept "
-            f"{pattern}; {metric} FP32 {_format(metric, onnx_score)} -> INT8 {_format(metric, int8_score)}")
-    return StageResult((Path(report.path),), {
-        "onnx_score": onnx_score, "int8_score": int8_score, "metric": metric,
-        "cosine_int8_vs_fp32": acc.cosine[0].mean if acc.cosine else None, "int8_layers": len(report.quantized),
-        "nm_layers": len(report.sparse_layers), "calibration_samples": report.calibration_samples})
+    ctx.say(
+        f"quantize: model.int8.onnx, {len(report.quantized)} INT8 layer(s), {len(report.sparse_layers)} kept "
+        f"{pattern}; {metric} FP32 {_format(metric, onnx_score)} -> INT8 {_format(metric, int8_score)}"
+    )
+    return StageResult(
+        (Path(report.path),),
+        {
+            "onnx_score": onnx_score,
+            "int8_score": int8_score,
+            "metric": metric,
+            "cosine_int8_vs_fp32": acc.cosine[0].mean if acc.cosine else None,
+            "int8_layers": len(report.quantized),
+            "nm_layers": len(report.sparse_layers),
+            "calibration_samples": report.calibration_samples,
+        },
+    )
 
 
 # -- engine -----------------------------------------------------------------------------------------
+
 
 def _engine_source(ctx: BuildContext) -> Path:
     return ctx.out / ("model.int8.onnx" if ctx.recipe.quantize.enabled else "model.onnx")
 
 
 def _engine_reads(ctx: BuildContext) -> StageInputs:
-    return StageInputs({"engine": _as_dict(ctx.recipe.engine), "tensorrt": _tensorrt_here()},
-                       {"onnx": _engine_source(ctx), "verify": ctx.out / "verify.json"})
+    return StageInputs(
+        {"engine": _as_dict(ctx.recipe.engine), "tensorrt": _tensorrt_here()},
+        {"onnx": _engine_source(ctx), "verify": ctx.out / "verify.json"},
+    )
 
 
 def _engine_run(ctx: BuildContext, key: str) -> StageResult:
     from nmdeploy.engine.deploy import build_or_bundle
 
-    result = build_or_bundle(_engine_source(ctx), ctx.out / "model.plan", ctx.out / BUNDLE, ctx.recipe.engine,
-                             verify=ctx.out / "verify.json", manifest=ctx.manifest.to_dict())
+    result = build_or_bundle(
+        _engine_source(ctx),
+        ctx.out / "model.plan",
+        ctx.out / BUNDLE,
+        ctx.recipe.engine,
+        verify=ctx.out / "verify.json",
+        manifest=ctx.manifest.to_dict(),
+    )
     if result.report is None:
-        ctx.say(f"engine: bundled for target in {BUNDLE}/ ({result.problem}); "
-                f"on the target GPU run: python3 {ctx.out / BUNDLE}/build_engine.py")
-        return StageResult(result.files, {"built": False, "bundle": BUNDLE, "reason": result.reason, "problem": result.problem},
-                           "bundled", "bundled for target")
+        ctx.say(
+            f"engine: bundled for target in {BUNDLE}/ ({result.problem}); "
+            f"on the target GPU run: python3 {ctx.out / BUNDLE}/build_engine.py"
+        )
+        return StageResult(
+            result.files,
+            {"built": False, "bundle": BUNDLE, "reason": result.reason, "problem": result.problem},
+            "bundled",
+            "bundled for target",
+        )
     report = result.report
     picked = sum(1 for row in report.layers if row.picked)
     eligible = sum(1 for row in report.layers if row.eligible)
-    ctx.say(f"engine: model.plan (TensorRT {report.tensorrt}); sparse kernels picked for {picked} of {eligible} eligible layer(s)")
-    return StageResult(result.files, {"built": True, "tensorrt": report.tensorrt, "flags": list(report.build.builder_flags),
-                                      "eligible_layers": eligible, "picked_layers": picked, "seconds_build": report.seconds})
+    ctx.say(
+        f"engine: model.plan (TensorRT {report.tensorrt}); sparse kernels picked for {picked} of {eligible} eligible layer(s)"
+    )
+    return StageResult(
+        result.files,
+        {
+            "built": True,
+            "tensorrt": report.tensorrt,
+            "flags": list(report.build.builder_flags),
+            "eligible_layers": eligible,
+            "picked_layers": picked,
+            "seconds_build": report.seconds,
+        },
+    )
 
 
 STAGES: tuple[Stage, ...] = (
@@ -310,8 +398,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("export", _export_reads, ("model.onnx",), _export_run),
     Stage("verify", _verify_reads, ("verify.json",), _verify_run),
     Stage("quantize", _quantize_reads, ("model.int8.onnx",), _quantize_run, enabled=lambda r: r.quantize.enabled),
-    Stage("engine", _engine_reads, ("model.plan", "model.dense.plan", "engine_report.json", BUNDLE), _engine_run,
-          enabled=lambda r: r.engine.enabled),
+    Stage(
+        "engine",
+        _engine_reads,
+        ("model.plan", "model.dense.plan", "engine_report.json", BUNDLE),
+        _engine_run,
+        enabled=lambda r: r.engine.enabled,
+    ),
 )
 
 
@@ -340,5 +433,14 @@ def run_stages(ctx: BuildContext, names: tuple[str, ...]) -> None:
         if ctx.world > 1:
             torch.distributed.barrier()  # the other ranks read what rank 0 just wrote
         if ctx.main:
-            ctx.manifest.record(stage.name, StageRecord(result.status, inputs, ctx.manifest.outputs_of(result.outputs),
-                                                        seconds, dict(result.metrics), result.note))
+            ctx.manifest.record(
+                stage.name,
+                StageRecord(
+                    result.status,
+                    inputs,
+                    ctx.manifest.outputs_of(result.outputs),
+                    seconds,
+                    dict(result.metrics),
+                    result.note,
+                ),
+            )

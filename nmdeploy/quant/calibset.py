@@ -31,8 +31,13 @@ from nmdeploy.errors import ConfigError, InputError
 from nmdeploy.quant.config import QuantizeConfig
 
 __all__ = [
-    "CalibrationDefinition", "CalibrationManifest", "draw_indices", "make_calibration_set",
-    "read_definition", "load_calibration_set", "write_calibration_set",
+    "CalibrationDefinition",
+    "CalibrationManifest",
+    "draw_indices",
+    "make_calibration_set",
+    "read_definition",
+    "load_calibration_set",
+    "write_calibration_set",
 ]
 
 SCHEMA = "nmdeploy.calibration/1"
@@ -104,8 +109,13 @@ def make_calibration_set(data: ArrayData, count: int, seed: int = 0) -> tuple[Ar
         values, counts = np.unique(subset.labels, return_counts=True)
         per_class = {str(v): int(c) for v, c in zip(values, counts)}
     return subset, {
-        "source": data.source, "split": data.split, "seed": seed, "count": count,
-        "balanced": data.labels is not None, "per_class": per_class, "preprocessing": data.preprocessing,
+        "source": data.source,
+        "split": data.split,
+        "seed": seed,
+        "count": count,
+        "balanced": data.labels is not None,
+        "per_class": per_class,
+        "preprocessing": data.preprocessing,
     }
 
 
@@ -152,7 +162,9 @@ def load_calibration_set(path: str | Path) -> tuple[ArrayData, CalibrationManife
         fields = json.loads(manifest_path.read_text())
         manifest = CalibrationManifest(**fields)
     except (ValueError, TypeError) as exc:
-        raise InputError(f"{manifest_path} is not a calibration manifest ({exc}); rebuild the set with nmdeploy calibrate") from None
+        raise InputError(
+            f"{manifest_path} is not a calibration manifest ({exc}); rebuild the set with nmdeploy calibrate"
+        ) from None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != manifest.sha256:
         raise InputError(
@@ -168,7 +180,9 @@ def read_definition(path: str | Path) -> CalibrationDefinition:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such calibration definition; give the path of a YAML file with data, count, seed, output")
+        raise InputError(
+            f"{path}: no such calibration definition; give the path of a YAML file with data, count, seed, output"
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

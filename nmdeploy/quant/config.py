@@ -29,9 +29,11 @@ class QuantizeConfig:
     percentile: float = setting(99.999, "Cut-off for `method: percentile`.")
     per_channel: bool = setting(True, "Per-output-channel weight scales (else one scale per layer).")
     output_qdq_on_sparse: bool = setting(
-        False, "Also quantise the outputs of N:M layers (INT8-in/INT8-out sparse kernels; time both on your GPU).")
+        False, "Also quantise the outputs of N:M layers (INT8-in/INT8-out sparse kernels; time both on your GPU)."
+    )
     keep_float_weights: bool = setting(
-        False, "Float weights behind Q→DQ instead of int8 initializers (TensorRT 8.6, JetPack 5-6).")
+        False, "Float weights behind Q→DQ instead of int8 initializers (TensorRT 8.6, JetPack 5-6)."
+    )
     exclude: tuple[str, ...] = setting((), "Globs on ONNX node or weight names kept in float.")
     batch_size: int = setting(32, "Calibration batch size.")
 
@@ -39,11 +41,19 @@ class QuantizeConfig:
         check_types(self, self.SECTION)
         if self.method not in METHODS:
             raise ConfigError.setting(
-                self.SECTION, f"method = {self.method!r}: use one of {', '.join(METHODS)}",
-                original=ConfigError(f"calibration method {self.method!r} does not exist; use one of {', '.join(METHODS)}"))
+                self.SECTION,
+                f"method = {self.method!r}: use one of {', '.join(METHODS)}",
+                original=ConfigError(
+                    f"calibration method {self.method!r} does not exist; use one of {', '.join(METHODS)}"
+                ),
+            )
         if not 0 < self.percentile <= 100:
-            raise ConfigError.setting(self.SECTION, f"percentile: percentile {self.percentile} must be in (0, 100], e.g. 99.999")
+            raise ConfigError.setting(
+                self.SECTION, f"percentile: percentile {self.percentile} must be in (0, 100], e.g. 99.999"
+            )
         if self.count < 1:
-            raise ConfigError.setting(self.SECTION, f"count = {self.count}: give a positive number of samples, e.g. 512")
+            raise ConfigError.setting(
+                self.SECTION, f"count = {self.count}: give a positive number of samples, e.g. 512"
+            )
         if self.batch_size < 1:
             raise ConfigError.setting(self.SECTION, f"batch_size: batch size {self.batch_size} must be >= 1")

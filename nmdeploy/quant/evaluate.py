@@ -46,7 +46,9 @@ class EvalReport:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def run_onnx(path: str | Path, data: ArrayData, batch_size: int = 256, progress: Any = None) -> tuple[list[str], list[np.ndarray]]:
+def run_onnx(
+    path: str | Path, data: ArrayData, batch_size: int = 256, progress: Any = None
+) -> tuple[list[str], list[np.ndarray]]:
     """All outputs of ``path`` on ``data`` (concatenated over batches), with their names."""
     session = ort_session(str(path))
     bound = bind_inputs(data, session.get_inputs())
@@ -62,8 +64,14 @@ def run_onnx(path: str | Path, data: ArrayData, batch_size: int = 256, progress:
 
 def top1(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
     """Share of samples whose arg-max class is the label; None when it does not apply."""
-    if (labels is None or logits.ndim != 2 or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)
-            or len(labels) != len(logits) or not len(labels)):
+    if (
+        labels is None
+        or logits.ndim != 2
+        or labels.ndim != 1
+        or not np.issubdtype(labels.dtype, np.integer)
+        or len(labels) != len(logits)
+        or not len(labels)
+    ):
         return None  # not class labels (e.g. a distillation target): top-1 does not apply
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
@@ -107,4 +115,6 @@ def evaluate_onnx(
             f"({[list(r.shape) for r in ref_outputs]} vs {[list(o.shape) for o in outputs]}); compare models of the same network"
         )
     cosines = tuple(OutputCosine(n, *cosine(o, r)) for n, o, r in zip(names, outputs, ref_outputs))
-    return EvalReport(str(path), data.source, len(outputs[0]), accuracy, str(reference), top1(ref_outputs[0], got_labels), cosines)
+    return EvalReport(
+        str(path), data.source, len(outputs[0]), accuracy, str(reference), top1(ref_outputs[0], got_labels), cosines
+    )

@@ -80,10 +80,16 @@ def _resolve_exclude(nodes: list[onnx.NodeProto], patterns: Sequence[str]) -> se
     """Node names matched by ``patterns`` (globs on node names or on their weight/input names)."""
     chosen: set[str] = set()
     for pattern in patterns:
-        hits = {n.name for n in nodes if fnmatch.fnmatchcase(n.name, pattern) or any(fnmatch.fnmatchcase(i, pattern) for i in n.input)}
+        hits = {
+            n.name
+            for n in nodes
+            if fnmatch.fnmatchcase(n.name, pattern) or any(fnmatch.fnmatchcase(i, pattern) for i in n.input)
+        }
         if not hits:
             examples = ", ".join(sorted({i for n in nodes[:3] for i in n.input[1:2]} | {n.name for n in nodes[:2]}))
-            raise ConfigError(f"exclude pattern {pattern!r} matches no Conv/Gemm/MatMul node or weight; names look like: {examples}")
+            raise ConfigError(
+                f"exclude pattern {pattern!r} matches no Conv/Gemm/MatMul node or weight; names look like: {examples}"
+            )
         chosen |= hits
     return chosen
 
@@ -91,7 +97,11 @@ def _resolve_exclude(nodes: list[onnx.NodeProto], patterns: Sequence[str]) -> se
 def _calibrate_method(method: str) -> Any:
     from onnxruntime.quantization import CalibrationMethod
 
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
 
 
 def _drop_unused_opsets(model: onnx.ModelProto) -> None:
@@ -133,12 +143,28 @@ def quantize_int8(
     total)`` is told how far calibration and evaluation are.
     """
     if config is None:
-        config = from_arguments(QuantizeConfig, method=method, per_channel=per_channel, output_qdq_on_sparse=output_qdq_on_sparse,
-                                exclude=tuple(exclude), percentile=percentile, keep_float_weights=keep_float_weights,
-                                batch_size=batch_size)
+        config = from_arguments(
+            QuantizeConfig,
+            method=method,
+            per_channel=per_channel,
+            output_qdq_on_sparse=output_qdq_on_sparse,
+            exclude=tuple(exclude),
+            percentile=percentile,
+            keep_float_weights=keep_float_weights,
+            batch_size=batch_size,
+        )
     parse_pattern(pattern)  # a bad pattern fails now, not after calibration
-    method, percentile, per_channel, batch_size = config.method, config.percentile, config.per_channel, config.batch_size
-    output_qdq_on_sparse, keep_float_weights, exclude = config.output_qdq_on_sparse, config.keep_float_weights, config.exclude
+    method, percentile, per_channel, batch_size = (
+        config.method,
+        config.percentile,
+        config.per_channel,
+        config.batch_size,
+    )
+    output_qdq_on_sparse, keep_float_weights, exclude = (
+        config.output_qdq_on_sparse,
+        config.keep_float_weights,
+        config.exclude,
+    )
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     if onnx_out.suffix != ".onnx":
         raise ConfigError(f"output path {onnx_out} should end in .onnx")
@@ -160,8 +186,21 @@ def quantize_int8(
 
     with atomic_output(onnx_out) as tmp:  # only the final model is published, after every check passed
         pre, raw, final = (tmp / name for name in ("pre.onnx", "raw.onnx", onnx_out.name))
-        pre_model, adds = _run_ort(onnx_in, pre, raw, bound, method, percentile, per_channel, output_qdq_on_sparse,
-                                   keep_float_weights, excluded, batch_size, progress, Path(tmp))
+        pre_model, adds = _run_ort(
+            onnx_in,
+            pre,
+            raw,
+            bound,
+            method,
+            percentile,
+            per_channel,
+            output_qdq_on_sparse,
+            keep_float_weights,
+            excluded,
+            batch_size,
+            progress,
+            Path(tmp),
+        )
         fp32_check = verify_model(pre_model, pattern, None, str(onnx_in))
         sparse = {layer.node for layer in fp32_check.layers if layer.required and layer.ok}
         quantized = onnx.load(str(raw))
@@ -177,13 +216,17 @@ def quantize_int8(
 
         lint = lint_qdq(quantized, str(onnx_out))
         if not lint.ok:
-            raise QuantError(f"the quantised model breaks TensorRT's Q/DQ rules: {lint.violations[0]} "
-                             f"({len(lint.violations)} violation(s)); nothing was written")
+            raise QuantError(
+                f"the quantised model breaks TensorRT's Q/DQ rules: {lint.violations[0]} "
+                f"({len(lint.violations)} violation(s)); nothing was written"
+            )
         check = verify_model(quantized, pattern, None, str(onnx_out))
         after = {layer.node: layer for layer in check.layers}
         lost = sorted(node for node in sparse if node not in excluded and not (node in after and after[node].ok))
         if lost:
-            raise QuantError(f"{len(lost)} layer(s) lost their {pattern} zeros in INT8 (first: {lost[0]}); nothing was written")
+            raise QuantError(
+                f"{len(lost)} layer(s) lost their {pattern} zeros in INT8 (first: {lost[0]}); nothing was written"
+            )
         done = [n.name for n in graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded]
         eval_progress = (lambda k, total: progress("evaluate", k, total)) if progress else None
         accuracy = evaluate_onnx(final, evaluation, reference=onnx_in, progress=eval_progress)
@@ -192,10 +235,21 @@ def quantize_int8(
                 scratch.unlink()
     accuracy = dataclasses.replace(accuracy, model=str(onnx_out))
     return QuantReport(
-        str(onnx_out), method, percentile if method == "percentile" else None, per_channel, output_qdq_on_sparse,
-        keep_float_weights, calib.source, bound.count, tuple(done), tuple(sorted(excluded)),
-        sum(1 for n in graph.node if n.name in adds), tuple(sorted(sparse - excluded)), lint,
-        check, accuracy,
+        str(onnx_out),
+        method,
+        percentile if method == "percentile" else None,
+        per_channel,
+        output_qdq_on_sparse,
+        keep_float_weights,
+        calib.source,
+        bound.count,
+        tuple(done),
+        tuple(sorted(excluded)),
+        sum(1 for n in graph.node if n.name in adds),
+        tuple(sorted(sparse - excluded)),
+        lint,
+        check,
+        accuracy,
     )
 
 
@@ -213,16 +267,30 @@ def _calibrate(pre: Path, tmp: Path, reader: Any, method: str, percentile: float
     if method == "percentile":
         options["percentile"] = percentile
     calibrator = create_calibrator(
-        pre, list(_QUANTIZED_OPS) + ["Add"], augmented_model_path=str(tmp / "augmented.onnx"),
-        calibrate_method=_calibrate_method(method), extra_options=options,
+        pre,
+        list(_QUANTIZED_OPS) + ["Add"],
+        augmented_model_path=str(tmp / "augmented.onnx"),
+        calibrate_method=_calibrate_method(method),
+        extra_options=options,
     )
     calibrator.collect_data(reader)
     save_tensors_data(calibrator.compute_data(), cache)
 
 
 def _run_ort(
-    onnx_in: Path, pre: Path, raw: Path, bound: Any, method: str, percentile: float, per_channel: bool,
-    outputs: bool, float_weights: bool, excluded: set[str], batch_size: int, progress: Any, tmp: Path,
+    onnx_in: Path,
+    pre: Path,
+    raw: Path,
+    bound: Any,
+    method: str,
+    percentile: float,
+    per_channel: bool,
+    outputs: bool,
+    float_weights: bool,
+    excluded: set[str],
+    batch_size: int,
+    progress: Any,
+    tmp: Path,
 ) -> tuple[onnx.ModelProto, dict[str, int]]:
     """onnxruntime's pre-processing and quantize_static with TensorRT's settings (TENSORRT.md §6).
 
@@ -239,10 +307,14 @@ def _run_ort(
                 # Expand in a transformer's attention mask); ONNX's own shape inference is enough here
                 quant_pre_process(str(onnx_in), str(pre), skip_symbolic_shape=True)
     except Exception as exc:
-        raise QuantError(f"onnxruntime pre-processing failed on {onnx_in}: {str(exc).strip().splitlines()[0][:200]}") from None
+        raise QuantError(
+            f"onnxruntime pre-processing failed on {onnx_in}: {str(exc).strip().splitlines()[0][:200]}"
+        ) from None
     pre_model = onnx.load(str(pre))
     adds = residual_adds(pre_model.graph)
-    nodes = [n.name for n in pre_model.graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded] + list(adds)
+    nodes = [n.name for n in pre_model.graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded] + list(
+        adds
+    )
     on_batch = (lambda done, total: progress("calibrate", done, total)) if progress is not None else None
     reader = CalibrationReader(bound, batch_size, on_batch)
     extra = {
@@ -260,11 +332,20 @@ def _run_ort(
             ort_logger.setLevel(logging.ERROR)
             _calibrate(pre, Path(tmp), reader, method, percentile, cache)
             quantize_static(
-                str(pre), str(raw), None, quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=[*_QUANTIZED_OPS, "Add"], nodes_to_quantize=nodes,
-                nodes_to_exclude=sorted(excluded), per_channel=per_channel, reduce_range=False,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=_calibrate_method(method), extra_options=extra, calibration_cache_path=str(cache),
+                str(pre),
+                str(raw),
+                None,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=[*_QUANTIZED_OPS, "Add"],
+                nodes_to_quantize=nodes,
+                nodes_to_exclude=sorted(excluded),
+                per_channel=per_channel,
+                reduce_range=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=_calibrate_method(method),
+                extra_options=extra,
+                calibration_cache_path=str(cache),
             )
     except (InputError, ConfigError):
         raise

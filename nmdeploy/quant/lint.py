@@ -55,9 +55,14 @@ class LintReport:
         return not self.violations
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "nmdeploy.lint/1", "model": self.model, "ok": self.ok,
-                "quantize_nodes": self.quantize_nodes, "dequantize_nodes": self.dequantize_nodes,
-                "violations": [asdict(v) for v in self.violations]}
+        return {
+            "schema": "nmdeploy.lint/1",
+            "model": self.model,
+            "ok": self.ok,
+            "quantize_nodes": self.quantize_nodes,
+            "dequantize_nodes": self.dequantize_nodes,
+            "violations": [asdict(v) for v in self.violations],
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -85,7 +90,9 @@ def _expected_axis(g: GraphIndex, dq_output: str, rank: int) -> tuple[int | None
 def _check_qdq(g: GraphIndex, node: onnx.NodeProto, name: str, out: list[Violation]) -> None:
     scale = g.const(node.input[1]) if len(node.input) > 1 else None
     if scale is None:
-        out.append(Violation(name, "scale", f"scale {node.input[1] if len(node.input) > 1 else '(none)'!r} is not a constant"))
+        out.append(
+            Violation(name, "scale", f"scale {node.input[1] if len(node.input) > 1 else '(none)'!r} is not a constant")
+        )
         return
     scales = numpy_helper.to_array(scale).astype(np.float64)
     if not np.isfinite(scales).all() or not (scales > 0).all():
@@ -96,17 +103,29 @@ def _check_qdq(g: GraphIndex, node: onnx.NodeProto, name: str, out: list[Violati
     if not zp_name:
         output_dtype = attr(node, "output_dtype", 0)
         if node.op_type == "QuantizeLinear" and output_dtype != _INT8:
-            out.append(Violation(name, "zero-point", "no zero point: the output defaults to UINT8; give an int8 zero point of 0"))
+            out.append(
+                Violation(
+                    name, "zero-point", "no zero point: the output defaults to UINT8; give an int8 zero point of 0"
+                )
+            )
     elif zp is None:
         out.append(Violation(name, "zero-point", f"zero point {zp_name!r} is not a constant"))
     else:
         if zp.data_type == _UINT8:
             out.append(Violation(name, "int8", "UINT8 zero point: TensorRT takes INT8 only; quantize with QInt8"))
         elif zp.data_type != _INT8:
-            out.append(Violation(name, "int8", f"zero point is {onnx.TensorProto.DataType.Name(zp.data_type)}, not INT8"))
+            out.append(
+                Violation(name, "int8", f"zero point is {onnx.TensorProto.DataType.Name(zp.data_type)}, not INT8")
+            )
         values = numpy_helper.to_array(zp)
         if values.size and np.any(values != 0):
-            out.append(Violation(name, "zero-point", f"zero point {values.flat[np.flatnonzero(values)[0]]} != 0: asymmetric; use symmetric quantization"))
+            out.append(
+                Violation(
+                    name,
+                    "zero-point",
+                    f"zero point {values.flat[np.flatnonzero(values)[0]]} != 0: asymmetric; use symmetric quantization",
+                )
+            )
         if values.size != scales.size:
             out.append(Violation(name, "zero-point", f"{values.size} zero point(s) for {scales.size} scale(s)"))
     if node.op_type == "DequantizeLinear":
@@ -124,7 +143,13 @@ def _check_axis(g: GraphIndex, node: onnx.NodeProto, name: str, count: int, out:
         if producer is not None and producer.op_type == "QuantizeLinear":
             data = g.const(producer.input[0])
     if data is None:
-        out.append(Violation(name, "per-axis", f"{count} per-axis scales on an activation; TensorRT takes per-tensor activation scales"))
+        out.append(
+            Violation(
+                name,
+                "per-axis",
+                f"{count} per-axis scales on an activation; TensorRT takes per-tensor activation scales",
+            )
+        )
         return
     rank = len(data.dims)
     axis = attr(node, "axis", 1) % max(rank, 1)
@@ -133,7 +158,11 @@ def _check_axis(g: GraphIndex, node: onnx.NodeProto, name: str, count: int, out:
         dq = next((c for c, _ in g.consumers.get(node.output[0], []) if c.op_type == "DequantizeLinear"), node)
     want, what = _expected_axis(g, dq.output[0], rank)
     if want is not None and axis != want:
-        out.append(Violation(name, "per-axis", f"per-axis scales along axis {axis}; {what} needs the output-channel axis {want}"))
+        out.append(
+            Violation(
+                name, "per-axis", f"per-axis scales along axis {axis}; {what} needs the output-channel axis {want}"
+            )
+        )
 
 
 def lint_qdq(model: onnx.ModelProto, model_name: str = "") -> LintReport:
@@ -141,7 +170,11 @@ def lint_qdq(model: onnx.ModelProto, model_name: str = "") -> LintReport:
     out: list[Violation] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
-        out.append(Violation("(model)", "opset", f"opset {opset} < 13: per-axis Q/DQ needs opset 13+; re-export with a newer opset"))
+        out.append(
+            Violation(
+                "(model)", "opset", f"opset {opset} < 13: per-axis Q/DQ needs opset 13+; re-export with a newer opset"
+            )
+        )
     g = GraphIndex(model.graph)
     counts = {"QuantizeLinear": 0, "DequantizeLinear": 0}
     for index, node in enumerate(model.graph.node):
@@ -150,13 +183,24 @@ def lint_qdq(model: onnx.ModelProto, model_name: str = "") -> LintReport:
             out.append(Violation(name, "op", f"{node.op_type} is not imported by TensorRT; use Q/DQ (QuantFormat.QDQ)"))
         if node.op_type in _QDQ:
             if node.domain not in ("", "ai.onnx"):
-                out.append(Violation(name, "domain", f"{node.domain}.{node.op_type} is a contrib op; use the standard ONNX op"))
+                out.append(
+                    Violation(name, "domain", f"{node.domain}.{node.op_type} is a contrib op; use the standard ONNX op")
+                )
             counts[node.op_type] += 1
             _check_qdq(g, node, name, out)
         for slot, tensor in enumerate(node.input):
             const = g.constants.get(tensor)
-            if const is not None and const.data_type in (_INT8, _UINT8) and node.op_type != "DequantizeLinear" and not (
-                node.op_type == "QuantizeLinear" and slot == 2
+            if (
+                const is not None
+                and const.data_type in (_INT8, _UINT8)
+                and node.op_type != "DequantizeLinear"
+                and not (node.op_type == "QuantizeLinear" and slot == 2)
             ):
-                out.append(Violation(name, "weight-dq", f"int8 constant {tensor!r} feeds {node.op_type} directly; put a DequantizeLinear between"))
+                out.append(
+                    Violation(
+                        name,
+                        "weight-dq",
+                        f"int8 constant {tensor!r} feeds {node.op_type} directly; put a DequantizeLinear between",
+                    )
+                )
     return LintReport(model_name, tuple(out), counts["QuantizeLinear"], counts["DequantizeLinear"])

@@ -38,7 +38,8 @@ def residual_adds(graph: onnx.GraphProto) -> dict[str, int]:
         if node.op_type != "Add" or len(node.input) != 2 or any(i in index.constants for i in node.input):
             continue
         convs = [
-            slot for slot, tensor in enumerate(node.input)
+            slot
+            for slot, tensor in enumerate(node.input)
             if (p := index.producers.get(index.through_qdq(tensor))) is not None and p.op_type == "Conv"
         ]
         if convs:
@@ -120,7 +121,11 @@ def prune_unused(graph: onnx.GraphProto) -> None:
     outputs = {o.name for o in graph.output}
     while True:
         used = {name for node in graph.node for name in node.input} | outputs
-        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)]
+        dead = [
+            n
+            for n in graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)
+        ]
         if not dead:
             break
         for node in dead:

@@ -17,9 +17,14 @@ from nmdeploy.errors import InputError
 __all__ = ["BoundInputs", "bind_inputs", "iter_batches", "ort_session", "CalibrationReader"]
 
 _ORT_DTYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
 }
 
 
@@ -91,7 +96,9 @@ def bind_inputs(data: ArrayData, model_inputs: list, what: str = "data") -> Boun
                 )
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             bad = int(np.count_nonzero(~np.isfinite(array)))
-            raise InputError(f"{what} {data.source!r}: input {meta.name!r} holds {bad} NaN/Inf value(s); clean the data")
+            raise InputError(
+                f"{what} {data.source!r}: input {meta.name!r} holds {bad} NaN/Inf value(s); clean the data"
+            )
     if max_batch is not None and count < max_batch:
         raise InputError(
             f"{what} {data.source!r} has {count} sample(s), fewer than the model's fixed batch of {max_batch}; "
@@ -101,7 +108,13 @@ def bind_inputs(data: ArrayData, model_inputs: list, what: str = "data") -> Boun
 
 
 def _show(shape: list) -> str:
-    return "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "N" if i == 0 else str(d or "?") for i, d in enumerate(shape)) + "]"
+    return (
+        "["
+        + ", ".join(
+            str(d) if isinstance(d, int) and d > 0 else "N" if i == 0 else str(d or "?") for i, d in enumerate(shape)
+        )
+        + "]"
+    )
 
 
 def iter_batches(bound: BoundInputs, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -113,13 +126,15 @@ def iter_batches(bound: BoundInputs, batch_size: int) -> Iterator[dict[str, np.n
     else:
         stop = bound.count
     for start in range(0, stop, size):
-        yield {name: np.ascontiguousarray(a[start:start + size]) for name, a in bound.arrays.items()}
+        yield {name: np.ascontiguousarray(a[start : start + size]) for name, a in bound.arrays.items()}
 
 
 class CalibrationReader:
     """onnxruntime's CalibrationDataReader protocol (``get_next`` / ``rewind``) over bound arrays."""
 
-    def __init__(self, bound: BoundInputs, batch_size: int = 32, on_batch: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self, bound: BoundInputs, batch_size: int = 32, on_batch: Callable[[int, int], None] | None = None
+    ) -> None:
         """``on_batch(samples_done, total)`` is called after each batch is handed out."""
         self.bound = bound
         self.on_batch = on_batch

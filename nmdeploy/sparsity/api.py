@@ -1,10 +1,10 @@
 """``sparsify()`` / ``finalize()``: make any PyTorch model N:M sparse inside its own training loop.
 
-    sp = nmdeploy.sparsify(model, pattern="2:4", method="maxq", end_epoch=30)
-    for epoch in range(epochs):
-        sp.set_epoch(epoch)
-        train_one_epoch(model, optimizer)      # unchanged user code
-    nmdeploy.finalize(model)                   # plain weights with exact N:M zeros
+sp = nmdeploy.sparsify(model, pattern="2:4", method="maxq", end_epoch=30)
+for epoch in range(epochs):
+    sp.set_epoch(epoch)
+    train_one_epoch(model, optimizer)      # unchanged user code
+nmdeploy.finalize(model)                   # plain weights with exact N:M zeros
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ class Sparsifier:
                         sad = int((p.hard_mask(original) != reference).sum())
                         sad_fraction = sad / original.numel()
                 rows.append(
-                    LayerReport(t.name, t.type_name, t.shape, t.eligible, t.reason, t.detail, sparsity, sad, sad_fraction)
+                    LayerReport(
+                        t.name, t.type_name, t.shape, t.eligible, t.reason, t.detail, sparsity, sad, sad_fraction
+                    )
                 )
         return SparsityReport(str(self.pattern), self.method, self.epoch, self.dense_fraction, tuple(rows))
 
@@ -203,9 +205,15 @@ def sparsify(
         nm = parse_pattern(pattern)
         chosen = get_method(method).make_config(options)  # only the options this method takes
         config = from_arguments(
-            SparsityConfig, pattern=str(nm), method=method, schedule=schedule, start_epoch=start_epoch,
-            end_epoch=end_epoch, include=normalise_patterns(include, "include") if include is not None else None,
-            exclude=exclude if exclude == "auto" else normalise_patterns(exclude, "exclude"), **asdict(chosen),
+            SparsityConfig,
+            pattern=str(nm),
+            method=method,
+            schedule=schedule,
+            start_epoch=start_epoch,
+            end_epoch=end_epoch,
+            include=normalise_patterns(include, "include") if include is not None else None,
+            exclude=exclude if exclude == "auto" else normalise_patterns(exclude, "exclude"),
+            **asdict(chosen),
         )
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -219,7 +227,9 @@ def sparsify(
         )
     targets = select_layers(model, nm.m, config.include, config.exclude)
     if not any(t.eligible for t in targets):
-        listing = "; ".join(f"{t.name or '(model)'} {t.type_name}{list(t.shape)}: {t.reason} ({t.detail})" for t in targets)
+        listing = "; ".join(
+            f"{t.name or '(model)'} {t.type_name}{list(t.shape)}: {t.reason} ({t.detail})" for t in targets
+        )
         raise LayerSelectionError(
             f"no layer of the model can be made {nm} sparse: {listing or 'the model has no weighted layer'}; "
             "fix: pass exclude=() to include the first/last layer or change include/exclude or the pattern"

@@ -34,11 +34,14 @@ class SparsityConfig:
     decay: float = setting(2e-4, "λ: SR decay on pruned weights (`maxq`, `srste`).")
     tau: float = setting(1e-2, "τ: MaxQ's sigmoid temperature.")
     rescale: bool = setting(
-        False, "MaxQ: before training, scale each output row so that the multipliers keep its norm; "
-        "for pretrained networks without BatchNorm after their layers (transformers).")
+        False,
+        "MaxQ: before training, scale each output row so that the multipliers keep its norm; "
+        "for pretrained networks without BatchNorm after their layers (transformers).",
+    )
     include: tuple[str, ...] | None = setting(None, "Globs on module names to sparsify; null = every eligible layer.")
     exclude: str | tuple[str, ...] = setting(
-        "auto", "`auto` keeps the first and last weighted layer dense; a list of globs (may hold `auto`); `[]` = none.")
+        "auto", "`auto` keeps the first and last weighted layer dense; a list of globs (may hold `auto`); `[]` = none."
+    )
 
     def __post_init__(self) -> None:
         from nmdeploy.sparsity.methods.registry import get_method, method_names
@@ -51,15 +54,21 @@ class SparsityConfig:
         try:
             check_epochs(self.start_epoch, self.end_epoch)
         except ConfigError as exc:
-            raise ConfigError.setting(self.SECTION, f"start_epoch = {self.start_epoch}, end_epoch = {self.end_epoch}: "
-                                      "need 0 <= start_epoch <= end_epoch", plural=True, original=exc) from None
+            raise ConfigError.setting(
+                self.SECTION,
+                f"start_epoch = {self.start_epoch}, end_epoch = {self.end_epoch}: need 0 <= start_epoch <= end_epoch",
+                plural=True,
+                original=exc,
+            ) from None
         for key in _OPTIONS:  # every method that takes the option checks its value
             for name in method_names():
                 spec = get_method(name)
                 if key in spec.option_names:
                     _checked(key, spec.make_config, {key: getattr(self, key)})
         if isinstance(self.exclude, str) and self.exclude != "auto":
-            raise ConfigError.setting(self.SECTION, f"exclude = {self.exclude!r}: use 'auto' or a list of globs ([] = none)")
+            raise ConfigError.setting(
+                self.SECTION, f"exclude = {self.exclude!r}: use 'auto' or a list of globs ([] = none)"
+            )
 
     def method_options(self) -> Any:
         """The options of :attr:`method` (its ``config_class``), from this config's fields."""

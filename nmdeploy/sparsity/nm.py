@@ -51,9 +51,7 @@ _MAX_HINT_DISTANCE = 64  # a hint this far off (in ranks) is not worth the topk
 def check_groupable(shape: torch.Size | tuple[int, ...], m: int, what: str = "weight") -> None:
     """Raise :class:`PatternError` unless a tensor of ``shape`` splits into groups of ``m`` on dim 1."""
     if len(shape) < 2:
-        raise PatternError(
-            f"{what} of shape {list(shape)} cannot be N:M grouped: need at least 2 dims [out, in, ...]"
-        )
+        raise PatternError(f"{what} of shape {list(shape)} cannot be N:M grouped: need at least 2 dims [out, in, ...]")
     if shape[1] % m != 0:
         raise PatternError(
             f"{what} of shape {list(shape)} cannot be grouped by m={m}: dim 1 (input channels, "
@@ -216,7 +214,12 @@ def _axis_query(
     assert 0 < drop < length, "unreachable for 0 < n < m and L >= m"
     found = None
     hint = hints.get(key) if hints is not None and a.numel() >= _HINT_MIN_NUMEL else None
-    if hint is not None and hint.shape == _line_stat_shape(a, dim) and hint.device == a.device and hint.dtype == a.dtype:
+    if (
+        hint is not None
+        and hint.shape == _line_stat_shape(a, dim)
+        and hint.device == a.device
+        and hint.dtype == a.dtype
+    ):
         found = _boundary_from_hint(a, dim, drop, hint)
     if found is not None:
         keep, low, high = found

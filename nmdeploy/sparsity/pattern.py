@@ -43,9 +43,7 @@ def check_nm(n: object, m: object) -> None:
     if isinstance(n, bool) or isinstance(m, bool) or not isinstance(n, int) or not isinstance(m, int):
         raise PatternError(f"pattern n={n!r}, m={m!r} is invalid: n and m must be integers, e.g. n=2, m=4")
     if not 0 < n < m <= MAX_M:
-        raise PatternError(
-            f'pattern "{n}:{m}" is invalid: need 0 < n < m <= {MAX_M}, e.g. "2:4"'
-        )
+        raise PatternError(f'pattern "{n}:{m}" is invalid: need 0 < n < m <= {MAX_M}, e.g. "2:4"')
 
 
 def parse_pattern(pattern: str | tuple[int, int] | Pattern) -> Pattern:

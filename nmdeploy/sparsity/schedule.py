@@ -25,9 +25,7 @@ def check_epochs(start_epoch: object, end_epoch: object) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{name}={value!r} is invalid: need an integer >= 0")
     if end_epoch < start_epoch:  # type: ignore[operator]
-        raise ConfigError(
-            f"end_epoch={end_epoch} is before start_epoch={start_epoch}: need start_epoch <= end_epoch"
-        )
+        raise ConfigError(f"end_epoch={end_epoch} is before start_epoch={start_epoch}: need start_epoch <= end_epoch")
 
 
 def check_schedule(schedule: object) -> str:
@@ -55,6 +53,4 @@ def preserve_rate(schedule: str, epoch: int, start_epoch: int, end_epoch: int) -
     # With span == 1 the reference divides 0 by 0; the only epoch in range is start, p = 1.
     if span == 1:
         return 1.0
-    return 1.0 - (1.0 - math.exp(-_EXP_RATE * (epoch - start_epoch))) / (
-        1.0 - math.exp(-_EXP_RATE * (span - 1))
-    )
+    return 1.0 - (1.0 - math.exp(-_EXP_RATE * (epoch - start_epoch))) / (1.0 - math.exp(-_EXP_RATE * (span - 1)))

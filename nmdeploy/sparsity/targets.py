@@ -99,9 +99,7 @@ def _match(name: str, patterns: Sequence[str]) -> str | None:
     return next((p for p in patterns if fnmatch.fnmatchcase(name, p)), None)
 
 
-def select_layers(
-    model: nn.Module, m: int, include: object = None, exclude: object = "auto"
-) -> list[LayerTarget]:
+def select_layers(model: nn.Module, m: int, include: object = None, exclude: object = "auto") -> list[LayerTarget]:
     """List every weighted layer of ``model`` (registration order) with its skip reason, if any.
 
     ``include``: glob patterns on qualified module names; None means every layer.

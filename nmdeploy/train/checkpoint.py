@@ -35,7 +35,9 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"{path} is not a readable nmdeploy training checkpoint ({type(exc).__name__}); delete it to start over") from None
+        raise InputError(
+            f"{path} is not a readable nmdeploy training checkpoint ({type(exc).__name__}); delete it to start over"
+        ) from None
     if not isinstance(state, dict) or state.get("schema") != SCHEMA:
         raise InputError(f"{path} is not an nmdeploy training checkpoint ({SCHEMA}); delete it or pick another folder")
     return state

@@ -75,8 +75,10 @@ class TaskConfig:
     SECTION: ClassVar[str] = "task"
 
     spec: str = setting(
-        "classification", "`classification` (cross-entropy, top-1), `distillation` (match the dense model's outputs: "
-        "1 − cosine + MSE; scored by cosine), or `package.module:callable` returning a task.")
+        "classification",
+        "`classification` (cross-entropy, top-1), `distillation` (match the dense model's outputs: "
+        "1 − cosine + MSE; scored by cosine), or `package.module:callable` returning a task.",
+    )
     mse_weight: float = setting(1.0, "Distillation: weight of the MSE term.")
 
     def __post_init__(self) -> None:

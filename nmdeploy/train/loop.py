@@ -103,10 +103,14 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
+    return torch.optim.SGD(
+        groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0
+    )
 
 
-def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def _schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     total = config.epochs * steps_per_epoch
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
 
@@ -125,7 +129,9 @@ def _as_inputs(inputs: Inputs) -> tuple[torch.Tensor, ...]:
     return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
 
 
-def evaluate(model: nn.Module, inputs: Inputs, targets: torch.Tensor, task: Task | None = None, batch_size: int = 512) -> float:
+def evaluate(
+    model: nn.Module, inputs: Inputs, targets: torch.Tensor, task: Task | None = None, batch_size: int = 512
+) -> float:
     """Mean task score of ``model`` on ``inputs`` (eval mode, no gradients); top-1 by default."""
     task = task or Classification()
     inputs = _as_inputs(inputs)
@@ -161,7 +167,9 @@ def fit(
     inputs, y = _as_inputs(train[0]), train[1]
     if len(y) == 0 or any(len(t) != len(y) for t in inputs):
         counts = ", ".join(str(len(t)) for t in inputs)
-        raise InputError(f"training data has {counts} inputs and {len(y)} targets; give as many targets as inputs, at least one")
+        raise InputError(
+            f"training data has {counts} inputs and {len(y)} targets; give as many targets as inputs, at least one"
+        )
     x = inputs[0]
     device = next(model.parameters()).device
     rank, world = _distributed()
@@ -185,12 +193,21 @@ def fit(
 
     def save(epoch_done: int, step: int = 0, sums: tuple[float, float] = (0.0, 0.0)) -> None:
         if path is not None and rank == 0:
-            save_training_state(path, {
-                "epoch": epoch_done, "step": step, "partial": list(sums), "config": asdict(config), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "sparsifier": sparsifier.state_dict() if sparsifier is not None else None,
-                "rng": torch.get_rng_state(), "history": [asdict(m) for m in history],
-            })
+            save_training_state(
+                path,
+                {
+                    "epoch": epoch_done,
+                    "step": step,
+                    "partial": list(sums),
+                    "config": asdict(config),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "sparsifier": sparsifier.state_dict() if sparsifier is not None else None,
+                    "rng": torch.get_rng_state(),
+                    "history": [asdict(m) for m in history],
+                },
+            )
         if world > 1:
             torch.distributed.barrier()  # nobody reads a checkpoint rank 0 is still writing
 
@@ -227,7 +244,9 @@ def fit(
                     save(epoch, step + 1, (loss_sum, correct))
                     raise TrainingInterrupted(
                         f"stopped by {signal.Signals(signum).name} in epoch {epoch + 1} after step {step + 1} of {steps}; "
-                        f"that point is saved in {where}", signum)
+                        f"that point is saved in {where}",
+                        signum,
+                    )
         except KeyboardInterrupt:
             raise TrainingInterrupted(
                 f"interrupted in epoch {epoch + 1}; {epoch} completed epoch(s) are saved in {where}"
@@ -237,10 +256,20 @@ def fit(
                 torch.distributed.broadcast(buffer, src=0)
         val_score = evaluate(model, val[0], val[1], task) if val is not None else None
         seen = sum(len(b[rank::world]) for b in order.split(config.batch_size)[:steps])
-        return EpochMetrics(epoch + 1, loss_sum / seen, correct / seen, val_score,
-                            optimizer.param_groups[0]["lr"], time.perf_counter() - began)
+        return EpochMetrics(
+            epoch + 1,
+            loss_sum / seen,
+            correct / seen,
+            val_score,
+            optimizer.param_groups[0]["lr"],
+            time.perf_counter() - began,
+        )
 
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda" else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if config.amp and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
     with _stop_on_signals() as stop:
         for epoch in range(start, config.epochs):
             metrics = _epoch(epoch, skip, partial)
@@ -251,8 +280,11 @@ def fit(
                 on_epoch(metrics)
             signum = _requested(stop, world)
             if signum:  # after the last epoch too: the caller must not go on to its next step
-                raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1} of {config.epochs}; "
-                                          f"it is saved in {where}", signum)
+                raise TrainingInterrupted(
+                    f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1} of {config.epochs}; "
+                    f"it is saved in {where}",
+                    signum,
+                )
     return TrainResult(tuple(history), resumed[0], task.metric, resumed[1])
 
 
@@ -263,8 +295,9 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _resume(path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsifier: Any,
-            config: TrainConfig) -> tuple[int, list[EpochMetrics], int, tuple[float, float]]:
+def _resume(
+    path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsifier: Any, config: TrainConfig
+) -> tuple[int, list[EpochMetrics], int, tuple[float, float]]:
     state = load_training_state(path)
     saved = state.get("config", {})
     changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v)
@@ -275,7 +308,9 @@ def _resume(path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsif
             "delete it to start over or restore the settings to resume"
         )
     if (state["sparsifier"] is None) != (sparsifier is None):
-        raise InputError(f"{path} was written {'with' if state['sparsifier'] is not None else 'without'} sparsity; use the same recipe to resume")
+        raise InputError(
+            f"{path} was written {'with' if state['sparsifier'] is not None else 'without'} sparsity; use the same recipe to resume"
+        )
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -286,4 +321,9 @@ def _resume(path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsif
         sparsifier.load_state_dict(state["sparsifier"])
     torch.set_rng_state(state["rng"])
     loss_sum, correct = state.get("partial", (0.0, 0.0))
-    return int(state["epoch"]), [EpochMetrics(**m) for m in state["history"]], int(state.get("step", 0)), (float(loss_sum), float(correct))
+    return (
+        int(state["epoch"]),
+        [EpochMetrics(**m) for m in state["history"]],
+        int(state.get("step", 0)),
+        (float(loss_sum), float(correct)),
+    )

@@ -28,7 +28,9 @@ class Task(Protocol):
     name: str
     metric: str  # what score() measures, for reports ("top-1", "cosine")
 
-    def targets(self, teacher: nn.Module | None, inputs: Sequence[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
+    def targets(
+        self, teacher: nn.Module | None, inputs: Sequence[torch.Tensor], labels: torch.Tensor | None
+    ) -> torch.Tensor:
         """The training targets for ``inputs`` (labels, or what ``teacher`` outputs)."""
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor: ...
@@ -44,7 +46,7 @@ def run_batched(model: nn.Module, inputs: Sequence[torch.Tensor], batch_size: in
     chunks = []
     with torch.no_grad():
         for start in range(0, len(inputs[0]), batch_size):
-            chunks.append(model(*(t[start:start + batch_size].to(device) for t in inputs)).float().cpu())
+            chunks.append(model(*(t[start : start + batch_size].to(device) for t in inputs)).float().cpu())
     return torch.cat(chunks) if chunks else torch.empty(0)
 
 
@@ -53,7 +55,9 @@ class Classification:
     name: str = "classification"
     metric: str = "top-1"
 
-    def targets(self, teacher: nn.Module | None, inputs: Sequence[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
+    def targets(
+        self, teacher: nn.Module | None, inputs: Sequence[torch.Tensor], labels: torch.Tensor | None
+    ) -> torch.Tensor:
         if labels is None:
             raise InputError("the classification task needs integer labels (y) in the data")
         return labels.long()
@@ -73,7 +77,9 @@ class Distillation:
     name: str = "distillation"
     metric: str = "cosine"
 
-    def targets(self, teacher: nn.Module | None, inputs: Sequence[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
+    def targets(
+        self, teacher: nn.Module | None, inputs: Sequence[torch.Tensor], labels: torch.Tensor | None
+    ) -> torch.Tensor:
         if teacher is None:
             raise ConfigError("the distillation task needs a teacher model (the dense model)")
         return run_batched(teacher, inputs)
@@ -96,14 +102,18 @@ def load_task(spec: str) -> Task:
     if spec in BUILTIN_TASKS:
         return BUILTIN_TASKS[spec]()
     if ":" not in spec:
-        raise ConfigError(f"task {spec!r} is neither a built-in ({', '.join(BUILTIN_TASKS)}) nor package.module:callable")
+        raise ConfigError(
+            f"task {spec!r} is neither a built-in ({', '.join(BUILTIN_TASKS)}) nor package.module:callable"
+        )
     from nmdeploy._imports import import_target
 
     task = import_target(spec, spec, "task")()
     missing = [m for m in ("targets", "loss", "score_sum") if not callable(getattr(task, m, None))]
     if missing or not isinstance(getattr(task, "metric", None), str):
-        raise InputError(f"task spec {spec!r} returned {type(task).__name__}, which lacks {', '.join(missing) or 'metric'}; "
-                         "see nmdeploy.train.tasks.Task")
+        raise InputError(
+            f"task spec {spec!r} returned {type(task).__name__}, which lacks {', '.join(missing) or 'metric'}; "
+            "see nmdeploy.train.tasks.Task"
+        )
     return task
 
 

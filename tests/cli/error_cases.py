@@ -67,7 +67,9 @@ def _without_external_data(folder: Path, fixtures: dict) -> None:
     import onnx
 
     model = onnx.load(str(fixtures["cnn_onnx"]))
-    onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+    onnx.save(
+        model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data", size_threshold=0
+    )
     (folder / "model.onnx.data").unlink()
 
 
@@ -96,87 +98,260 @@ def _fashion_checkpoint(folder: Path, fixtures: dict) -> None:
     torch.save({"model": build_model("fashion-resnet").state_dict()}, folder / "dense.pt")
 
 
-TINY = _all(lambda folder, fx: shutil.copyfile(fx["train"], folder / "train.npz"),
-            lambda folder, fx: shutil.copyfile(fx["val"], folder / "val.npz"))
+TINY = _all(
+    lambda folder, fx: shutil.copyfile(fx["train"], folder / "train.npz"),
+    lambda folder, fx: shutil.copyfile(fx["val"], folder / "val.npz"),
+)
 DATA = ("--set", "data.train=train.npz", "--set", "data.val=val.npz")
 EXPORT = ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "model.onnx")
 rng = np.random.default_rng(0)
 IMAGES = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)
 
 CASES: tuple[Case, ...] = (
-    Case("pattern-syntax", "N:M pattern that is not two integers", ("verify", "model.onnx", "--pattern", "2:x"), 2,
-         setup=_copy("cnn_onnx", "model.onnx")),
+    Case(
+        "pattern-syntax",
+        "N:M pattern that is not two integers",
+        ("verify", "model.onnx", "--pattern", "2:x"),
+        2,
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
     Case("pattern-range", "N:M pattern with N >= M", ("finetune", "--pattern", "4:4", "--out", "out"), 1, ("out",)),
-    Case("unknown-method", "unknown sparsity method", ("build", "--set", "sparsity.method=magic", "--out", "out"), 1, ("out",)),
-    Case("unknown-schedule", "unknown MaxQ schedule", ("build", "--set", "sparsity.schedule=sawtooth", "--out", "out"), 1, ("out",)),
-    Case("unknown-task", "unknown training task", ("build", "--set", "task.spec=regression", "--out", "out"), 1, ("out",)),
-    Case("recipe-unknown-key", "recipe with a misspelt key", ("build", "--recipe", "r.yaml", "--out", "out"), 1, ("out",),
-         setup=_write("r.yaml", "sparsity:\n  patern: '2:4'\n")),
-    Case("recipe-wrong-type", "recipe value of the wrong type", ("build", "--recipe", "r.yaml", "--out", "out"), 1, ("out",),
-         setup=_write("r.yaml", "finetune:\n  epochs: many\n")),
-    Case("recipe-bad-yaml", "recipe that is not valid YAML", ("build", "--recipe", "r.yaml", "--out", "out"), 1, ("out",),
-         setup=_write("r.yaml", "sparsity: [2:4\n")),
-    Case("recipe-python-tag", "recipe that tries to build a Python object", ("build", "--recipe", "r.yaml", "--out", "out"), 1,
-         ("out", "ran"), setup=_write("r.yaml", "output: !!python/object/apply:os.system ['touch ran']\n")),
-    Case("recipe-missing", "recipe file that does not exist", ("build", "--recipe", "nosuch.yaml", "--out", "out"), 2, ("out",)),
+    Case(
+        "unknown-method",
+        "unknown sparsity method",
+        ("build", "--set", "sparsity.method=magic", "--out", "out"),
+        1,
+        ("out",),
+    ),
+    Case(
+        "unknown-schedule",
+        "unknown MaxQ schedule",
+        ("build", "--set", "sparsity.schedule=sawtooth", "--out", "out"),
+        1,
+        ("out",),
+    ),
+    Case(
+        "unknown-task", "unknown training task", ("build", "--set", "task.spec=regression", "--out", "out"), 1, ("out",)
+    ),
+    Case(
+        "recipe-unknown-key",
+        "recipe with a misspelt key",
+        ("build", "--recipe", "r.yaml", "--out", "out"),
+        1,
+        ("out",),
+        setup=_write("r.yaml", "sparsity:\n  patern: '2:4'\n"),
+    ),
+    Case(
+        "recipe-wrong-type",
+        "recipe value of the wrong type",
+        ("build", "--recipe", "r.yaml", "--out", "out"),
+        1,
+        ("out",),
+        setup=_write("r.yaml", "finetune:\n  epochs: many\n"),
+    ),
+    Case(
+        "recipe-bad-yaml",
+        "recipe that is not valid YAML",
+        ("build", "--recipe", "r.yaml", "--out", "out"),
+        1,
+        ("out",),
+        setup=_write("r.yaml", "sparsity: [2:4\n"),
+    ),
+    Case(
+        "recipe-python-tag",
+        "recipe that tries to build a Python object",
+        ("build", "--recipe", "r.yaml", "--out", "out"),
+        1,
+        ("out", "ran"),
+        setup=_write("r.yaml", "output: !!python/object/apply:os.system ['touch ran']\n"),
+    ),
+    Case(
+        "recipe-missing",
+        "recipe file that does not exist",
+        ("build", "--recipe", "nosuch.yaml", "--out", "out"),
+        2,
+        ("out",),
+    ),
     Case("set-syntax", "--set without =", ("build", "--set", "finetune.epochs", "--out", "out"), 1, ("out",)),
-    Case("data-missing", "training data file that does not exist", ("build", "--set", "data.train=missing.npz", "--out", "out"), 2,
-         ("out",)),
-    Case("data-labels", "labels that do not fit the model's outputs", ("build", *DATA, "--out", "out"), 2, ("out",),
-         setup=_all(_npz("train.npz", IMAGES, np.full(16, 12)), _npz("val.npz", IMAGES, np.full(16, 12)))),
-    Case("model-spec-import", "model spec whose module does not import",
-         ("export", "dense.pt", "--model", "nosuch_pkg.nets:Net", "--input-shape", "1x1x28x28", "-o", "model.onnx"), 2,
-         ("model.onnx",)),
-    Case("model-spec-form", "model spec that is not module:callable",
-         ("export", "dense.pt", "--model", "os", "--input-shape", "1x1x28x28", "-o", "model.onnx"), 2, ("model.onnx",)),
+    Case(
+        "data-missing",
+        "training data file that does not exist",
+        ("build", "--set", "data.train=missing.npz", "--out", "out"),
+        2,
+        ("out",),
+    ),
+    Case(
+        "data-labels",
+        "labels that do not fit the model's outputs",
+        ("build", *DATA, "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(_npz("train.npz", IMAGES, np.full(16, 12)), _npz("val.npz", IMAGES, np.full(16, 12))),
+    ),
+    Case(
+        "model-spec-import",
+        "model spec whose module does not import",
+        ("export", "dense.pt", "--model", "nosuch_pkg.nets:Net", "--input-shape", "1x1x28x28", "-o", "model.onnx"),
+        2,
+        ("model.onnx",),
+    ),
+    Case(
+        "model-spec-form",
+        "model spec that is not module:callable",
+        ("export", "dense.pt", "--model", "os", "--input-shape", "1x1x28x28", "-o", "model.onnx"),
+        2,
+        ("model.onnx",),
+    ),
     Case("checkpoint-missing", "checkpoint file that does not exist", EXPORT, 2, ("model.onnx",)),
-    Case("checkpoint-other-model", "checkpoint of another model",
-         ("export", "linear.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "model.onnx"), 2,
-         ("model.onnx",), setup=_other_model_checkpoint),
-    Case("checkpoint-code", "checkpoint that would run code when unpickled",
-         ("export", "evil.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "model.onnx"), 2,
-         ("model.onnx", "ran"), setup=_code_checkpoint),
-    Case("input-shape-syntax", "input shape that is not sizes joined by x",
-         ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1xAx28", "-o", "model.onnx"), 2, ("model.onnx",),
-         setup=_fashion_checkpoint),
-    Case("input-shape-mismatch", "input shape the model cannot take",
-         ("build", *DATA, "--set", "model.input_shape=[1, 3, 28, 28]", "--out", "out"), 2, ("out",), setup=TINY),
+    Case(
+        "checkpoint-other-model",
+        "checkpoint of another model",
+        ("export", "linear.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "model.onnx"),
+        2,
+        ("model.onnx",),
+        setup=_other_model_checkpoint,
+    ),
+    Case(
+        "checkpoint-code",
+        "checkpoint that would run code when unpickled",
+        ("export", "evil.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "model.onnx"),
+        2,
+        ("model.onnx", "ran"),
+        setup=_code_checkpoint,
+    ),
+    Case(
+        "input-shape-syntax",
+        "input shape that is not sizes joined by x",
+        ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1xAx28", "-o", "model.onnx"),
+        2,
+        ("model.onnx",),
+        setup=_fashion_checkpoint,
+    ),
+    Case(
+        "input-shape-mismatch",
+        "input shape the model cannot take",
+        ("build", *DATA, "--set", "model.input_shape=[1, 3, 28, 28]", "--out", "out"),
+        2,
+        ("out",),
+        setup=TINY,
+    ),
     Case("not-onnx", "a file that is not ONNX", ("verify", "model.onnx"), 2, setup=_write("model.onnx", "hello\n")),
     Case("truncated-onnx", "a truncated ONNX file", ("verify", "model.onnx"), 2, setup=_truncated),
-    Case("external-data-missing", "ONNX whose external data file is missing", ("verify", "model.onnx"), 2,
-         setup=_without_external_data),
-    Case("require-regex", "--require that is not a regular expression", ("verify", "model.onnx", "--require", "("), 2,
-         setup=_copy("cnn_onnx", "model.onnx")),
-    Case("calibration-shape", "calibration data of the wrong shape",
-         ("quantize", "model.onnx", "--calibration", "calib.npz", "-o", "model.int8.onnx"), 2, ("model.int8.onnx",),
-         setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("calib.npz", rng.standard_normal((8, 3, 5, 5)).astype(np.float32)))),
-    Case("calibration-nan", "calibration data holding NaN",
-         ("quantize", "model.onnx", "--calibration", "calib.npz", "-o", "model.int8.onnx"), 2, ("model.int8.onnx",),
-         setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("calib.npz", np.where(np.arange(IMAGES.size).reshape(IMAGES.shape) == 5,
-                                                                               np.nan, IMAGES).astype(np.float32)))),
-    Case("calibration-count", "calibration sample count below 1", ("calibrate", "--data", "train.npz", "-n", "0", "-o", "c.npz"), 1,
-         ("c.npz", "c.json"), setup=TINY),
-    Case("output-exists", "output file that already exists (no --force)", EXPORT, 1, setup=_all(_fashion_checkpoint,
-         _write("model.onnx", "an older model\n"))),
-    Case("batch-profile", "engine batch profile that is not three sizes", ("engine", "model.onnx", "--batch", "1,32"), 1,
-         ("model.plan", "model-bundle"), setup=_copy("cnn_onnx", "model.onnx")),
-    Case("build-into-foreign-folder", "build output folder holding files no build wrote (no --force)",
-         ("build", *DATA, "--out", "docs"), 1, ("docs/manifest.json",),
-         setup=_all(TINY, lambda folder, fx: (folder / "docs").mkdir(), _write("docs/notes.txt", "mine\n"))),
-    Case("output-not-writable", "output folder that cannot be written",
-         ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "/sys/model.onnx"), 1,
-         setup=_fashion_checkpoint),
-    Case("disk-full", "disk full while the output is written",
-         ("calibrate", "--data", "train.npz", "-n", "8", "-o", "calib.npz"), 1, ("calib.npz", "calib.json"), setup=TINY,
-         patch="disk-full"),
-    Case("eval-labels", "evaluation labels that do not match the samples", ("eval", "model.onnx", "--data", "d.npz"), 2,
-         setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("d.npz", IMAGES, np.zeros(3, dtype=np.int64)))),
-    Case("no-tensorrt", "engine build where TensorRT is not installed", ("engine", "model.onnx", "-o", "model.plan"), 3,
-         ("model.plan",), setup=_copy("cnn_onnx", "model.onnx")),
-    Case("bench-no-tensorrt", "timing engines where TensorRT is not installed", ("bench", "model.plan"), 3,
-         setup=_write("model.plan", "not a plan\n")),
-    Case("debug-env", "NMDEPLOY_DEBUG set to a non-boolean", ("verify", "model.onnx"), 1, env={"NMDEPLOY_DEBUG": "maybe"},
-         setup=_copy("cnn_onnx", "model.onnx")),
+    Case(
+        "external-data-missing",
+        "ONNX whose external data file is missing",
+        ("verify", "model.onnx"),
+        2,
+        setup=_without_external_data,
+    ),
+    Case(
+        "require-regex",
+        "--require that is not a regular expression",
+        ("verify", "model.onnx", "--require", "("),
+        2,
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "calibration-shape",
+        "calibration data of the wrong shape",
+        ("quantize", "model.onnx", "--calibration", "calib.npz", "-o", "model.int8.onnx"),
+        2,
+        ("model.int8.onnx",),
+        setup=_all(
+            _copy("cnn_onnx", "model.onnx"), _npz("calib.npz", rng.standard_normal((8, 3, 5, 5)).astype(np.float32))
+        ),
+    ),
+    Case(
+        "calibration-nan",
+        "calibration data holding NaN",
+        ("quantize", "model.onnx", "--calibration", "calib.npz", "-o", "model.int8.onnx"),
+        2,
+        ("model.int8.onnx",),
+        setup=_all(
+            _copy("cnn_onnx", "model.onnx"),
+            _npz(
+                "calib.npz",
+                np.where(np.arange(IMAGES.size).reshape(IMAGES.shape) == 5, np.nan, IMAGES).astype(np.float32),
+            ),
+        ),
+    ),
+    Case(
+        "calibration-count",
+        "calibration sample count below 1",
+        ("calibrate", "--data", "train.npz", "-n", "0", "-o", "c.npz"),
+        1,
+        ("c.npz", "c.json"),
+        setup=TINY,
+    ),
+    Case(
+        "output-exists",
+        "output file that already exists (no --force)",
+        EXPORT,
+        1,
+        setup=_all(_fashion_checkpoint, _write("model.onnx", "an older model\n")),
+    ),
+    Case(
+        "batch-profile",
+        "engine batch profile that is not three sizes",
+        ("engine", "model.onnx", "--batch", "1,32"),
+        1,
+        ("model.plan", "model-bundle"),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "build-into-foreign-folder",
+        "build output folder holding files no build wrote (no --force)",
+        ("build", *DATA, "--out", "docs"),
+        1,
+        ("docs/manifest.json",),
+        setup=_all(TINY, lambda folder, fx: (folder / "docs").mkdir(), _write("docs/notes.txt", "mine\n")),
+    ),
+    Case(
+        "output-not-writable",
+        "output folder that cannot be written",
+        ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "/sys/model.onnx"),
+        1,
+        setup=_fashion_checkpoint,
+    ),
+    Case(
+        "disk-full",
+        "disk full while the output is written",
+        ("calibrate", "--data", "train.npz", "-n", "8", "-o", "calib.npz"),
+        1,
+        ("calib.npz", "calib.json"),
+        setup=TINY,
+        patch="disk-full",
+    ),
+    Case(
+        "eval-labels",
+        "evaluation labels that do not match the samples",
+        ("eval", "model.onnx", "--data", "d.npz"),
+        2,
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("d.npz", IMAGES, np.zeros(3, dtype=np.int64))),
+    ),
+    Case(
+        "no-tensorrt",
+        "engine build where TensorRT is not installed",
+        ("engine", "model.onnx", "-o", "model.plan"),
+        3,
+        ("model.plan",),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "bench-no-tensorrt",
+        "timing engines where TensorRT is not installed",
+        ("bench", "model.plan"),
+        3,
+        setup=_write("model.plan", "not a plan\n"),
+    ),
+    Case(
+        "debug-env",
+        "NMDEPLOY_DEBUG set to a non-boolean",
+        ("verify", "model.onnx"),
+        1,
+        env={"NMDEPLOY_DEBUG": "maybe"},
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
 )
 
 
@@ -207,7 +382,9 @@ def _cell(text: str) -> str:
 def table(messages: dict[str, str]) -> str:
     lines = ["| # | bad input | command | exit | message |", "|---|---|---|---|---|"]
     for number, case in enumerate(CASES, 1):
-        lines.append(f"| {number} | {case.what} | `{_cell(command(case))}` | {case.code} | {_cell(messages[case.id])} |")
+        lines.append(
+            f"| {number} | {case.what} | `{_cell(command(case))}` | {case.code} | {_cell(messages[case.id])} |"
+        )
     return "\n".join(lines)
 
 
@@ -230,7 +407,9 @@ def main() -> None:
 
     record = Path(tempfile.mkdtemp()) / "errors.json"
     os.environ["NMDEPLOY_RECORD_ERRORS"] = str(record)
-    pytest.main(["-q", "-p", "no:cacheprovider", str(Path(__file__).with_name("test_errors.py")), "-k", "test_bad_input"])
+    pytest.main(
+        ["-q", "-p", "no:cacheprovider", str(Path(__file__).with_name("test_errors.py")), "-k", "test_bad_input"]
+    )
     messages = {}
     for line in record.read_text().splitlines():
         messages.update(json.loads(line))

@@ -40,7 +40,11 @@ def test_dump_recipe_prints_the_merged_recipe(tmp_path):
     assert dumped["sparsity"]["method"] == "srste" and dumped["finetune"]["epochs"] == 7
     assert load_recipe(None, ["sparsity.method=srste", "finetune.epochs=7"]).to_dict() == dumped
     result = _run("finetune", "--method", "asp", "--pattern", "1:4", "--epochs", "3", "--dump-recipe")
-    assert yaml.safe_load(result.output)["sparsity"] | {} == {**Recipe().to_dict()["sparsity"], "method": "asp", "pattern": "1:4"}
+    assert yaml.safe_load(result.output)["sparsity"] | {} == {
+        **Recipe().to_dict()["sparsity"],
+        "method": "asp",
+        "pattern": "1:4",
+    }
 
 
 def test_build_from_a_recipe_file(tmp_path, task_files):
@@ -50,19 +54,35 @@ def test_build_from_a_recipe_file(tmp_path, task_files):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("dense epoch 1/1: loss ") and lines[-2].startswith("top-1: dense ")
-    assert lines[-1].startswith(f"wrote {tmp_path}/out/: dense.pt, sparse.pt, model.onnx, verify.json, model.int8.onnx, ")
+    assert lines[-1].startswith(
+        f"wrote {tmp_path}/out/: dense.pt, sparse.pt, model.onnx, verify.json, model.int8.onnx, "
+    )
     assert lines[-1].endswith(f"manifest.json, report.md; see {tmp_path}/out/report.md")
-    assert f"Made by `nmdeploy build --recipe {recipe} --out {tmp_path}/out`" in (tmp_path / "out" / "report.md").read_text()
+    assert (
+        f"Made by `nmdeploy build --recipe {recipe} --out {tmp_path}/out`"
+        in (tmp_path / "out" / "report.md").read_text()
+    )
     quiet = _run("-q", "build", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
-    assert quiet.exit_code == 0 and [line.split(":")[0] for line in quiet.output.splitlines()] == ["top-1", "wrote " + str(tmp_path) + "/out/"]
+    assert quiet.exit_code == 0 and [line.split(":")[0] for line in quiet.output.splitlines()] == [
+        "top-1",
+        "wrote " + str(tmp_path) + "/out/",
+    ]
 
 
 @pytest.mark.parametrize(
     "args, message, code",
     [
-        (["--set", "sparsity.lambda=1"], "Error: unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, "
-                                         "start_epoch, end_epoch, decay, tau, rescale, include, exclude\n", 1),
-        (["--set", "finetune.epochs=two"], "Error: recipe key finetune.epochs = 'two' has the wrong type: expected an integer\n", 1),
+        (
+            ["--set", "sparsity.lambda=1"],
+            "Error: unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, "
+            "start_epoch, end_epoch, decay, tau, rescale, include, exclude\n",
+            1,
+        ),
+        (
+            ["--set", "finetune.epochs=two"],
+            "Error: recipe key finetune.epochs = 'two' has the wrong type: expected an integer\n",
+            1,
+        ),
         (["--set", "model.spec=nowhere.nets:Net"], None, 2),
     ],
 )
@@ -77,10 +97,30 @@ def test_build_errors_are_one_line(tmp_path, task_files, args, message, code):
 
 def test_finetune_trains_only(tmp_path, task_files):
     train, val = task_files
-    result = _run("finetune", "--data", str(train), "--val-data", str(val), "--method", "srste", "--epochs", "1",
-                  "--set", "dense.epochs=1", "--set", "sparsity.end_epoch=0", "--set", "device=cpu", "--out", str(tmp_path / "out"))
+    result = _run(
+        "finetune",
+        "--data",
+        str(train),
+        "--val-data",
+        str(val),
+        "--method",
+        "srste",
+        "--epochs",
+        "1",
+        "--set",
+        "dense.epochs=1",
+        "--set",
+        "sparsity.end_epoch=0",
+        "--set",
+        "device=cpu",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix in (".pt", ".onnx")) == ["dense.pt", "sparse.pt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix in (".pt", ".onnx")) == [
+        "dense.pt",
+        "sparse.pt",
+    ]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert list(manifest["stages"]) == ["dense", "sparse"] and manifest["recipe"]["sparsity"]["method"] == "srste"
     assert "next: nmdeploy build with the same recipe" in result.output
@@ -92,9 +132,25 @@ def test_finetune_under_torchrun_with_two_processes(tmp_path, task_files):
     recipe.write_text(dump_recipe(load_recipe(None, tiny_overrides(*task_files))))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "nmdeploy", "finetune",
-         "--recipe", str(recipe), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "nmdeploy",
+            "finetune",
+            "--recipe",
+            str(recipe),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("top-1: ") == 1  # only rank 0 reports and writes
@@ -108,9 +164,23 @@ def test_finetune_under_torchrun_with_two_processes(tmp_path, task_files):
 @needs_fashion_mnist
 def test_the_built_in_example_on_a_subset(tmp_path):
     """``nmdeploy build`` with the built-in recipe, cut to a subset and one epoch per stage."""
-    result = _run("build", "--set", "data.train_subset=2000", "--set", "data.val_subset=500", "--set", "dense.epochs=1",
-                  "--set", "finetune.epochs=1", "--set", "sparsity.end_epoch=0", "--set", "quantize.count=64",
-                  "--out", str(tmp_path / "out"))
+    result = _run(
+        "build",
+        "--set",
+        "data.train_subset=2000",
+        "--set",
+        "data.val_subset=500",
+        "--set",
+        "dense.epochs=1",
+        "--set",
+        "finetune.epochs=1",
+        "--set",
+        "sparsity.end_epoch=0",
+        "--set",
+        "quantize.count=64",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["recipe"]["data"]["train"] == "fashion-mnist:train" and manifest["accuracy"]["int8"] > 0.4

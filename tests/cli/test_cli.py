@@ -34,7 +34,14 @@ def _run_blocked(args: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], *([name, "--help"] for name in ("build", "finetune", "export", "verify", "calibrate", "quantize", "eval", "engine", "bench")), ["--version"]],
+    [
+        ["--help"],
+        *(
+            [name, "--help"]
+            for name in ("build", "finetune", "export", "verify", "calibrate", "quantize", "eval", "engine", "bench")
+        ),
+        ["--version"],
+    ],
 )
 def test_help_and_version_need_no_torch(args):
     proc = _run_blocked(args)
@@ -51,7 +58,9 @@ def test_every_subcommand_has_help():
 
 def test_bad_pattern_is_one_line_and_exit_1(tmp_path):
     """A bad --pattern fails at once, before the model or the calibration data are read."""
-    result = CliRunner().invoke(cli, ["quantize", str(tmp_path / "m.onnx"), "--calibration", "c.npz", "--pattern", "3:2"])
+    result = CliRunner().invoke(
+        cli, ["quantize", str(tmp_path / "m.onnx"), "--calibration", "c.npz", "--pattern", "3:2"]
+    )
     assert result.exit_code == 1
     assert result.output == 'Error: pattern "3:2" is invalid: need 0 < n < m <= 32, e.g. "2:4"\n'
     assert list(tmp_path.iterdir()) == []
@@ -69,7 +78,10 @@ def test_bad_debug_environment_value():
     assert result.output == "Error: environment variable NMDEPLOY_DEBUG='yes' is not a boolean; use 1/0/true/false\n"
 
 
-@pytest.mark.parametrize("args", [[], ["build"], ["finetune"], ["engine"], ["bench"], ["export"], ["verify"], ["calibrate"], ["quantize"], ["eval"]])
+@pytest.mark.parametrize(
+    "args",
+    [[], ["build"], ["finetune"], ["engine"], ["bench"], ["export"], ["verify"], ["calibrate"], ["quantize"], ["eval"]],
+)
 def test_readme_cli_reference_is_current(args):
     """README's help blocks are the real --help output (regenerate them when this fails)."""
     from pathlib import Path

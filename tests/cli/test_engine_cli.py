@@ -36,10 +36,22 @@ def test_engine_without_tensorrt_writes_the_bundle(tmp_path, cnn_onnx):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["--batch", "1,32"], 1, "Error: --batch '1,32' is invalid: give 3 comma-separated positive integers, e.g. 1,32,256\n"),
+        (
+            ["--batch", "1,32"],
+            1,
+            "Error: --batch '1,32' is invalid: give 3 comma-separated positive integers, e.g. 1,32,256\n",
+        ),
         (["--batch", "8,4,16"], 1, "Error: batch sizes min/opt/max = 8/4/16: need 1 <= min <= opt <= max\n"),
-        (["--min-shapes", "x:1x1x28x28"], 1, "Error: input 'x' needs all of --min-shapes, --opt-shapes and --max-shapes\n"),
-        (["--opt-shapes", "y"], 1, "Error: --opt-shapes 'y' is not NAME:DIMS with positive sizes, e.g. input:1x1x28x28\n"),
+        (
+            ["--min-shapes", "x:1x1x28x28"],
+            1,
+            "Error: input 'x' needs all of --min-shapes, --opt-shapes and --max-shapes\n",
+        ),
+        (
+            ["--opt-shapes", "y"],
+            1,
+            "Error: --opt-shapes 'y' is not NAME:DIMS with positive sizes, e.g. input:1x1x28x28\n",
+        ),
         (["-o", "{tmp}/model.onnx"], 1, "Error: engine path {tmp}/model.onnx should end in .plan or .engine\n"),
     ],
 )
@@ -60,7 +72,12 @@ def test_engine_missing_model(tmp_path):
 def test_bench_without_tensorrt(tmp_path):
     (tmp_path / "a.plan").write_bytes(b"plan")
     result = _run("bench", str(tmp_path / "a.plan"))
-    assert result.exit_code == 3 and result.output.startswith("Error: TensorRT is not importable here (No module named 'tensorrt')")
+    assert result.exit_code == 3 and result.output.startswith(
+        "Error: TensorRT is not importable here (No module named 'tensorrt')"
+    )
     assert len(result.output.splitlines()) == 1
     bad = _run("bench", str(tmp_path / "a.plan"), "--batch", "0")
-    assert (bad.exit_code, bad.output) == (1, "Error: --batch '0' is invalid: give comma-separated positive integers, e.g. 1,32\n")
+    assert (bad.exit_code, bad.output) == (
+        1,
+        "Error: --batch '0' is invalid: give comma-separated positive integers, e.g. 1,32\n",
+    )

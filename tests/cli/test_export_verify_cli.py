@@ -35,7 +35,16 @@ def checkpoint(tmp_path_factory):
 
 def test_export_then_verify(checkpoint, tmp_path):
     out = tmp_path / "sub" / "m.onnx"
-    result = _run("export", str(checkpoint / "sparse.pt"), "--model", "fashion-resnet", "--input-shape", "2x1x28x28", "-o", str(out))
+    result = _run(
+        "export",
+        str(checkpoint / "sparse.pt"),
+        "--model",
+        "fashion-resnet",
+        "--input-shape",
+        "2x1x28x28",
+        "-o",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith(f"wrote {out} (opset ") and lines[-1] == f"next: nmdeploy verify {out}"
@@ -49,7 +58,19 @@ def test_export_then_verify(checkpoint, tmp_path):
 
 def test_dense_checkpoint_passes_by_default_and_fails_require_all(checkpoint, tmp_path):
     out = tmp_path / "d.onnx"
-    assert _run("export", str(checkpoint / "dense.pt"), "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", str(out)).exit_code == 0
+    assert (
+        _run(
+            "export",
+            str(checkpoint / "dense.pt"),
+            "--model",
+            "fashion-resnet",
+            "--input-shape",
+            "1x1x28x28",
+            "-o",
+            str(out),
+        ).exit_code
+        == 0
+    )
     assert _run("verify", str(out)).exit_code == 0
     result = _run("verify", str(out), "--require", "all")
     # 9, not 10: the stem has one input channel, so no group can hold more than one non-zero
@@ -60,7 +81,10 @@ def test_verify_violation_exit_1_and_json_stdout(tmp_path):
     w = sparse_24((8, 16), axis=1)
     w[3, 4:8] = 1.0
     path = tmp_path / "bad.onnx"
-    onnx.save(model([helper.make_node("Gemm", ["x", "W"], ["y"], transB=1, name="fc")], {"W": w}, [("x", [2, 16])], ["y"]), str(path))
+    onnx.save(
+        model([helper.make_node("Gemm", ["x", "W"], ["y"], transB=1, name="fc")], {"W": w}, [("x", [2, 16])], ["y"]),
+        str(path),
+    )
     result = _run("verify", str(path), "--json", "-")
     assert result.exit_code == 1
     data = json.loads(result.output)
@@ -70,13 +94,61 @@ def test_verify_violation_exit_1_and_json_stdout(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["verify", "{tmp}/missing.onnx"], "Error: {tmp}/missing.onnx: no such file; pass the path of an .onnx model\n"),
-        (["verify", "{tmp}/junk.onnx"], "Error: {tmp}/junk.onnx is not a readable ONNX model (DecodeError); pass a complete .onnx file\n"),
-        (["verify", "{tmp}/ok.onnx", "--pattern", "a:b"], """Error: pattern 'a:b' is invalid: write it as "N:M" with integers 0 < N < M <= 32, e.g. "2:4"\n"""),
-        (["export", "{tmp}/missing.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "{tmp}/o.onnx"], "Error: {tmp}/missing.pt: no such checkpoint file\n"),
-        (["export", "{tmp}/junk.onnx", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "{tmp}/o.onnx"], None),
-        (["export", "{tmp}/dense.pt", "--model", "no.such:thing", "--input-shape", "1x1x28x28", "-o", "{tmp}/o.onnx"], None),
-        (["export", "{tmp}/dense.pt", "--model", "fashion-resnet", "--input-shape", "1xax28", "-o", "{tmp}/o.onnx"], "Error: --input-shape '1xax28' is invalid: write positive sizes joined by 'x', e.g. 1x1x28x28\n"),
+        (
+            ["verify", "{tmp}/missing.onnx"],
+            "Error: {tmp}/missing.onnx: no such file; pass the path of an .onnx model\n",
+        ),
+        (
+            ["verify", "{tmp}/junk.onnx"],
+            "Error: {tmp}/junk.onnx is not a readable ONNX model (DecodeError); pass a complete .onnx file\n",
+        ),
+        (
+            ["verify", "{tmp}/ok.onnx", "--pattern", "a:b"],
+            """Error: pattern 'a:b' is invalid: write it as "N:M" with integers 0 < N < M <= 32, e.g. "2:4"\n""",
+        ),
+        (
+            [
+                "export",
+                "{tmp}/missing.pt",
+                "--model",
+                "fashion-resnet",
+                "--input-shape",
+                "1x1x28x28",
+                "-o",
+                "{tmp}/o.onnx",
+            ],
+            "Error: {tmp}/missing.pt: no such checkpoint file\n",
+        ),
+        (
+            [
+                "export",
+                "{tmp}/junk.onnx",
+                "--model",
+                "fashion-resnet",
+                "--input-shape",
+                "1x1x28x28",
+                "-o",
+                "{tmp}/o.onnx",
+            ],
+            None,
+        ),
+        (
+            [
+                "export",
+                "{tmp}/dense.pt",
+                "--model",
+                "no.such:thing",
+                "--input-shape",
+                "1x1x28x28",
+                "-o",
+                "{tmp}/o.onnx",
+            ],
+            None,
+        ),
+        (
+            ["export", "{tmp}/dense.pt", "--model", "fashion-resnet", "--input-shape", "1xax28", "-o", "{tmp}/o.onnx"],
+            "Error: --input-shape '1xax28' is invalid: write positive sizes joined by 'x', e.g. 1x1x28x28\n",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, checkpoint):
@@ -96,4 +168,6 @@ def test_verify_says_when_there_is_nothing_to_check(tmp_path):
     onnx.save(model([helper.make_node("Relu", ["x"], ["y"])], {}, [("x", [1])], ["y"]), str(path))
     result = _run("verify", str(path))
     assert result.exit_code == 0
-    assert result.output.replace("\n", " ").startswith(f"{path}: no Conv/ConvTranspose/Gemm/MatMul with a constant weight")
+    assert result.output.replace("\n", " ").startswith(
+        f"{path}: no Conv/ConvTranspose/Gemm/MatMul with a constant weight"
+    )

@@ -19,12 +19,18 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # the sam
 
 
 def _finetune(recipe: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "nmdeploy", "-q", "finetune", "--recipe", str(recipe), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nmdeploy", "-q", "finetune", "--recipe", str(recipe), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+    )
 
 
 def _ckpt_id(out: Path) -> str:
-    return next((out / ".work").glob("sparse-*.ckpt")).name[len("sparse-"):-len(".ckpt")]
+    return next((out / ".work").glob("sparse-*.ckpt")).name[len("sparse-") : -len(".ckpt")]
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -49,14 +55,18 @@ def test_sigterm_mid_epoch_saves_exits_143_and_resumes_to_the_same_weights(tmp_p
     assert proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert err.startswith("Error: stopped by SIGTERM ")
-    assert err.rstrip().endswith(f"/.work/sparse-{_ckpt_id(out)}.ckpt: resume with: nmdeploy -q finetune --recipe {recipe} --out {out}")
+    assert err.rstrip().endswith(
+        f"/.work/sparse-{_ckpt_id(out)}.ckpt: resume with: nmdeploy -q finetune --recipe {recipe} --out {out}"
+    )
     assert "in epoch 2 after step " in err or "after epoch 2 of 3" in err  # the usual case is mid-epoch
     assert not (out / "sparse.pt").exists()
 
     resumed = _finetune(recipe, out)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
     got, want = _weights(out / "sparse.pt"), _weights(tmp_path / "ref" / "sparse.pt")
-    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)  # weights, and so the N:M masks
+    assert got.keys() == want.keys() and all(
+        torch.equal(got[k], want[k]) for k in want
+    )  # weights, and so the N:M masks
     assert (out / "dense.pt").read_bytes() == (tmp_path / "ref" / "dense.pt").read_bytes()
 
 
@@ -69,6 +79,7 @@ def test_signals_outside_training_exit_130_or_143_in_one_line_and_restore_the_ha
 
     before = signal.getsignal(signal.SIGTERM)
     for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+
         def stop(path, signum=signum):
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt  # what Python's default SIGINT handler raises
@@ -78,6 +89,8 @@ def test_signals_outside_training_exit_130_or_143_in_one_line_and_restore_the_ha
         monkeypatch.setattr(verify, "load_onnx", stop)
         result = CliRunner().invoke(cli, ["verify", str(cnn_onnx)])
         assert result.exit_code == code, result.output
-        assert result.stderr == (f"Error: stopped by {signal.Signals(signum).name}; files already written are complete, "
-                                 "nothing half-written was left; run the same command again to redo what is missing\n")
+        assert result.stderr == (
+            f"Error: stopped by {signal.Signals(signum).name}; files already written are complete, "
+            "nothing half-written was left; run the same command again to redo what is missing\n"
+        )
     assert signal.getsignal(signal.SIGTERM) is before

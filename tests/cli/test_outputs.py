@@ -33,14 +33,35 @@ def _not_onnx(folder):
 @pytest.mark.parametrize(
     "argv, code, message",
     [
-        (lambda f: ["export", "dense.pt", "--model", "nosuch_pkg.nets:Net", "--input-shape", "1x1x28x28", "-o", "new/deeper/m.onnx"],
-         2, "model spec 'nosuch_pkg.nets:Net' cannot be imported (No module named 'nosuch_pkg'); check the module path and name"),
-        (lambda f: ["quantize", _not_onnx(f), "--calibration", "c.npz", "-o", "new/deeper/m.int8.onnx"],
-         2, "model.onnx is not a readable ONNX model (DecodeError); pass a complete .onnx file"),
-        (lambda f: ["engine", _not_onnx(f), "-o", "new/deeper/m.plan"],
-         2, "model.onnx is not a readable ONNX model (DecodeError); pass the .onnx from nmdeploy quantize"),
-        (lambda f: ["calibrate", "--data", "missing.npz", "-o", "new/deeper/c.npz"],
-         2, "missing.npz: no such data file; give an .npz path, a built-in name (fashion-mnist) or module:callable"),
+        (
+            lambda f: [
+                "export",
+                "dense.pt",
+                "--model",
+                "nosuch_pkg.nets:Net",
+                "--input-shape",
+                "1x1x28x28",
+                "-o",
+                "new/deeper/m.onnx",
+            ],
+            2,
+            "model spec 'nosuch_pkg.nets:Net' cannot be imported (No module named 'nosuch_pkg'); check the module path and name",
+        ),
+        (
+            lambda f: ["quantize", _not_onnx(f), "--calibration", "c.npz", "-o", "new/deeper/m.int8.onnx"],
+            2,
+            "model.onnx is not a readable ONNX model (DecodeError); pass a complete .onnx file",
+        ),
+        (
+            lambda f: ["engine", _not_onnx(f), "-o", "new/deeper/m.plan"],
+            2,
+            "model.onnx is not a readable ONNX model (DecodeError); pass the .onnx from nmdeploy quantize",
+        ),
+        (
+            lambda f: ["calibrate", "--data", "missing.npz", "-o", "new/deeper/c.npz"],
+            2,
+            "missing.npz: no such data file; give an .npz path, a built-in name (fashion-mnist) or module:callable",
+        ),
     ],
     ids=["export", "quantize", "engine", "calibrate"],
 )
@@ -65,4 +86,7 @@ def test_global_options_work_before_and_after_the_subcommand(tmp_path, monkeypat
         options = [flag, *command] if where == "before" else [*command, flag]
         result = CliRunner().invoke(cli, options)
         assert result.exit_code == 2, (flag, result.output)
-        assert result.output == "Error: model.onnx is not a readable ONNX model (DecodeError); pass a complete .onnx file\n"
+        assert (
+            result.output
+            == "Error: model.onnx is not a readable ONNX model (DecodeError); pass a complete .onnx file\n"
+        )

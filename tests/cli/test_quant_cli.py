@@ -36,8 +36,18 @@ def test_calibrate_quantize_eval_verify(cnn_onnx, source, tmp_path):
     assert manifest["per_class"] == {str(c): 4 for c in range(10)} and manifest["seed"] == 3
 
     out = tmp_path / "m.int8.onnx"
-    result = _run("quantize", str(cnn_onnx), "-o", str(out), "--calibration", str(calib), "--method", "minmax",
-                  "--json", str(tmp_path / "q.json"))
+    result = _run(
+        "quantize",
+        str(cnn_onnx),
+        "-o",
+        str(out),
+        "--calibration",
+        str(calib),
+        "--method",
+        "minmax",
+        "--json",
+        str(tmp_path / "q.json"),
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == f"wrote {out}: 10 layer(s) INT8 (minmax, per-channel weights, 40 calibration samples)"
@@ -74,7 +84,10 @@ def test_verify_trt_rules_fails_on_illegal_qdq(tmp_path):
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert "Q/DQ rule broken at x_q: [zero-point] zero point 3 != 0: asymmetric; use symmetric quantization" in lines
-    assert "Q/DQ rule broken at w_dq: [per-axis] per-axis scales along axis 1; Conv weight needs the output-channel axis 0" in lines
+    assert (
+        "Q/DQ rule broken at w_dq: [per-axis] per-axis scales along axis 1; Conv weight needs the output-channel axis 0"
+        in lines
+    )
     assert "trt-rules FAILED: 2 QuantizeLinear, 4 DequantizeLinear, 3 violation(s)" in lines
     result = _run("verify", str(path))  # the 2:4 layout alone is fine
     assert result.exit_code == 0
@@ -95,7 +108,10 @@ def test_quantize_bad_input_is_one_line_and_writes_nothing(cnn_onnx, tmp_path):
     )
     assert not out.exists()
     result = _run("quantize", str(cnn_onnx), "--calibration", str(bad), "--method", "kl")
-    assert result.exit_code == 2 and "Invalid value for '--method': 'kl' is not one of 'minmax', 'entropy', 'percentile'" in result.output
+    assert (
+        result.exit_code == 2
+        and "Invalid value for '--method': 'kl' is not one of 'minmax', 'entropy', 'percentile'" in result.output
+    )
 
 
 def test_calibrate_needs_a_source_and_an_output(tmp_path):
@@ -104,7 +120,11 @@ def test_calibrate_needs_a_source_and_an_output(tmp_path):
     assert result.output == "Error: give --data SPEC and -o FILE.npz (or --definition NAME.yaml)\n"
     (tmp_path / "d.yaml").write_text("data: nowhere.npz\ncount: 4\n")
     result = _run("calibrate", "--definition", str(tmp_path / "d.yaml"))
-    assert result.exit_code == 2 and result.output == "Error: nowhere.npz: no such data file; give an .npz path, a built-in name (fashion-mnist) or module:callable\n"
+    assert (
+        result.exit_code == 2
+        and result.output
+        == "Error: nowhere.npz: no such data file; give an .npz path, a built-in name (fashion-mnist) or module:callable\n"
+    )
 
 
 def test_quantize_calibrates_as_the_build_does_by_default(tmp_path, cnn_onnx):
@@ -115,5 +135,8 @@ def test_quantize_calibrates_as_the_build_does_by_default(tmp_path, cnn_onnx):
     np.savez(calib, x=np.random.default_rng(0).normal(size=(16, 1, 28, 28)).astype(np.float32))
     result = _run("quantize", str(cnn_onnx), "-o", str(tmp_path / "q.onnx"), "--calibration", str(calib))
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0] == f"wrote {tmp_path / 'q.onnx'}: 10 layer(s) INT8 (minmax, per-channel weights, 16 calibration samples)"
+    assert (
+        result.output.splitlines()[0]
+        == f"wrote {tmp_path / 'q.onnx'}: 10 layer(s) INT8 (minmax, per-channel weights, 16 calibration samples)"
+    )
     assert Recipe().quantize.method == "minmax" and "[default: minmax]" in _run("quantize", "--help").output

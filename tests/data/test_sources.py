@@ -46,7 +46,10 @@ def test_fashion_mnist_loader_preprocesses_a_local_copy(tmp_path, monkeypatch):
     assert data.inputs["x"].shape == (3, 1, 28, 28) and data.inputs["x"].dtype == np.float32
     assert np.allclose(data.inputs["x"], (1 - fmnist.MEAN) / fmnist.STD)
     assert data.labels.tolist() == [1, 2, 3] and data.preprocessing == fmnist.PREPROCESSING
-    with pytest.raises(InputError, match=r"Fashion-MNIST is not installed \(.*train-images-idx3-ubyte.gz is missing\); install it: apt-get install"):
+    with pytest.raises(
+        InputError,
+        match=r"Fashion-MNIST is not installed \(.*train-images-idx3-ubyte.gz is missing\); install it: apt-get install",
+    ):
         load_data("fashion-mnist:train")
     with pytest.raises(InputError, match="Fashion-MNIST has no split 'val'; use 'train' or 'test'"):
         load_data("fashion-mnist:val")
@@ -90,7 +93,9 @@ def test_plugin_specs(tmp_path, monkeypatch):
     assert pair.inputs["x"].shape == (5, 3) and pair.labels.tolist() == [0, 1, 2, 3, 4]
     named = load_data("mydata:named")
     assert sorted(named.inputs) == ["a", "b"] and named.labels.tolist() == [1, 0]
-    with pytest.raises(InputError, match=r"data spec 'mydata:nope' cannot be imported .*; check the module path and name"):
+    with pytest.raises(
+        InputError, match=r"data spec 'mydata:nope' cannot be imported .*; check the module path and name"
+    ):
         load_data("mydata:nope")
 
 
@@ -115,7 +120,9 @@ def test_dataset_plugins(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "mysets", raising=False)
     one = load_data("mysets:one", "train")
-    assert one.inputs["x"].shape == (4, 1, 2, 2) and one.inputs["x"][3].max() == 3 and one.labels.tolist() == [0, 1, 2, 0]
+    assert (
+        one.inputs["x"].shape == (4, 1, 2, 2) and one.inputs["x"][3].max() == 3 and one.labels.tolist() == [0, 1, 2, 0]
+    )
     assert load_data("mysets:both", "train").labels.tolist() == [0, 1, 2, 0]
     val = load_data("mysets:both", "test")
     assert val.inputs["x"][:, 0, 0, 0].tolist() == [10.0, 11.0] and val.labels.tolist() == [1, 2]
@@ -130,7 +137,9 @@ def test_image_folder_specs(tmp_path):
         for label, cls in enumerate(("cat", "dog")):
             (tmp_path / "imgs" / split / cls).mkdir(parents=True)
             for i in range(count):
-                Image.fromarray(np.full((4, 5), 10 * i + 100 * label, np.uint8)).save(tmp_path / "imgs" / split / cls / f"{i}.png")
+                Image.fromarray(np.full((4, 5), 10 * i + 100 * label, np.uint8)).save(
+                    tmp_path / "imgs" / split / cls / f"{i}.png"
+                )
     (tmp_path / "imgs" / "train" / "cat" / "notes.txt").write_text("not an image")
     train = load_data(str(tmp_path / "imgs"), "train")
     assert train.inputs["x"].shape == (6, 1, 4, 5) and train.inputs["x"].dtype == np.float32
@@ -139,7 +148,10 @@ def test_image_folder_specs(tmp_path):
     val = load_data(str(tmp_path / "imgs"), "test")  # no test/ folder: val/ is the held-out split
     assert len(val) == 4 and val.source.endswith("imgs/val")
     Image.fromarray(np.zeros((3, 3), np.uint8)).save(tmp_path / "imgs" / "val" / "dog" / "odd.png")
-    with pytest.raises(InputError, match=r"imgs/val: images have different sizes/channels \[\(1, 3, 3\), \(1, 4, 5\)\]; resize them to one size"):
+    with pytest.raises(
+        InputError,
+        match=r"imgs/val: images have different sizes/channels \[\(1, 3, 3\), \(1, 4, 5\)\]; resize them to one size",
+    ):
         load_data(str(tmp_path / "imgs"), "test")
     (tmp_path / "flat").mkdir()
     with pytest.raises(InputError, match=r"flat has no class sub-folders; an ImageFolder is DIR/<class>/<image files>"):

@@ -28,7 +28,7 @@ def _run_in_bundle(bundle: Path, *args: str) -> subprocess.CompletedProcess:
                 if name.split(".")[0] in {BLOCKED!r}:
                     raise ImportError("No module named " + repr(name))
         sys.meta_path.insert(0, Block())
-        sys.argv = [{str(bundle / 'build_engine.py')!r}, *{list(args)!r}]
+        sys.argv = [{str(bundle / "build_engine.py")!r}, *{list(args)!r}]
         runpy.run_path(sys.argv[0], run_name="__main__")
     """)
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "COLUMNS": "400"}
@@ -46,17 +46,34 @@ def _bundle(tmp_path: Path, cnn_onnx: Path, **options) -> tuple[Path, list[Path]
 def test_bundle_contents(tmp_path, cnn_onnx):
     dest, files = _bundle(tmp_path, cnn_onnx, workspace_mb=512, hardware_compat="ampere_plus")
     names = sorted(p.relative_to(dest).as_posix() for p in files)
-    assert names == sorted(["README.md", "build_engine.py", "build_engine.sh", "bundle.json", cnn_onnx.name, "manifest.json",
-                            "verify.json", *(f"nmdeploy/{rel}" for rel in BUNDLED_CODE)])
+    assert names == sorted(
+        [
+            "README.md",
+            "build_engine.py",
+            "build_engine.sh",
+            "bundle.json",
+            cnn_onnx.name,
+            "manifest.json",
+            "verify.json",
+            *(f"nmdeploy/{rel}" for rel in BUNDLED_CODE),
+        ]
+    )
     assert (dest / cnn_onnx.name).read_bytes() == cnn_onnx.read_bytes()
     settings = json.loads((dest / "bundle.json").read_text())
-    assert settings["batch"] == [1, 8, 64] and settings["workspace_mb"] == 512 and settings["hardware_compat"] == "ampere_plus"
+    assert (
+        settings["batch"] == [1, 8, 64]
+        and settings["workspace_mb"] == 512
+        and settings["hardware_compat"] == "ampere_plus"
+    )
     assert settings["profile"]["x"]["opt"] == [8, 1, 28, 28]
     assert json.loads((dest / "verify.json").read_text()) == VERIFY
     assert os.access(dest / "build_engine.sh", os.X_OK)
     readme = (dest / "README.md").read_text()
-    for heading in ("## A100 / A10 / RTX 30xx server (TensorRT 11 from PyPI)", "## Jetson Orin on JetPack 6 (TensorRT 10.x)",
-                    "## Jetson Orin on JetPack 7.2.2 or newer (TensorRT 11.x)"):
+    for heading in (
+        "## A100 / A10 / RTX 30xx server (TensorRT 11 from PyPI)",
+        "## Jetson Orin on JetPack 6 (TensorRT 10.x)",
+        "## Jetson Orin on JetPack 7.2.2 or newer (TensorRT 11.x)",
+    ):
         assert heading in readme
     assert [p.name for p in tmp_path.iterdir()] == ["target-bundle"]  # no staging folder left behind
     dest2, _ = _bundle(tmp_path, cnn_onnx)  # a second bundle replaces the first
@@ -71,7 +88,8 @@ def test_the_bundle_builds_with_every_engine_setting_it_was_given(tmp_path, cnn_
     settings = json.loads((dest / "bundle.json").read_text())
     names = {f.name for f in dataclasses.fields(EngineConfig)}
     assert EngineConfig(**{k: v for k, v in settings.items() if k in names}) == EngineConfig(
-        fp16=True, workspace_mb=64, version_compatible=True, dense_twin=True, min_batch=1, opt_batch=8, max_batch=64)
+        fp16=True, workspace_mb=64, version_compatible=True, dense_twin=True, min_batch=1, opt_batch=8, max_batch=64
+    )
 
 
 def test_trtexec_lines_for_both_generations(cnn_onnx):
@@ -79,14 +97,29 @@ def test_trtexec_lines_for_both_generations(cnn_onnx):
     script = trtexec_script("model.int8.onnx", profile, EngineConfig(workspace_mb=256, dense_twin=True), qdq=True)
     lines = [line.strip() for line in script.splitlines() if line.strip().startswith("trtexec")]
     assert len(lines) == 4  # sparse and dense twin, for TensorRT 11 then 10
-    common = ("--onnx=model.int8.onnx --minShapes=x:1x1x28x28 --optShapes=x:8x1x28x28 --maxShapes=x:64x1x28x28 "
-              "--timingCacheFile=timing.cache --profilingVerbosity=detailed --verbose --memPoolSize=workspace:256M")
-    assert lines[0] == f"trtexec {common} --sparsity=enable --saveEngine=model.plan --exportLayerInfo=layers.json 2>&1 | tee build.log"
-    assert lines[1] == f"trtexec {common} --saveEngine=model.dense.plan --exportLayerInfo=layers.dense.json 2>&1 | tee build.dense.log"
-    assert lines[2] == f"trtexec {common} --int8 --sparsity=enable --saveEngine=model.plan --exportLayerInfo=layers.json 2>&1 | tee build.log"
+    common = (
+        "--onnx=model.int8.onnx --minShapes=x:1x1x28x28 --optShapes=x:8x1x28x28 --maxShapes=x:64x1x28x28 "
+        "--timingCacheFile=timing.cache --profilingVerbosity=detailed --verbose --memPoolSize=workspace:256M"
+    )
+    assert (
+        lines[0]
+        == f"trtexec {common} --sparsity=enable --saveEngine=model.plan --exportLayerInfo=layers.json 2>&1 | tee build.log"
+    )
+    assert (
+        lines[1]
+        == f"trtexec {common} --saveEngine=model.dense.plan --exportLayerInfo=layers.dense.json 2>&1 | tee build.dense.log"
+    )
+    assert (
+        lines[2]
+        == f"trtexec {common} --int8 --sparsity=enable --saveEngine=model.plan --exportLayerInfo=layers.json 2>&1 | tee build.log"
+    )
     assert "--int8" not in lines[0] and "--int8" in lines[3]
-    typed = trtexec_script("m.onnx", profile, EngineConfig(strongly_typed=True, hardware_compat="ampere_plus", version_compatible=True,
-                                                           dense_twin=False), qdq=True)
+    typed = trtexec_script(
+        "m.onnx",
+        profile,
+        EngineConfig(strongly_typed=True, hardware_compat="ampere_plus", version_compatible=True, dense_twin=False),
+        qdq=True,
+    )
     ten = [line for line in typed.splitlines() if "trtexec" in line and "--stronglyTyped" in line]
     assert len(ten) == 1 and "--hardwareCompatibilityLevel=ampere+" in ten[0] and "--versionCompatible" in ten[0]
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0  # the script parses
@@ -96,13 +129,17 @@ def test_build_engine_py_answers_without_tensorrt_or_torch(tmp_path, cnn_onnx):
     dest, _ = _bundle(tmp_path, cnn_onnx)
     helped = _run_in_bundle(dest, "--help")
     assert helped.returncode == 0, helped.stderr
-    assert helped.stdout.startswith("usage: build_engine.py") and "--from-trtexec LAYERS_JSON BUILD_LOG" in helped.stdout
+    assert (
+        helped.stdout.startswith("usage: build_engine.py") and "--from-trtexec LAYERS_JSON BUILD_LOG" in helped.stdout
+    )
     assert f"(default: {dest / cnn_onnx.name})" in " ".join(helped.stdout.split())
     ran = _run_in_bundle(dest)
     assert ran.returncode == 3 and ran.stdout == ""
-    assert ran.stderr == ("error: TensorRT is not importable here (No module named 'tensorrt'); pip install 'nmdeploy[trt]' "
-                          "(the tensorrt wheel) on an x86_64/SBSA server with an NVIDIA GPU, or use the TensorRT that "
-                          "JetPack ships on Jetson Orin\n")
+    assert ran.stderr == (
+        "error: TensorRT is not importable here (No module named 'tensorrt'); pip install 'nmdeploy[trt]' "
+        "(the tensorrt wheel) on an x86_64/SBSA server with an NVIDIA GPU, or use the TensorRT that "
+        "JetPack ships on Jetson Orin\n"
+    )
 
 
 def test_report_from_trtexec_output(tmp_path, cnn_onnx):

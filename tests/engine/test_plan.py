@@ -15,26 +15,68 @@ from nmdeploy.engine.plan import plan_build
 from nmdeploy.engine.trt import Capabilities, detect_capabilities
 from nmdeploy.errors import ConfigError
 
-FLAGS_11 = frozenset({
-    "DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "EDITABLE_TIMING_CACHE", "TF32", "SPARSE_WEIGHTS",
-    "SAFETY_SCOPE", "DIRECT_IO", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "ERROR_ON_TIMING_CACHE_MISS",
-    "DISABLE_COMPILATION_CACHE", "STRIP_PLAN", "REFIT_IDENTICAL", "WEIGHT_STREAMING", "REFIT_INDIVIDUAL", "STRICT_NANS",
-    "MONITOR_MEMORY", "DISTRIBUTIVE_INDEPENDENCE",
-})
-FLAGS_10 = FLAGS_11 | {"FP16", "BF16", "INT8", "FP8", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
-                       "PREFER_PRECISION_CONSTRAINTS", "REJECT_EMPTY_ALGORITHMS", "WEIGHTLESS"}
+FLAGS_11 = frozenset(
+    {
+        "DEBUG",
+        "GPU_FALLBACK",
+        "REFIT",
+        "DISABLE_TIMING_CACHE",
+        "EDITABLE_TIMING_CACHE",
+        "TF32",
+        "SPARSE_WEIGHTS",
+        "SAFETY_SCOPE",
+        "DIRECT_IO",
+        "VERSION_COMPATIBLE",
+        "EXCLUDE_LEAN_RUNTIME",
+        "ERROR_ON_TIMING_CACHE_MISS",
+        "DISABLE_COMPILATION_CACHE",
+        "STRIP_PLAN",
+        "REFIT_IDENTICAL",
+        "WEIGHT_STREAMING",
+        "REFIT_INDIVIDUAL",
+        "STRICT_NANS",
+        "MONITOR_MEMORY",
+        "DISTRIBUTIVE_INDEPENDENCE",
+    }
+)
+FLAGS_10 = FLAGS_11 | {
+    "FP16",
+    "BF16",
+    "INT8",
+    "FP8",
+    "INT4",
+    "FP4",
+    "OBEY_PRECISION_CONSTRAINTS",
+    "PREFER_PRECISION_CONSTRAINTS",
+    "REJECT_EMPTY_ALGORITHMS",
+    "WEIGHTLESS",
+}
 LEVELS = frozenset({"NONE", "AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY"})
-TRT10 = Capabilities("10.16.1.11", FLAGS_10, frozenset({"EXPLICIT_BATCH", "STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS",
-                                                         "PREFER_JIT_PYTHON_PLUGINS"}), LEVELS, True)
-TRT11 = Capabilities("11.4.0.106", FLAGS_11, frozenset({"STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS",
-                                                         "PREFER_JIT_PYTHON_PLUGINS"}), LEVELS, False)
+TRT10 = Capabilities(
+    "10.16.1.11",
+    FLAGS_10,
+    frozenset({"EXPLICIT_BATCH", "STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS", "PREFER_JIT_PYTHON_PLUGINS"}),
+    LEVELS,
+    True,
+)
+TRT11 = Capabilities(
+    "11.4.0.106",
+    FLAGS_11,
+    frozenset({"STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS", "PREFER_JIT_PYTHON_PLUGINS"}),
+    LEVELS,
+    False,
+)
 
 
 def test_generation_is_detected_from_features_not_the_version():
     assert (TRT10.generation, TRT11.generation) == ("10", "11")
     enum = lambda names: types.SimpleNamespace(__members__=dict.fromkeys(names))  # noqa: E731
-    module = types.SimpleNamespace(__version__="10.99", BuilderFlag=enum(FLAGS_11), NetworkDefinitionCreationFlag=enum(["STRONGLY_TYPED"]),
-                                   HardwareCompatibilityLevel=enum(LEVELS))
+    module = types.SimpleNamespace(
+        __version__="10.99",
+        BuilderFlag=enum(FLAGS_11),
+        NetworkDefinitionCreationFlag=enum(["STRONGLY_TYPED"]),
+        HardwareCompatibilityLevel=enum(LEVELS),
+    )
     caps = detect_capabilities(module)
     assert caps.generation == "11" and not caps.has_calibrators and caps.version == "10.99"
 
@@ -51,7 +93,12 @@ TABLE = [
     (TRT11, EngineConfig(), True, ((), ("SPARSE_WEIGHTS",), True)),
     (TRT11, EngineConfig(sparse=False), True, ((), (), True)),
     (TRT11, EngineConfig(), False, ((), ("SPARSE_WEIGHTS",), True)),
-    (TRT11, EngineConfig(strongly_typed=True), True, ((), ("SPARSE_WEIGHTS",), True)),  # always strongly typed; flag not set
+    (
+        TRT11,
+        EngineConfig(strongly_typed=True),
+        True,
+        ((), ("SPARSE_WEIGHTS",), True),
+    ),  # always strongly typed; flag not set
     (TRT11, EngineConfig(version_compatible=True), True, ((), ("SPARSE_WEIGHTS", "VERSION_COMPATIBLE"), True)),
 ]
 
@@ -73,13 +120,23 @@ def test_hardware_levels_and_notes():
 @pytest.mark.parametrize(
     "caps, options, message",
     [
-        (TRT11, EngineConfig(fp16=True), "TensorRT 11.4.0.106 has no FP16 flag (every network is strongly typed); convert the ONNX "
-                                         "to mixed precision first: python -m modelopt.onnx.autocast"),
+        (
+            TRT11,
+            EngineConfig(fp16=True),
+            "TensorRT 11.4.0.106 has no FP16 flag (every network is strongly typed); convert the ONNX "
+            "to mixed precision first: python -m modelopt.onnx.autocast",
+        ),
         (TRT10, EngineConfig(fp16=True, strongly_typed=True), "fp16 and strongly_typed exclude each other"),
-        (Capabilities("8.6", frozenset({"INT8"}), frozenset(), frozenset({"NONE"}), True), EngineConfig(),
-         "TensorRT 8.6 has no BuilderFlag.SPARSE_WEIGHTS, needed for sparse kernels"),
-        (Capabilities("10.0", FLAGS_10, frozenset(), frozenset({"NONE"}), True), EngineConfig(hardware_compat="ampere_plus"),
-         "TensorRT 10.0 has no HardwareCompatibilityLevel.AMPERE_PLUS; use hardware_compat none"),
+        (
+            Capabilities("8.6", frozenset({"INT8"}), frozenset(), frozenset({"NONE"}), True),
+            EngineConfig(),
+            "TensorRT 8.6 has no BuilderFlag.SPARSE_WEIGHTS, needed for sparse kernels",
+        ),
+        (
+            Capabilities("10.0", FLAGS_10, frozenset(), frozenset({"NONE"}), True),
+            EngineConfig(hardware_compat="ampere_plus"),
+            "TensorRT 10.0 has no HardwareCompatibilityLevel.AMPERE_PLUS; use hardware_compat none",
+        ),
     ],
 )
 def test_impossible_plans_are_one_line_errors(caps, options, message):
@@ -91,7 +148,10 @@ def test_impossible_plans_are_one_line_errors(caps, options, message):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"hardware_compat": "turing"}, "hardware compatibility 'turing' is unknown; use one of none, ampere_plus, same_cc"),
+        (
+            {"hardware_compat": "turing"},
+            "hardware compatibility 'turing' is unknown; use one of none, ampere_plus, same_cc",
+        ),
         ({"workspace_mb": 0}, "workspace 0 MiB must be at least 1"),
     ],
 )

@@ -10,11 +10,16 @@ from nmdeploy.errors import ConfigError, InputError
 
 def test_parse_shapes():
     assert parse_shapes("x:1x1x28x28", "--min-shapes") == {"x": (1, 1, 28, 28)}
-    assert parse_shapes("input_ids:1x128, attention_mask:1X128", "s") == {"input_ids": (1, 128), "attention_mask": (1, 128)}
+    assert parse_shapes("input_ids:1x128, attention_mask:1X128", "s") == {
+        "input_ids": (1, 128),
+        "attention_mask": (1, 128),
+    }
     assert parse_shapes("ns::x:2x3", "s") == {"ns::x": (2, 3)}  # the name is everything before the last colon
     assert parse_shapes(None, "s") == {} and parse_shapes("", "s") == {}
     for bad in ("x", "x:", "x:1x0", "x:1xa", ":1x2"):
-        with pytest.raises(ConfigError, match=r"^--opt-shapes .* is not NAME:DIMS with positive sizes, e.g. input:1x1x28x28$"):
+        with pytest.raises(
+            ConfigError, match=r"^--opt-shapes .* is not NAME:DIMS with positive sizes, e.g. input:1x1x28x28$"
+        ):
             parse_shapes(bad, "--opt-shapes")
 
 
@@ -37,12 +42,28 @@ def test_explicit_shapes_and_static_inputs():
 @pytest.mark.parametrize(
     "inputs, args, message",
     [
-        ({"ids": ("batch", "seq")}, ((1, 2, 3),), "input 'ids' has dynamic dims [0, 1] besides the batch (['batch', 'seq']); give --min-shapes"),
+        (
+            {"ids": ("batch", "seq")},
+            ((1, 2, 3),),
+            "input 'ids' has dynamic dims [0, 1] besides the batch (['batch', 'seq']); give --min-shapes",
+        ),
         ({"x": ("b", 3)}, ((4, 2, 8),), "batch sizes min/opt/max = 4/2/8: need 1 <= min <= opt <= max"),
         ({"x": ("b", 3)}, ((1, 2, 3), {"y": (1, 3)}), "--min-shapes names 'y', which is not an input of the model (x)"),
-        ({"x": ("b", 3)}, ((1, 2, 3), {"x": (1, 3)}), "input 'x' needs all of --min-shapes, --opt-shapes and --max-shapes"),
-        ({"x": ("b", 3)}, ((1, 2, 3), {"x": (1, 4)}, {"x": (2, 4)}, {"x": (4, 4)}), "shape 1x4 does not fit input 'x' ['b', 3]"),
-        ({"x": ("b", 3)}, ((1, 2, 3), {"x": (8, 3)}, {"x": (2, 3)}, {"x": (4, 3)}), "input 'x': need min <= opt <= max in every dim, got 8x3 / 2x3 / 4x3"),
+        (
+            {"x": ("b", 3)},
+            ((1, 2, 3), {"x": (1, 3)}),
+            "input 'x' needs all of --min-shapes, --opt-shapes and --max-shapes",
+        ),
+        (
+            {"x": ("b", 3)},
+            ((1, 2, 3), {"x": (1, 4)}, {"x": (2, 4)}, {"x": (4, 4)}),
+            "shape 1x4 does not fit input 'x' ['b', 3]",
+        ),
+        (
+            {"x": ("b", 3)},
+            ((1, 2, 3), {"x": (8, 3)}, {"x": (2, 3)}, {"x": (4, 3)}),
+            "input 'x': need min <= opt <= max in every dim, got 8x3 / 2x3 / 4x3",
+        ),
     ],
 )
 def test_profile_errors(inputs, args, message):
@@ -53,5 +74,7 @@ def test_profile_errors(inputs, args, message):
 
 def test_not_onnx(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x00not a protobuf at all")
-    with pytest.raises(InputError, match=r"junk.onnx is not a readable ONNX model \(.*\); pass the .onnx from nmdeploy quantize"):
+    with pytest.raises(
+        InputError, match=r"junk.onnx is not a readable ONNX model \(.*\); pass the .onnx from nmdeploy quantize"
+    ):
         onnx_inputs(tmp_path / "junk.onnx")

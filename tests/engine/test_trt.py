@@ -29,12 +29,16 @@ def test_the_engine_package_needs_neither_tensorrt_nor_torch():
     assert proc.stdout == "build_engine []\n"
 
 
-@pytest.mark.skipif("tensorrt" in sys.modules or __import__("importlib").util.find_spec("tensorrt") is not None,
-                    reason="TensorRT is installed here")
+@pytest.mark.skipif(
+    "tensorrt" in sys.modules or __import__("importlib").util.find_spec("tensorrt") is not None,
+    reason="TensorRT is installed here",
+)
 def test_missing_tensorrt_names_the_extra_and_jetpack():
     for call in (import_tensorrt, probe):
         with pytest.raises(EngineUnavailable) as info:
             call()
         assert info.value.exit_code == 3
-        assert str(info.value).startswith("TensorRT is not importable here (No module named 'tensorrt'); pip install 'nmdeploy[trt]'")
+        assert str(info.value).startswith(
+            "TensorRT is not importable here (No module named 'tensorrt'); pip install 'nmdeploy[trt]'"
+        )
         assert "JetPack" in str(info.value)

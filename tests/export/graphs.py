@@ -20,7 +20,8 @@ def sparse_24(shape: tuple[int, ...], axis: int, seed: int = 0, dtype=np.float32
 
 def model(nodes, initializers, inputs, outputs, opset: int = 17) -> onnx.ModelProto:
     graph = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
         [numpy_helper.from_array(v, k) for k, v in initializers.items()],

@@ -22,9 +22,18 @@ from nmdeploy.export.verify import verify_model, verify_onnx
 def _net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 32, 1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 16, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
     )
 
 
@@ -72,7 +81,9 @@ def test_export_of_a_finalized_model_verifies_and_a_perturbed_weight_fails_exact
     report = verify_onnx(path)
     assert report.ok
     assert [(r.weight, r.observed, r.hw_2of4) for r in report.layers if r.required] == [
-        ("3.weight", "2:4", True), ("6.weight", "2:4", True), ("9.weight", "2:4", True),
+        ("3.weight", "2:4", True),
+        ("6.weight", "2:4", True),
+        ("9.weight", "2:4", True),
     ]
     proto = onnx.load(str(path))
     init = next(i for i in proto.graph.initializer if i.name == "6.weight")
@@ -91,7 +102,9 @@ def test_agrees_with_polygraphy_inspect_sparsity(exported):
     _, _, path, _ = exported
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "polygraphy"), "inspect", "sparsity", str(path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     text = proc.stdout + proc.stderr
     polygraphy = {}

@@ -51,7 +51,14 @@ def test_gemm_b_axis_follows_transB(attrs, shape, axis):
     m = model([helper.make_node("Gemm", ["x", "B"], ["y"], **attrs)], {"B": w}, [("x", [2, 16])], ["y"])
     layer = _one(verify_model(m))
     assert (layer.axis, layer.violations, layer.hw_2of4, layer.node) == (axis, 0, True, "Gemm_0")
-    wrong = verify_model(model([helper.make_node("Gemm", ["x", "B"], ["y"], **attrs)], {"B": sparse_24(shape, 1 - axis)}, [("x", [2, 16])], ["y"]))
+    wrong = verify_model(
+        model(
+            [helper.make_node("Gemm", ["x", "B"], ["y"], **attrs)],
+            {"B": sparse_24(shape, 1 - axis)},
+            [("x", [2, 16])],
+            ["y"],
+        )
+    )
     assert _one(wrong).violations > 0  # 2:4 along the other axis does not count
 
 
@@ -100,7 +107,10 @@ def test_float_weight_behind_quantize_dequantize_and_cast():
 def test_int8_weight_zeros_are_the_zero_point(zero_point):
     q = (np.sign(sparse_24((8, 16, 3, 3), axis=1)) * 5).astype(np.int8) + np.int8(zero_point)
     q[q == 0] = zero_point  # zeros of the float weight sit at the zero point
-    nodes = [helper.make_node("DequantizeLinear", ["Wq", "s", "zp"], ["W"], axis=0), helper.make_node("Conv", ["x", "W"], ["y"])]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["Wq", "s", "zp"], ["W"], axis=0),
+        helper.make_node("Conv", ["x", "W"], ["y"]),
+    ]
     inits = {"Wq": q, "s": np.full(8, 0.1, np.float32), "zp": np.full(8, zero_point, np.int8)}
     layer = _one(verify_model(model(nodes, inits, [("x", [1, 16, 8, 8])], ["y"])))
     assert (layer.dtype, layer.violations, layer.observed, layer.sparsity) == ("int8", 0, "2:4", 0.5)
@@ -121,7 +131,9 @@ def test_constant_node_conv_transpose_and_activations():
 def test_subgraphs_are_checked():
     w = sparse_24((8, 16, 1, 1), axis=1)
     branch = helper.make_graph(
-        [helper.make_node("Conv", ["x", "W"], ["y1"], name="inner")], "then", [],
+        [helper.make_node("Conv", ["x", "W"], ["y1"], name="inner")],
+        "then",
+        [],
         [helper.make_tensor_value_info("y1", TensorProto.FLOAT, None)],
     )
     nodes = [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch, name="branch")]
@@ -141,7 +153,10 @@ def test_required_layers_default_all_and_regex():
     ]
     m = model(nodes, {"D": dense, "H": half}, [("x", [2, 16]), ("h2", [2, 16])], ["h", "y"])
     default = verify_model(m)
-    assert [(r.node, r.required, r.ok) for r in default.layers] == [("dense_fc", False, False), ("half_fc", True, False)]
+    assert [(r.node, r.required, r.ok) for r in default.layers] == [
+        ("dense_fc", False, False),
+        ("half_fc", True, False),
+    ]
     assert [f.node for f in default.failures] == ["half_fc"]
     assert [f.node for f in verify_model(m, require="all").failures] == ["dense_fc", "half_fc"]
     assert verify_model(m, require="^dense").failures[0].node == "dense_fc"
@@ -189,7 +204,15 @@ def test_bad_files_and_patterns(tmp_path):
     with pytest.raises(InputError, match=r"is not a readable ONNX model \(DecodeError\); pass a complete .onnx file$"):
         verify_onnx(not_onnx)
     good = tmp_path / "g.onnx"
-    onnx.save(model([helper.make_node("Gemm", ["x", "W"], ["y"], transB=1)], {"W": sparse_24((64, 64), 1)}, [("x", [2, 64])], ["y"]), str(good))
+    onnx.save(
+        model(
+            [helper.make_node("Gemm", ["x", "W"], ["y"], transB=1)],
+            {"W": sparse_24((64, 64), 1)},
+            [("x", [2, 64])],
+            ["y"],
+        ),
+        str(good),
+    )
     truncated = tmp_path / "t.onnx"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(InputError, match="is not a readable ONNX model"):
@@ -209,9 +232,20 @@ def test_json_report_schema():
     assert data["schema"] == "nmdeploy.verify/1" and data["ok"] is True and data["pattern"] == "2:4"
     assert data["require"] == "sparse-layers" and data["skipped"] == []
     assert data["layers"][0] == {
-        "node": "fc", "op": "Gemm", "weight": "W", "shape": [8, 16], "dtype": "float32", "axis": 1,
-        "groups": 32, "violations": 0, "first_violation": None, "observed": "2:4", "sparsity": 0.5,
-        "hw_2of4": True, "required": True, "note": "2:4, but small (16 in, 8 out): TensorRT often keeps dense kernels below ~256",
+        "node": "fc",
+        "op": "Gemm",
+        "weight": "W",
+        "shape": [8, 16],
+        "dtype": "float32",
+        "axis": 1,
+        "groups": 32,
+        "violations": 0,
+        "first_violation": None,
+        "observed": "2:4",
+        "sparsity": 0.5,
+        "hw_2of4": True,
+        "required": True,
+        "note": "2:4, but small (16 in, 8 out): TensorRT often keeps dense kernels below ~256",
         "ok": True,
     }
 

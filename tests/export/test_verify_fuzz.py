@@ -41,14 +41,24 @@ OPS = ("Conv", "ConvTranspose", "GemmA", "GemmB", "MatMulA", "MatMulB")
 
 
 def reduction_axis(op: str, rank: int, trans: int) -> int:
-    return {"Conv": 1, "ConvTranspose": 0, "GemmA": 0 if trans else 1, "GemmB": 1 if trans else 0,
-            "MatMulA": rank - 1, "MatMulB": rank - 2}[op]
+    return {
+        "Conv": 1,
+        "ConvTranspose": 0,
+        "GemmA": 0 if trans else 1,
+        "GemmB": 1 if trans else 0,
+        "MatMulA": rank - 1,
+        "MatMulB": rank - 2,
+    }[op]
 
 
 def apply_chain(nodes, inits) -> dict[str, np.ndarray]:
     """Run the pass-through nodes forward with numpy, as ONNX defines them (no verifier code involved)."""
-    values = {init.name: numpy_helper.to_array(init).astype(np.float64) if init.data_type != TensorProto.INT8
-              else numpy_helper.to_array(init) for init in inits}
+    values = {
+        init.name: numpy_helper.to_array(init).astype(np.float64)
+        if init.data_type != TensorProto.INT8
+        else numpy_helper.to_array(init)
+        for init in inits
+    }
     for node in nodes:
         if node.input[0] not in values:
             continue  # the weighted op itself, or an input that is not constant
@@ -65,8 +75,11 @@ def apply_chain(nodes, inits) -> dict[str, np.ndarray]:
                 shape = [1] * x.ndim
                 shape[attrs.get("axis", 1)] = scale.size
                 scale, zp = scale.reshape(shape), zp.reshape(shape) if zp.ndim == 1 else zp
-            out = (np.clip(np.round(x / scale) + zp, -128, 127) if node.op_type == "QuantizeLinear"
-                   else (x.astype(np.float64) - zp) * scale)
+            out = (
+                np.clip(np.round(x / scale) + zp, -128, 127)
+                if node.op_type == "QuantizeLinear"
+                else (x.astype(np.float64) - zp) * scale
+            )
         else:
             continue
         values[node.output[0]] = out
@@ -80,7 +93,7 @@ def reference_violations(effective: np.ndarray, axis: int, n: int, m: int) -> in
     for index in itertools.product(*others):
         line = [effective[(*index[:axis], k, *index[axis:])] for k in range(effective.shape[axis])]
         for start in range(0, len(line), m):
-            if sum(1 for v in line[start:start + m] if v != 0) > n:
+            if sum(1 for v in line[start : start + m] if v != 0) > n:
                 bad += 1
     return bad
 
@@ -113,8 +126,12 @@ def weighted_op(draw, index: int, n: int, m: int):
     """(nodes, initializers, (the op's weight input, its intended non-zeros), reduction axis, well-formed, stored shape)."""
     op = draw(st.sampled_from(OPS))
     trans = draw(st.integers(0, 1)) if op.startswith("Gemm") else 0
-    rank = {"Conv": draw(st.integers(3, 4)), "ConvTranspose": 4, "MatMulA": draw(st.integers(2, 3)),
-            "MatMulB": draw(st.integers(2, 3))}.get(op, 2)
+    rank = {
+        "Conv": draw(st.integers(3, 4)),
+        "ConvTranspose": 4,
+        "MatMulA": draw(st.integers(2, 3)),
+        "MatMulB": draw(st.integers(2, 3)),
+    }.get(op, 2)
     shape = tuple(draw(st.integers(1, 12)) if i in (0, 1) else draw(st.integers(1, 3)) for i in range(rank))
     axis = reduction_axis(op, rank, trans)
     mask = draw(nonzero_mask(shape, axis, n, m))
@@ -157,7 +174,9 @@ def weighted_op(draw, index: int, n: int, m: int):
         attrs = {}
         if zp_kind != "none":
             if zp_kind == "per_axis":
-                inits[-1] = numpy_helper.from_array(np.full(stored.shape[dq_axis], scale, dtype=np.float32), f"{name}_s")
+                inits[-1] = numpy_helper.from_array(
+                    np.full(stored.shape[dq_axis], scale, dtype=np.float32), f"{name}_s"
+                )
                 inits.append(numpy_helper.from_array(zp_arr, f"{name}_z"))
                 attrs = {"axis": dq_axis}
             elif zp_kind == "mismatched":
@@ -187,7 +206,9 @@ def weighted_op(draw, index: int, n: int, m: int):
         main = helper.make_node(op, [x, current], [y], name=f"op{index}")
     elif op.startswith("Gemm"):
         operands = [current, x] if op == "GemmA" else [x, current]
-        main = helper.make_node("Gemm", operands, [y], name=f"op{index}", **{("transA" if op == "GemmA" else "transB"): trans})
+        main = helper.make_node(
+            "Gemm", operands, [y], name=f"op{index}", **{("transA" if op == "GemmA" else "transB"): trans}
+        )
     else:
         main = helper.make_node("MatMul", [current, x] if op == "MatMulA" else [x, current], [y], name=f"op{index}")
     return graph_nodes + [main], inits, (current, mask), axis, well_formed, tuple(stored.shape)
@@ -209,7 +230,9 @@ def graphs(draw):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), (n, m), ops
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(graphs())
 def test_the_verifier_never_crashes_and_never_passes_a_violating_weight(case):
     model, (n, m), ops = case

@@ -39,7 +39,9 @@ def test_sparse_int8_engine_and_report(sparse_int8):
     from nmdeploy.engine.build import build_engine
     from nmdeploy.engine.config import EngineConfig
 
-    config = EngineConfig(dense_twin=True, min_batch=1, opt_batch=8, max_batch=32, timing_cache=str(sparse_int8 / "timing.cache"))
+    config = EngineConfig(
+        dense_twin=True, min_batch=1, opt_batch=8, max_batch=32, timing_cache=str(sparse_int8 / "timing.cache")
+    )
     report = build_engine(sparse_int8 / "model.int8.onnx", sparse_int8 / "model.plan", config)
     assert Path(report.plan).stat().st_size > 0 and Path(report.dense_twin).stat().st_size > 0
     assert (sparse_int8 / "timing.cache").stat().st_size > 0

@@ -19,11 +19,25 @@ from nmdeploy.pipeline.recipe import load_recipe
 from nmdeploy.sparsity import is_nm_sparse
 from tests.pipeline.tiny import tiny_overrides
 
-STAGES = ("dense", "sparse", "export", "verify", "quantize")  # then "engine": bundled for the target where TensorRT is absent
+STAGES = (
+    "dense",
+    "sparse",
+    "export",
+    "verify",
+    "quantize",
+)  # then "engine": bundled for the target where TensorRT is absent
 NO_TRT = importlib.util.find_spec("tensorrt") is None
 PLOTS = ("training.png", "accuracy.png", "layers.png")
-SPARSE_CONVS = ("blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "blocks.1.shortcut.0",
-                "blocks.2.conv1", "blocks.2.conv2", "blocks.2.shortcut.0")
+SPARSE_CONVS = (
+    "blocks.0.conv1",
+    "blocks.0.conv2",
+    "blocks.1.conv1",
+    "blocks.1.conv2",
+    "blocks.1.shortcut.0",
+    "blocks.2.conv1",
+    "blocks.2.conv2",
+    "blocks.2.shortcut.0",
+)
 
 
 def _build(out: Path, task_files, *extra: str, progress=None):
@@ -59,14 +73,24 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
         engine = stages["engine"]
         assert engine["status"] == "bundled" and engine["note"] == "bundled for target"
         assert engine["metrics"]["built"] is False and "pip install 'nmdeploy[trt]'" in engine["metrics"]["reason"]
-        assert "target-bundle/build_engine.py" in engine["outputs"] and "target-bundle/model.int8.onnx" in engine["outputs"]
+        assert (
+            "target-bundle/build_engine.py" in engine["outputs"]
+            and "target-bundle/model.int8.onnx" in engine["outputs"]
+        )
         assert set(engine["inputs"]) == {"file:model.int8.onnx", "file:verify.json", "recipe:engine", "recipe:tensorrt"}
         bundle = out / "target-bundle"
         assert json.loads((bundle / "verify.json").read_text()) == json.loads((out / "verify.json").read_text())
         assert json.loads((bundle / "manifest.json").read_text())["stages"]["quantize"]["status"] == "done"
     for stage in STAGES:  # the recorded hashes are those of the files on disk
         assert stages[stage]["outputs"] and all(file_sha256(out / f) == h for f, h in stages[stage]["outputs"].items())
-    assert set(stages["sparse"]["inputs"]) == {"file:dense.pt", "recipe:data", "recipe:finetune", "recipe:model.spec", "recipe:sparsity", "recipe:task"}
+    assert set(stages["sparse"]["inputs"]) == {
+        "file:dense.pt",
+        "recipe:data",
+        "recipe:finetune",
+        "recipe:model.spec",
+        "recipe:sparsity",
+        "recipe:task",
+    }
     assert [m["epoch"] for m in stages["sparse"]["metrics"]["history"]] == [1, 2]
     accuracy = manifest["accuracy"]
     assert list(accuracy) == ["metric", "dense", "sparse", "sparse_onnx", "int8"] and accuracy["metric"] == "top-1"
@@ -104,8 +128,15 @@ def test_a_rerun_keeps_every_stage(built, tmp_path):
     assert stages["dense"]["note"].startswith("built in ")
     assert lines == [f"{s}: inputs unchanged since the last build, kept" for s in (*STAGES, "engine")]
     if NO_TRT:
-        assert stages["engine"]["status"] == "bundled" and stages["engine"]["note"] == "bundled for target (kept: inputs unchanged)"
-    assert all(file_sha256(out / name) == digest for name, digest in before.items() if name.endswith((".pt", ".onnx", ".json")) and name != "manifest.json")
+        assert (
+            stages["engine"]["status"] == "bundled"
+            and stages["engine"]["note"] == "bundled for target (kept: inputs unchanged)"
+        )
+    assert all(
+        file_sha256(out / name) == digest
+        for name, digest in before.items()
+        if name.endswith((".pt", ".onnx", ".json")) and name != "manifest.json"
+    )
     assert result.manifest["accuracy"] == built[1].manifest["accuracy"]
 
 
@@ -119,7 +150,13 @@ def test_a_changed_key_redoes_only_the_stages_after_it(built, tmp_path):
     (out / "model.onnx").write_bytes(b"changed")  # a damaged artifact is rebuilt, not trusted
     result, _ = _build(out, *_task(built), "quantize.method=percentile")
     # export is redone and writes the same bytes again, so what reads model.onnx stays valid
-    assert [result.manifest["stages"][s]["status"] for s in STAGES] == ["skipped", "skipped", "done", "skipped", "skipped"]
+    assert [result.manifest["stages"][s]["status"] for s in STAGES] == [
+        "skipped",
+        "skipped",
+        "done",
+        "skipped",
+        "skipped",
+    ]
     assert file_sha256(out / "model.onnx") == onnx_hash
 
 
@@ -139,7 +176,10 @@ def test_an_interrupted_build_resumes_to_the_same_weights(built, tmp_path):
             if done == total // 2 + 2:  # two steps into the second of two fine-tune epochs
                 raise KeyboardInterrupt
 
-    with pytest.raises(TrainingInterrupted, match=r"interrupted in epoch 2; 1 completed epoch\(s\) are saved in .*sparse-[0-9a-f]{16}\.ckpt"):
+    with pytest.raises(
+        TrainingInterrupted,
+        match=r"interrupted in epoch 2; 1 completed epoch\(s\) are saved in .*sparse-[0-9a-f]{16}\.ckpt",
+    ):
         _build(out, *_task(built), progress=interrupt)
     assert not (out / "sparse.pt").exists() and len(list((out / ".work").iterdir())) == 1
     result, lines = _build(out, *_task(built))
@@ -161,28 +201,59 @@ def _expect_nothing_written(out: Path, error: type, message: str, task_files, *e
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, task_files):
     out = tmp_path / "out"
     train, val = task_files
-    _expect_nothing_written(out, InputError, "model spec 'no_such_pkg.nets:Net' cannot be imported", task_files,
-                            "model.spec=no_such_pkg.nets:Net")
-    _expect_nothing_written(out, InputError, "model.input_shape = [1, 3, 28, 28] does not fit model 'fashion-resnet' (", task_files,
-                            "model.input_shape=[1, 3, 28, 28]")
-    _expect_nothing_written(out, InputError, f"data.train = '{train}' has samples of shape [1, 28, 28] but model.input_shape is [1, 1, 32, 32]",
-                            task_files, "model.input_shape=[1, 1, 32, 32]")
-    _expect_nothing_written(out, InputError, f"{tmp_path}/none.npz: no such data file", task_files, f"data.val={tmp_path}/none.npz")
+    _expect_nothing_written(
+        out,
+        InputError,
+        "model spec 'no_such_pkg.nets:Net' cannot be imported",
+        task_files,
+        "model.spec=no_such_pkg.nets:Net",
+    )
+    _expect_nothing_written(
+        out,
+        InputError,
+        "model.input_shape = [1, 3, 28, 28] does not fit model 'fashion-resnet' (",
+        task_files,
+        "model.input_shape=[1, 3, 28, 28]",
+    )
+    _expect_nothing_written(
+        out,
+        InputError,
+        f"data.train = '{train}' has samples of shape [1, 28, 28] but model.input_shape is [1, 1, 32, 32]",
+        task_files,
+        "model.input_shape=[1, 1, 32, 32]",
+    )
+    _expect_nothing_written(
+        out, InputError, f"{tmp_path}/none.npz: no such data file", task_files, f"data.val={tmp_path}/none.npz"
+    )
     torch.save({"model": torch.nn.Linear(3, 2).state_dict()}, tmp_path / "other.pt")
-    _expect_nothing_written(out, InputError, f"{tmp_path}/other.pt does not fit model FashionResNet: 56 missing (first 'stem.0.weight'), 2 unexpected (first 'weight') tensors; give", task_files,
-                            f"model.checkpoint={tmp_path}/other.pt")
-    _expect_nothing_written(out, InputError, f"model.checkpoint = '{tmp_path}/nothing.pt': no such file", task_files,
-                            f"model.checkpoint={tmp_path}/nothing.pt")
-    _expect_nothing_written(out, ConfigError, "recipe key device = 'cuda' but this machine has no CUDA GPU", task_files, "device=cuda") \
-        if not torch.cuda.is_available() else None
+    _expect_nothing_written(
+        out,
+        InputError,
+        f"{tmp_path}/other.pt does not fit model FashionResNet: 56 missing (first 'stem.0.weight'), 2 unexpected (first 'weight') tensors; give",
+        task_files,
+        f"model.checkpoint={tmp_path}/other.pt",
+    )
+    _expect_nothing_written(
+        out,
+        InputError,
+        f"model.checkpoint = '{tmp_path}/nothing.pt': no such file",
+        task_files,
+        f"model.checkpoint={tmp_path}/nothing.pt",
+    )
+    _expect_nothing_written(
+        out, ConfigError, "recipe key device = 'cuda' but this machine has no CUDA GPU", task_files, "device=cuda"
+    ) if not torch.cuda.is_available() else None
 
 
 def test_missing_fashion_mnist_names_the_install_command(tmp_path, monkeypatch):
     import nmdeploy.examples.fashion_mnist.data as fmnist
 
     monkeypatch.setattr(fmnist, "DATA_DIR", tmp_path / "none")
-    with pytest.raises(InputError, match=r"^Fashion-MNIST is not installed \(.*none/(train|t10k)-images-idx3-ubyte.gz is missing\); "
-                                         r"install it: apt-get install -y dataset-fashion-mnist"):
+    with pytest.raises(
+        InputError,
+        match=r"^Fashion-MNIST is not installed \(.*none/(train|t10k)-images-idx3-ubyte.gz is missing\); "
+        r"install it: apt-get install -y dataset-fashion-mnist",
+    ):
         build(load_recipe(), tmp_path / "out", say=lambda line: None)
     assert not (tmp_path / "out").exists()
 
@@ -191,7 +262,10 @@ def test_an_unwritable_output_is_refused(tmp_path, task_files):
     (tmp_path / "file").write_text("")
     from nmdeploy.errors import OutputError
 
-    with pytest.raises(OutputError, match=r"^cannot write .*/file/out: a part of the path is a file, not a folder; choose another output"):
+    with pytest.raises(
+        OutputError,
+        match=r"^cannot write .*/file/out: a part of the path is a file, not a folder; choose another output",
+    ):
         _build(tmp_path / "file" / "out", task_files)
 
 
@@ -211,7 +285,9 @@ def test_force_builds_into_a_folder_with_other_files_which_then_counts_as_a_buil
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     recipe = load_recipe(None, tiny_overrides(*task_files))
-    with pytest.raises(OutputError, match="the output folder .*docs already holds files that no nmdeploy build wrote; pass --force"):
+    with pytest.raises(
+        OutputError, match="the output folder .*docs already holds files that no nmdeploy build wrote; pass --force"
+    ):
         build(recipe, out, stages=("dense",), say=lambda line: None)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     build(recipe, out, stages=("dense",), say=lambda line: None, force=True)

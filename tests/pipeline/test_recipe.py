@@ -17,7 +17,11 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_defaults_are_the_built_in_example():
     recipe = load_recipe()
     assert recipe == Recipe()
-    assert (recipe.model.spec, recipe.data.train, recipe.data.val) == ("fashion-resnet", "fashion-mnist:train", "fashion-mnist:test")
+    assert (recipe.model.spec, recipe.data.train, recipe.data.val) == (
+        "fashion-resnet",
+        "fashion-mnist:train",
+        "fashion-mnist:test",
+    )
     assert (recipe.sparsity.method, recipe.sparsity.pattern, recipe.quantize.method) == ("maxq", "2:4", "minmax")
     assert recipe.sparsity.end_epoch < recipe.finetune.epochs  # the last epoch trains the final mask
 
@@ -31,10 +35,14 @@ def test_dump_parses_back_to_the_same_recipe(tmp_path):
 
 
 def test_a_file_then_set_overrides(tmp_path):
-    (tmp_path / "r.yaml").write_text("sparsity:\n  pattern: 1:4\n  method: srste\n  decay: 1e-4\nfinetune:\n  epochs: 6\noutput: out/x\n")
+    (tmp_path / "r.yaml").write_text(
+        "sparsity:\n  pattern: 1:4\n  method: srste\n  decay: 1e-4\nfinetune:\n  epochs: 6\noutput: out/x\n"
+    )
     recipe = load_recipe(tmp_path / "r.yaml", ["finetune.epochs=2", "sparsity.end_epoch=1", "device=cpu"])
     # YAML 1.2 numbers: 1:4 stays a string (PyYAML alone reads base-60 124), 1e-4 is a float
-    assert recipe.sparsity.pattern == "1:4" and recipe.sparsity.decay == 1e-4 and isinstance(recipe.sparsity.decay, float)
+    assert (
+        recipe.sparsity.pattern == "1:4" and recipe.sparsity.decay == 1e-4 and isinstance(recipe.sparsity.decay, float)
+    )
     assert recipe.finetune == TrainConfig(epochs=2, lr=0.02) and recipe.output == "out/x" and recipe.device == "cpu"
     assert recipe.dense == Recipe().dense  # untouched sections keep the example's values
 
@@ -47,21 +55,54 @@ def test_yaml_loader_stays_safe():
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"sparsty": {}}, "unknown recipe section 'sparsty'; a recipe has: model, data, task, dense, sparsity, finetune, export, quantize, engine, output, device"),
-        ({"sparsity": {"lambda": 1}}, "unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, start_epoch, end_epoch, decay, tau, rescale, include, exclude"),
+        (
+            {"sparsty": {}},
+            "unknown recipe section 'sparsty'; a recipe has: model, data, task, dense, sparsity, finetune, export, quantize, engine, output, device",
+        ),
+        (
+            {"sparsity": {"lambda": 1}},
+            "unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, start_epoch, end_epoch, decay, tau, rescale, include, exclude",
+        ),
         ({"finetune": {"epochs": "3"}}, "recipe key finetune.epochs = '3' has the wrong type: expected an integer"),
         ({"finetune": {"epochs": True}}, "recipe key finetune.epochs = True has the wrong type: expected an integer"),
-        ({"model": {"input_shape": [1, "x"]}}, "recipe key model.input_shape = [1, 'x'] has the wrong type: expected a list of integers"),
-        ({"sparsity": {"include": "blocks.*"}}, "recipe key sparsity.include = 'blocks.*' has the wrong type: expected a list of strings or null"),
+        (
+            {"model": {"input_shape": [1, "x"]}},
+            "recipe key model.input_shape = [1, 'x'] has the wrong type: expected a list of integers",
+        ),
+        (
+            {"sparsity": {"include": "blocks.*"}},
+            "recipe key sparsity.include = 'blocks.*' has the wrong type: expected a list of strings or null",
+        ),
         ({"dense": {"lr": -1}}, "recipe key dense.lr = -1.0 is invalid: a number >= 0"),
-        ({"finetune": {"optimizer": "lamb"}}, "recipe key finetune.optimizer = 'lamb' is invalid: use one of sgd, adamw"),
-        ({"sparsity": {"pattern": "3:2"}}, 'recipe key sparsity.pattern: pattern "3:2" is invalid: need 0 < n < m <= 32, e.g. "2:4"'),
-        ({"sparsity": {"method": "magic"}}, "recipe key sparsity.method: unknown sparsity method 'magic'; choose one of: "),
-        ({"sparsity": {"end_epoch": 6}}, "recipe key sparsity.end_epoch = 6 must be below finetune.epochs = 6, so that the last fine-tune epoch trains the final N:M mask"),
-        ({"sparsity": {"exclude": "all"}}, "recipe key sparsity.exclude = 'all': use 'auto' or a list of globs ([] = none)"),
-        ({"model": {"input_shape": [0, 1]}}, "recipe key model.input_shape = [0, 1]: give [batch, ...] with every size >= 1, e.g. [1, 1, 28, 28]"),
+        (
+            {"finetune": {"optimizer": "lamb"}},
+            "recipe key finetune.optimizer = 'lamb' is invalid: use one of sgd, adamw",
+        ),
+        (
+            {"sparsity": {"pattern": "3:2"}},
+            'recipe key sparsity.pattern: pattern "3:2" is invalid: need 0 < n < m <= 32, e.g. "2:4"',
+        ),
+        (
+            {"sparsity": {"method": "magic"}},
+            "recipe key sparsity.method: unknown sparsity method 'magic'; choose one of: ",
+        ),
+        (
+            {"sparsity": {"end_epoch": 6}},
+            "recipe key sparsity.end_epoch = 6 must be below finetune.epochs = 6, so that the last fine-tune epoch trains the final N:M mask",
+        ),
+        (
+            {"sparsity": {"exclude": "all"}},
+            "recipe key sparsity.exclude = 'all': use 'auto' or a list of globs ([] = none)",
+        ),
+        (
+            {"model": {"input_shape": [0, 1]}},
+            "recipe key model.input_shape = [0, 1]: give [batch, ...] with every size >= 1, e.g. [1, 1, 28, 28]",
+        ),
         ({"quantize": {"method": "kl"}}, "recipe key quantize.method = 'kl': use one of minmax, entropy, percentile"),
-        ({"engine": {"opt_batch": 512}}, "recipe keys engine.min_batch/opt_batch/max_batch = 1/512/256: need 1 <= min <= opt <= max"),
+        (
+            {"engine": {"opt_batch": 512}},
+            "recipe keys engine.min_batch/opt_batch/max_batch = 1/512/256: need 1 <= min <= opt <= max",
+        ),
         ({"output": 3}, "recipe key output = 3 has the wrong type: expected a non-empty string"),
         ([1, 2], "a recipe must be a mapping of sections, got list"),
         ({"data": "x.npz"}, "recipe section 'data' must be a mapping of keys, got str"),
@@ -89,10 +130,16 @@ def test_bad_overrides(override, message):
 
 
 def test_bad_recipe_files(tmp_path):
-    with pytest.raises(InputError, match=r"cannot read recipe .*missing.yaml \(No such file or directory\); give the path of a YAML recipe"):
+    with pytest.raises(
+        InputError,
+        match=r"cannot read recipe .*missing.yaml \(No such file or directory\); give the path of a YAML recipe",
+    ):
         load_recipe(tmp_path / "missing.yaml")
     (tmp_path / "bad.yaml").write_text("model:\n  spec: x\n   checkpoint: y\n")
-    with pytest.raises(ConfigError, match=r"recipe .*bad.yaml is not valid YAML at line 3, column 14: mapping values are not allowed here"):
+    with pytest.raises(
+        ConfigError,
+        match=r"recipe .*bad.yaml is not valid YAML at line 3, column 14: mapping values are not allowed here",
+    ):
         load_recipe(tmp_path / "bad.yaml")
     (tmp_path / "empty.yaml").write_text("")
     assert load_recipe(tmp_path / "empty.yaml") == Recipe()

@@ -24,8 +24,15 @@ def write_task(folder: Path, train: int = 1024, val: int = 256, seed: int = 0) -
 
 def tiny_overrides(train: Path, val: Path) -> list[str]:
     return [
-        f"data.train={train}", f"data.val={val}", "dense.epochs=1", "dense.batch_size=64", "finetune.epochs=2",
-        "finetune.batch_size=64", "sparsity.end_epoch=1", "quantize.count=64", "device=cpu",
+        f"data.train={train}",
+        f"data.val={val}",
+        "dense.epochs=1",
+        "dense.batch_size=64",
+        "finetune.epochs=2",
+        "finetune.batch_size=64",
+        "sparsity.end_epoch=1",
+        "quantize.count=64",
+        "device=cpu",
     ]
 
 

@@ -51,7 +51,9 @@ def test_unlabelled_draw_is_uniform_without_replacement(total, seed, data):
 
 
 def test_draw_rejects_bad_counts():
-    with pytest.raises(ConfigError, match=r"^calibration count 0 is invalid: give a positive number of samples, e.g. -n 512$"):
+    with pytest.raises(
+        ConfigError, match=r"^calibration count 0 is invalid: give a positive number of samples, e.g. -n 512$"
+    ):
         draw_indices(0, 10, None, 0)
     with pytest.raises(InputError, match="asked for 11 calibration samples but the source has only 10; lower -n"):
         draw_indices(11, 10, None, 0)
@@ -59,7 +61,9 @@ def test_draw_rejects_bad_counts():
 
 def _source(n: int = 60) -> ArrayData:
     rng = np.random.default_rng(1)
-    return ArrayData({"x": rng.standard_normal((n, 3, 4, 4), dtype=np.float32)}, np.arange(n) % 3, "toy", "train", "none")
+    return ArrayData(
+        {"x": rng.standard_normal((n, 3, 4, 4), dtype=np.float32)}, np.arange(n) % 3, "toy", "train", "none"
+    )
 
 
 def test_set_is_reproducible_from_its_seed_byte_for_byte(tmp_path):
@@ -107,7 +111,9 @@ def test_definitions(tmp_path):
     d = read_definition(good)
     assert (d.data, d.count, d.seed, d.output) == ("fashion-mnist:train", 64, 3, str(tmp_path / "set.npz"))
     (tmp_path / "bad.yaml").write_text("data: x.npz\ncuont: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'cuont' in .*bad.yaml; allowed: data, count, seed, output"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) 'cuont' in .*bad.yaml; allowed: data, count, seed, output"
+    ):
         read_definition(tmp_path / "bad.yaml")
     (tmp_path / "type.yaml").write_text("data: x.npz\ncount: many\n")
     with pytest.raises(ConfigError, match="count should be int, got 'many'"):
@@ -120,6 +126,11 @@ def test_committed_fashion_mnist_set_matches_its_manifest_and_definition():
     definition = read_definition(CALIBRATION)
     assert definition.output == str(CALIBRATION_SET)  # the definition names the set shipped beside it
     data, manifest = load_calibration_set(definition.output)
-    assert manifest is not None and (manifest.source, manifest.split, manifest.seed, manifest.count) == ("fashion-mnist", "train", 0, 512)
+    assert manifest is not None and (manifest.source, manifest.split, manifest.seed, manifest.count) == (
+        "fashion-mnist",
+        "train",
+        0,
+        512,
+    )
     assert data.inputs["x"].shape == (512, 1, 28, 28) and data.inputs["x"].dtype == np.float32
     assert np.bincount(data.labels).tolist() == [52, 52, 51, 51, 51, 51, 51, 51, 51, 51]

@@ -44,8 +44,21 @@ def test_legal_graph_passes_runs_and_is_still_2_4(trans_b, gemm_axis):
         ({"scale": float("inf")}, [("x_q", "scale"), ("x_dq", "scale")]),
         ({"contrib": True}, [("x_q", "domain"), ("x_dq", "domain")]),
     ],
-    ids=["asymmetric", "uint8-zero-point", "uint8-weight", "per-channel-activation", "conv-axis", "gemm-axis",
-         "gemm-no-transB-axis", "missing-dq", "opset", "zero-scale", "negative-scale", "inf-scale", "contrib"],
+    ids=[
+        "asymmetric",
+        "uint8-zero-point",
+        "uint8-weight",
+        "per-channel-activation",
+        "conv-axis",
+        "gemm-axis",
+        "gemm-no-transB-axis",
+        "missing-dq",
+        "opset",
+        "zero-scale",
+        "negative-scale",
+        "inf-scale",
+        "contrib",
+    ],
 )
 def test_each_rule_is_caught_at_the_node(kwargs, expected):
     assert _rules(qdq_model(**kwargs)) == expected

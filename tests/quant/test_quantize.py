@@ -97,7 +97,9 @@ def test_per_tensor_and_exclude(cnn_onnx, tmp_path):
     gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
     assert gemm.name in report.excluded and len(report.excluded) == 3
     assert "fc.weight" in gemm.input  # float weight, read directly
-    with pytest.raises(ConfigError, match=r"exclude pattern 'nope\*' matches no Conv/Gemm/MatMul node or weight; names look like"):
+    with pytest.raises(
+        ConfigError, match=r"exclude pattern 'nope\*' matches no Conv/Gemm/MatMul node or weight; names look like"
+    ):
         quantize_int8(cnn_onnx, tmp_path / "x.onnx", images(32), exclude=["nope*"])
 
 
@@ -123,16 +125,30 @@ def test_int8_accuracy_on_separate_eval_data(mlp_onnx, tmp_path):
 @pytest.mark.parametrize(
     "data, message",
     [
-        (lambda: {"input": np.zeros((4, 1, 28, 28), np.float32), "other": np.zeros((4, 1), np.float32)},
-         r"calibration data 'bad' has no array for model input 'x' \(it has input, other\); store each input under the model's input name"),
-        (lambda: {"x": np.zeros((4, 1, 32, 32), np.float32)},
-         r"calibration data 'bad': input 'x' has shape \[4, 1, 32, 32\], the model wants \[N, 1, 28, 28\] \(dim 2: 32 != 28\)"),
-        (lambda: {"x": np.zeros((4, 28, 28), np.float32)}, r"input 'x' has shape \[4, 28, 28\], the model wants \[N, 1, 28, 28\]"),
-        (lambda: {"x": np.zeros((4, 1, 28, 28), np.float64)},
-         r"input 'x' is float64, the model wants float32; convert it \(array.astype\('float32'\)\)"),
-        (lambda: {"x": np.zeros((0, 1, 28, 28), np.float32)}, r"calibration data 'bad' is empty; it needs at least one sample"),
-        (lambda: {"x": np.where(np.arange(4 * 784).reshape(4, 1, 28, 28) == 5, np.nan, 0).astype(np.float32)},
-         r"input 'x' holds 1 NaN/Inf value\(s\); clean the data"),
+        (
+            lambda: {"input": np.zeros((4, 1, 28, 28), np.float32), "other": np.zeros((4, 1), np.float32)},
+            r"calibration data 'bad' has no array for model input 'x' \(it has input, other\); store each input under the model's input name",
+        ),
+        (
+            lambda: {"x": np.zeros((4, 1, 32, 32), np.float32)},
+            r"calibration data 'bad': input 'x' has shape \[4, 1, 32, 32\], the model wants \[N, 1, 28, 28\] \(dim 2: 32 != 28\)",
+        ),
+        (
+            lambda: {"x": np.zeros((4, 28, 28), np.float32)},
+            r"input 'x' has shape \[4, 28, 28\], the model wants \[N, 1, 28, 28\]",
+        ),
+        (
+            lambda: {"x": np.zeros((4, 1, 28, 28), np.float64)},
+            r"input 'x' is float64, the model wants float32; convert it \(array.astype\('float32'\)\)",
+        ),
+        (
+            lambda: {"x": np.zeros((0, 1, 28, 28), np.float32)},
+            r"calibration data 'bad' is empty; it needs at least one sample",
+        ),
+        (
+            lambda: {"x": np.where(np.arange(4 * 784).reshape(4, 1, 28, 28) == 5, np.nan, 0).astype(np.float32)},
+            r"input 'x' holds 1 NaN/Inf value\(s\); clean the data",
+        ),
     ],
     ids=["name", "shape", "rank", "dtype", "empty", "nan"],
 )
@@ -147,9 +163,14 @@ def test_bad_calibration_data_fails_before_calibrating_and_writes_nothing(cnn_on
 def test_refuses_quantised_input_unknown_method_and_same_path(cnn_onnx, tmp_path):
     out = tmp_path / "q.onnx"
     quantize_int8(cnn_onnx, out, images(16), "minmax")
-    with pytest.raises(InputError, match=r"q.onnx is already quantised \(it has DequantizeLinear, QuantizeLinear\); pass the FP32 model"):
+    with pytest.raises(
+        InputError,
+        match=r"q.onnx is already quantised \(it has DequantizeLinear, QuantizeLinear\); pass the FP32 model",
+    ):
         quantize_int8(out, tmp_path / "qq.onnx", images(16))
-    with pytest.raises(ConfigError, match="calibration method 'kl' does not exist; use one of minmax, entropy, percentile"):
+    with pytest.raises(
+        ConfigError, match="calibration method 'kl' does not exist; use one of minmax, entropy, percentile"
+    ):
         quantize_int8(cnn_onnx, tmp_path / "k.onnx", images(16), "kl")
     with pytest.raises(ConfigError, match="is the input model; write the INT8 model to a new file"):
         quantize_int8(cnn_onnx, cnn_onnx, images(16))
@@ -173,7 +194,9 @@ def test_zeros_that_do_not_survive_fail_and_write_nothing(cnn_onnx, tmp_path, mo
         return real(graph, adds, keep)
 
     monkeypatch.setattr(int8, "drop_fused_add_qdq", corrupt)
-    with pytest.raises(Exception, match=r"1 layer\(s\) lost their 2:4 zeros in INT8 \(first: node_Conv_\d+\); nothing was written"):
+    with pytest.raises(
+        Exception, match=r"1 layer\(s\) lost their 2:4 zeros in INT8 \(first: node_Conv_\d+\); nothing was written"
+    ):
         quantize_int8(cnn_onnx, tmp_path / "q.onnx", images(16), "minmax")
     assert list(tmp_path.iterdir()) == []
 
@@ -202,8 +225,14 @@ def test_entropy_and_percentile_clip_outliers_that_minmax_keeps(mlp_onnx, tmp_pa
 
 def test_progress_reports_every_calibration_and_evaluation_sample(mlp_onnx, tmp_path):
     seen: dict[str, list[tuple[int, int]]] = {}
-    quantize_int8(mlp_onnx, tmp_path / "q.onnx", vectors(100), "minmax", batch_size=32,
-                  progress=lambda stage, done, total: seen.setdefault(stage, []).append((done, total)))
+    quantize_int8(
+        mlp_onnx,
+        tmp_path / "q.onnx",
+        vectors(100),
+        "minmax",
+        batch_size=32,
+        progress=lambda stage, done, total: seen.setdefault(stage, []).append((done, total)),
+    )
     assert seen["calibrate"] == [(25, 100), (50, 100), (75, 100), (100, 100)]  # equal batches of 25
     assert seen["evaluate"][-1] == (200, 200)  # INT8 and FP32 runs
     assert [d for d, _ in seen["evaluate"]] == sorted(d for d, _ in seen["evaluate"])

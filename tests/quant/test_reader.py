@@ -31,7 +31,9 @@ def test_static_batch_caps_batches_and_needs_enough_samples():
         bind_inputs(ArrayData({"x": np.zeros((3, 1), np.float32)}, None, "d"), [_input("x", [4, 1])])
 
 
-@pytest.mark.parametrize("count, batch, sizes", [(100, 32, [25] * 4), (64, 32, [32, 32]), (7, 32, [7]), (13, 4, [1] * 13)])
+@pytest.mark.parametrize(
+    "count, batch, sizes", [(100, 32, [25] * 4), (64, 32, [32, 32]), (7, 32, [7]), (13, 4, [1] * 13)]
+)
 def test_calibration_batches_are_equal_and_cover_every_sample(count, batch, sizes):
     data = ArrayData({"x": np.arange(count, dtype=np.float32).reshape(count, 1)}, None, "d")
     reader = CalibrationReader(bind_inputs(data, [_input("x", ["N", 1])]), batch)

@@ -39,7 +39,10 @@ def _pickled(tmp_path: Path, name: str, content) -> Path:
 def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
     path = _pickled(tmp_path, "evil.pt", {"model": {"w": torch.zeros(1)}, "extra": _Payload(marker)})
-    with pytest.raises(InputError, match=r"evil.pt holds Python objects besides tensors and was refused \(loading them could run code\); save plain tensors"):
+    with pytest.raises(
+        InputError,
+        match=r"evil.pt holds Python objects besides tensors and was refused \(loading them could run code\); save plain tensors",
+    ):
         load_checkpoint(build_model("fashion-resnet"), path)
     with pytest.raises(InputError, match=r"evil.pt is not a readable nmdeploy training checkpoint \(UnpicklingError\)"):
         load_training_state(path)
@@ -71,12 +74,15 @@ def test_a_spec_without_module_colon_callable_imports_nothing(spec):
         build_model(spec)
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [
-    ("pattern", 24, "pattern = 24, expected str"),
-    ("layers", "blocks.0.conv1", "layers = 'blocks.0.conv1', expected list"),
-    ("start_epoch", True, "start_epoch = True, expected int"),
-    ("method", None, "method = None, expected str"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("pattern", 24, "pattern = 24, expected str"),
+        ("layers", "blocks.0.conv1", "layers = 'blocks.0.conv1', expected list"),
+        ("start_epoch", True, "start_epoch = True, expected int"),
+        ("method", None, "method = None, expected str"),
+    ],
+)
 def test_a_checkpoints_sparsity_metadata_is_validated_before_use(tmp_path, key, value, expected):
     model = build_model("fashion-resnet")
     sp = sparsify(model, "2:4", "srste")
@@ -91,7 +97,10 @@ def test_a_checkpoints_sparsity_metadata_must_fit_the_model(tmp_path):
     sp = sparsify(model, "2:4", "srste")
     settings = sp.state_dict() | {"method": "nosuch"}
     path = _pickled(tmp_path, "bad.pt", {"model": model.state_dict(), "sparsity": settings})
-    with pytest.raises(InputError, match=r"bad.pt: its 'sparsity' entry does not fit this model \(unknown sparsity method 'nosuch'; choose one of: maxq"):
+    with pytest.raises(
+        InputError,
+        match=r"bad.pt: its 'sparsity' entry does not fit this model \(unknown sparsity method 'nosuch'; choose one of: maxq",
+    ):
         load_checkpoint(build_model("fashion-resnet"), path)
 
 
@@ -109,13 +118,19 @@ def test_the_source_loads_only_safely():
         where = file.relative_to(PACKAGE.parent)
         for call in _calls(tree, "torch.load"):
             found["torch.load"] += 1
-            assert any(k.arg == "weights_only" and ast.unparse(k.value) == "True" for k in call.keywords), f"{where}:{call.lineno}"
+            assert any(k.arg == "weights_only" and ast.unparse(k.value) == "True" for k in call.keywords), (
+                f"{where}:{call.lineno}"
+            )
         for call in _calls(tree, "np.load"):
             found["np.load"] += 1
-            assert any(k.arg == "allow_pickle" and ast.unparse(k.value) == "False" for k in call.keywords), f"{where}:{call.lineno}"
+            assert any(k.arg == "allow_pickle" and ast.unparse(k.value) == "False" for k in call.keywords), (
+                f"{where}:{call.lineno}"
+            )
         for call in _calls(tree, "yaml.load"):
             found["yaml.load"] += 1
-            assert ast.unparse(call).endswith("Loader=_recipe_loader())"), f"{where}:{call.lineno}"  # a SafeLoader subclass
+            assert ast.unparse(call).endswith("Loader=_recipe_loader())"), (
+                f"{where}:{call.lineno}"
+            )  # a SafeLoader subclass
         for name in ("pickle.load", "pickle.loads", "yaml.unsafe_load", "yaml.full_load", "eval", "exec"):
             assert not list(_calls(tree, name)), f"{where} calls {name}"
     assert found == {"torch.load": 2, "np.load": 1, "yaml.load": 1}  # the audit saw the loaders it is about

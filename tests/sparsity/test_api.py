@@ -18,16 +18,16 @@ class Zoo(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.embed = nn.Embedding(10, 16)                           # unsupported, first
-        self.conv1d = nn.Conv1d(16, 32, 3, padding=1)               # eligible
-        self.conv1x1 = nn.Conv1d(32, 32, 1, groups=2)               # eligible: 16 inputs per group
-        self.depthwise = nn.Conv1d(32, 32, 3, padding=1, groups=32) # depthwise
-        self.odd = nn.Conv1d(32, 6, 1)                              # eligible (6 outputs is fine)
-        self.narrow = nn.Conv1d(6, 16, 1)                           # not_divisible: 6 inputs
+        self.embed = nn.Embedding(10, 16)  # unsupported, first
+        self.conv1d = nn.Conv1d(16, 32, 3, padding=1)  # eligible
+        self.conv1x1 = nn.Conv1d(32, 32, 1, groups=2)  # eligible: 16 inputs per group
+        self.depthwise = nn.Conv1d(32, 32, 3, padding=1, groups=32)  # depthwise
+        self.odd = nn.Conv1d(32, 6, 1)  # eligible (6 outputs is fine)
+        self.narrow = nn.Conv1d(6, 16, 1)  # not_divisible: 6 inputs
         self.attn = nn.MultiheadAttention(16, 2, batch_first=True)  # in_proj eligible, out_proj too
-        self.deconv = nn.ConvTranspose1d(16, 16, 1)                 # unsupported
+        self.deconv = nn.ConvTranspose1d(16, 16, 1)  # unsupported
         self.conv3d = nn.Conv3d(16, 16, (1, 3, 3), padding=(0, 1, 1))  # eligible
-        self.head = nn.Linear(16, 10)                               # excluded: last
+        self.head = nn.Linear(16, 10)  # excluded: last
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens).transpose(1, 2)
@@ -107,13 +107,33 @@ def test_tied_weights_are_sparsified_once():
     [
         ({"pattern": "3:2"}, PatternError, 'pattern "3:2" is invalid: need 0 < n < m <= 32, e.g. "2:4"'),
         ({"pattern": "2:64"}, PatternError, 'pattern "2:64" is invalid: need 0 < n < m <= 32, e.g. "2:4"'),
-        ({"method": "magic"}, ConfigError, "unknown sparsity method 'magic'; choose one of: maxq, srste, ste, asp, dense"),
+        (
+            {"method": "magic"},
+            ConfigError,
+            "unknown sparsity method 'magic'; choose one of: maxq, srste, ste, asp, dense",
+        ),
         ({"schedule": "step"}, ConfigError, "unknown schedule 'step'; choose one of: linear, cubic, cos, exp"),
-        ({"start_epoch": 5, "end_epoch": 2}, ConfigError, "end_epoch=2 is before start_epoch=5: need start_epoch <= end_epoch"),
+        (
+            {"start_epoch": 5, "end_epoch": 2},
+            ConfigError,
+            "end_epoch=2 is before start_epoch=5: need start_epoch <= end_epoch",
+        ),
         ({"start_epoch": -1}, ConfigError, "start_epoch=-1 is invalid: need an integer >= 0"),
-        ({"options": {"lambda": 1}}, ConfigError, "unknown key(s) 'lambda' in options of method 'maxq'; allowed: decay, tau, rescale"),
-        ({"method": "srste", "options": {"decay": -1}}, ConfigError, "srste option decay=-1 is invalid: need a number >= 0, e.g. 2e-4"),
-        ({"method": "asp", "options": {"decay": 1}}, ConfigError, "unknown key(s) 'decay' in options of method 'asp'; allowed: (none)"),
+        (
+            {"options": {"lambda": 1}},
+            ConfigError,
+            "unknown key(s) 'lambda' in options of method 'maxq'; allowed: decay, tau, rescale",
+        ),
+        (
+            {"method": "srste", "options": {"decay": -1}},
+            ConfigError,
+            "srste option decay=-1 is invalid: need a number >= 0, e.g. 2e-4",
+        ),
+        (
+            {"method": "asp", "options": {"decay": 1}},
+            ConfigError,
+            "unknown key(s) 'decay' in options of method 'asp'; allowed: (none)",
+        ),
         ({"exclude": 3}, ConfigError, "exclude=3 is invalid: pass a name pattern such as 'layer1.*' or a list of them"),
     ],
 )
@@ -174,8 +194,13 @@ def test_existing_optimizer_keeps_training_the_same_parameters():
 def _net(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 16, 1), nn.Flatten(), nn.Linear(16 * 16, 10),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 16, 1),
+        nn.Flatten(),
+        nn.Linear(16 * 16, 10),
     )
 
 
@@ -214,7 +239,9 @@ def test_sparsifier_state_from_other_settings_is_refused():
     a, b = _net(0), _net(0)
     state = nmdeploy.sparsify(a, method="srste").state_dict()
     sp = nmdeploy.sparsify(b, method="maxq")
-    with pytest.raises(SparsityStateError, match=r"sparsifier state does not match this model: method 'srste' vs 'maxq'"):
+    with pytest.raises(
+        SparsityStateError, match=r"sparsifier state does not match this model: method 'srste' vs 'maxq'"
+    ):
         sp.load_state_dict(state)
 
 
@@ -232,7 +259,9 @@ def test_training_is_deterministic():
 # ---- finalize -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method, pattern", [("maxq", "2:4"), ("srste", "2:4"), ("asp", "1:4"), ("ste", "2:8"), ("maxq", "1:16")])
+@pytest.mark.parametrize(
+    "method, pattern", [("maxq", "2:4"), ("srste", "2:4"), ("asp", "1:4"), ("ste", "2:8"), ("maxq", "1:16")]
+)
 def test_finalize_gives_exact_nm_and_the_eval_outputs(method, pattern):
     model = _net(0)
     if pattern == "1:16":
@@ -334,8 +363,14 @@ def _nm_parametrizations(model: nn.Module) -> list:
 def _repeated_shapes_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1),
-        nn.Conv2d(16, 16, 1), nn.Conv2d(16, 16, 1), nn.Flatten(), nn.Linear(16 * 16, 16), nn.Linear(16, 16),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.Conv2d(16, 16, 1),
+        nn.Conv2d(16, 16, 1),
+        nn.Flatten(),
+        nn.Linear(16 * 16, 16),
+        nn.Linear(16, 16),
         nn.Linear(16, 10),
     )
 

@@ -123,8 +123,14 @@ def test_train_finalize_on_every_device(method, device):
     """The whole loop on the CPU and, where there is one, on a GPU: same code, no device branches."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32 * 16, 32), nn.ReLU(), nn.Linear(32, 10),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 16, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
     ).to(device)
     sp = nmdeploy.sparsify(model, method=method, start_epoch=0, end_epoch=2)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)

@@ -25,18 +25,14 @@ def weights(draw, patterns=PATTERNS, ties: bool | None = None, max_kernel: int =
     n, m = draw(st.sampled_from(patterns))
     out = draw(st.integers(1, 5))
     cin = m * draw(st.integers(1, 3))
-    kernel = draw(
-        st.sampled_from([(), (1,), (draw(st.integers(2, max_kernel)),), (1, 1), (3, 3), (2, 1, 2)])
-    )
+    kernel = draw(st.sampled_from([(), (1,), (draw(st.integers(2, max_kernel)),), (1, 1), (3, 3), (2, 1, 2)]))
     shape = (out, cin, *kernel)
     size = math.prod(shape)
     use_grid = draw(st.booleans()) if ties is None else ties
     if use_grid:
         values = draw(st.lists(GRID, min_size=size, max_size=size))
     else:
-        values = draw(
-            st.lists(st.floats(-2, 2, allow_nan=False, width=32), min_size=size, max_size=size, unique=True)
-        )
+        values = draw(st.lists(st.floats(-2, 2, allow_nan=False, width=32), min_size=size, max_size=size, unique=True))
     return n, m, torch.tensor(values, dtype=torch.float32).reshape(shape)
 
 
@@ -172,7 +168,9 @@ def test_maxq_mask_exact_value_for_a_tiny_linear():
 def test_maxq_mask_keeps_dtype_and_rejects_bad_options():
     w = torch.randn(4, 8, dtype=torch.float16)
     assert maxq_mask(w, 2, 4).dtype == torch.float16
-    with pytest.raises(ConfigError, match=r"dense_fraction=1.5 is out of range: need a number 0 <= dense_fraction <= 1"):
+    with pytest.raises(
+        ConfigError, match=r"dense_fraction=1.5 is out of range: need a number 0 <= dense_fraction <= 1"
+    ):
         maxq_mask(w, 2, 4, dense_fraction=1.5)
     with pytest.raises(ConfigError, match=r"tau=0 is invalid: need a number tau > 0"):
         maxq_mask(w, 2, 4, tau=0)

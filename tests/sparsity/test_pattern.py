@@ -44,8 +44,19 @@ def test_pattern_sparsity():
 
 @pytest.mark.parametrize(
     "n, m, expected",
-    [(2, 4, True), (1, 4, True), (2, 8, True), (1, 16, True), (2, 16, True), (1, 2, True),
-     (3, 4, False), (4, 8, False), (3, 8, False), (2, 6, False), (1, 3, True)],
+    [
+        (2, 4, True),
+        (1, 4, True),
+        (2, 8, True),
+        (1, 16, True),
+        (2, 16, True),
+        (1, 2, True),
+        (3, 4, False),
+        (4, 8, False),
+        (3, 8, False),
+        (2, 6, False),
+        (1, 3, True),
+    ],
 )
 def test_implies_2_4_table(n, m, expected):
     assert implies_2_4(n, m) is expected

@@ -12,8 +12,12 @@ from nmdeploy.sparsity import preserve_rate
 
 @pytest.mark.parametrize(
     "schedule, middle",
-    [("linear", 0.5), ("cubic", 0.125), ("cos", math.cos(math.pi / 4)),
-     ("exp", 1 - (1 - math.exp(-0.05 * 15)) / (1 - math.exp(-0.05 * 29)))],
+    [
+        ("linear", 0.5),
+        ("cubic", 0.125),
+        ("cos", math.cos(math.pi / 4)),
+        ("exp", 1 - (1 - math.exp(-0.05 * 15)) / (1 - math.exp(-0.05 * 29))),
+    ],
 )
 def test_schedule_start_middle_end(schedule, middle):
     assert preserve_rate(schedule, 0, 0, 30) == 1.0

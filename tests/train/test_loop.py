@@ -53,7 +53,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method):
         if calls["n"] == total // CONFIG.epochs + 3:  # a few steps into the second epoch
             raise KeyboardInterrupt
 
-    with pytest.raises(TrainingInterrupted, match=r"interrupted in epoch 2; 1 completed epoch\(s\) are saved in .*b.pt: run the same command again to resume"):
+    with pytest.raises(
+        TrainingInterrupted,
+        match=r"interrupted in epoch 2; 1 completed epoch\(s\) are saved in .*b.pt: run the same command again to resume",
+    ):
         fit(model, train, val, CONFIG, sp, tmp_path / "b.pt", on_step=stop_in_epoch_2)
     model, sp = _model(method)  # a fresh process: new model, same settings
     result = fit(model, train, val, CONFIG, sp, tmp_path / "b.pt")
@@ -86,8 +89,10 @@ def test_a_real_signal_mid_epoch_saves_that_step_and_resumes_bit_identically(tmp
         fit(model, train, val, CONFIG, sp, tmp_path / "b.pt", on_step=signal_at_step_3_of_epoch_2)
     assert signal.getsignal(signum) is previous  # the handlers are put back
     assert info.value.exit_code == code and info.value.resumable
-    assert str(info.value) == (f"stopped by {signal.Signals(signum).name} in epoch 2 after step 3 of {per_epoch}; that point is "
-                               f"saved in {tmp_path / 'b.pt'}: run the same command again to resume")
+    assert str(info.value) == (
+        f"stopped by {signal.Signals(signum).name} in epoch 2 after step 3 of {per_epoch}; that point is "
+        f"saved in {tmp_path / 'b.pt'}: run the same command again to resume"
+    )
     saved = torch.load(tmp_path / "b.pt", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (1, 3)
     model, sp = _model(method)  # a fresh process: new model, same settings
@@ -109,7 +114,9 @@ def test_a_signal_in_the_last_step_of_an_epoch_stops_after_saving_that_epoch(tmp
         if done == per_epoch:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    with pytest.raises(TrainingInterrupted, match=r"^stopped by SIGTERM after epoch 1 of 3; it is saved in .*c.pt: run the same"):
+    with pytest.raises(
+        TrainingInterrupted, match=r"^stopped by SIGTERM after epoch 1 of 3; it is saved in .*c.pt: run the same"
+    ):
         fit(model, train, val, CONFIG, sp, tmp_path / "c.pt", on_step=signal_at_the_end_of_epoch_1)
     saved = torch.load(tmp_path / "c.pt", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (1, 0)
@@ -119,10 +126,19 @@ def test_resume_refuses_other_settings_or_models(tmp_path):
     train, val = _task()
     model, _ = _model(None)
     fit(model, train, None, TrainConfig(epochs=1, batch_size=128), checkpoint=tmp_path / "c.pt")
-    with pytest.raises(InputError, match=r"c.pt was written with other training settings \(lr: 0.05 there, 0.1 now\); delete it"):
+    with pytest.raises(
+        InputError, match=r"c.pt was written with other training settings \(lr: 0.05 there, 0.1 now\); delete it"
+    ):
         fit(_model(None)[0], train, None, TrainConfig(epochs=1, batch_size=128, lr=0.1), checkpoint=tmp_path / "c.pt")
     with pytest.raises(InputError, match="c.pt was written without sparsity; use the same recipe to resume"):
-        fit(*_model("srste")[:1], train, None, TrainConfig(epochs=1, batch_size=128), _model("srste")[1], tmp_path / "c.pt")
+        fit(
+            *_model("srste")[:1],
+            train,
+            None,
+            TrainConfig(epochs=1, batch_size=128),
+            _model("srste")[1],
+            tmp_path / "c.pt",
+        )
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="junk.pt is not a readable nmdeploy training checkpoint"):
         fit(_model(None)[0], train, None, TrainConfig(epochs=1), checkpoint=tmp_path / "junk.pt")
@@ -161,5 +177,7 @@ def test_config_rejects_bad_values(kwargs, message):
 
 def test_empty_or_mismatched_data_is_refused():
     model, _ = _model(None)
-    with pytest.raises(InputError, match="training data has 4 inputs and 3 targets; give as many targets as inputs, at least one"):
+    with pytest.raises(
+        InputError, match="training data has 4 inputs and 3 targets; give as many targets as inputs, at least one"
+    ):
         fit(model, (torch.zeros(4, 3, 8, 8), torch.zeros(3, dtype=torch.long)), None, TrainConfig(epochs=1))

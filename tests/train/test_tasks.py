@@ -53,7 +53,13 @@ def test_distillation_of_a_two_input_model_learns_the_teacher():
     targets = task.targets(teacher, (ids, mask), None)
     assert targets.shape == (256, 8)
     before = task.score_sum(student(ids, mask).detach(), targets) / 256
-    result = fit(student, ((ids, mask), targets), ((ids, mask), targets), TrainConfig(epochs=6, batch_size=32, lr=0.05), task=task)
+    result = fit(
+        student,
+        ((ids, mask), targets),
+        ((ids, mask), targets),
+        TrainConfig(epochs=6, batch_size=32, lr=0.05),
+        task=task,
+    )
     assert result.metric == "cosine" and result.history[-1].val_score > max(0.8, before + 0.5)
 
 
@@ -67,7 +73,12 @@ def test_plugin_tasks(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "mytasks", raising=False)
     assert load_task("mytasks:smooth").metric == "top-1 (plug-in)"
     assert load_task("classification") == Classification() and load_task("distillation") == Distillation()
-    with pytest.raises(InputError, match=r"task spec 'mytasks:broken' returned object, which lacks targets, loss, score_sum"):
+    with pytest.raises(
+        InputError, match=r"task spec 'mytasks:broken' returned object, which lacks targets, loss, score_sum"
+    ):
         load_task("mytasks:broken")
-    with pytest.raises(ConfigError, match=r"task 'regression' is neither a built-in \(classification, distillation\) nor package.module:callable"):
+    with pytest.raises(
+        ConfigError,
+        match=r"task 'regression' is neither a built-in \(classification, distillation\) nor package.module:callable",
+    ):
         load_task("regression")

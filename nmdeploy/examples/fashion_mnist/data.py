@@ -22,8 +22,10 @@ DATA_DIR = Path(os.environ.get("NMDEPLOY_FASHION_MNIST_DIR", "/usr/share/dataset
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 MEAN, STD = 0.2860, 0.3530  # of the 60k training images in [0, 1]
 PREPROCESSING = f"uint8 / 255, then (x - {MEAN}) / {STD}; NCHW float32 [N, 1, 28, 28]"
-_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 _INSTALL = "apt-get install -y dataset-fashion-mnist (as root), or set NMDEPLOY_FASHION_MNIST_DIR"
 
 
