@@ -4,7 +4,7 @@ Every run starts from the same **converged** dense FashionResNet (16/32/64): den
 with a cosine schedule on 55,000 training images, 5,000 held out to watch validation top-1 level
 off. Every method then gets the same fine-tune budget (``--epochs``, SGD Nesterov, lr 0.02 cosine,
 batch 128). MaxQ's dense share falls linearly to 0 over the first 25% of the budget (75% for
-1:16, METHODS.md §4). The other methods are N:M from the first step. ``dense`` is the same
+1:16, docs/design/methods.md §3.3). The other methods are N:M from the first step. ``dense`` is the same
 fine-tune without sparsity, the control for "more epochs". The peer is NVIDIA ModelOpt's
 ``sparse_magnitude`` 2:4 (``--peer``; needs ``nvidia-modelopt``, ``requests`` and
 ``huggingface_hub``, installed for the benchmark only), fine-tuned with the same loop.

@@ -9,7 +9,7 @@ sentences, never seen in the distillation):
 * the downstream score: the Pearson correlation between embedding cosine and the human
   similarity ratings of the 1,225 pairs of Lee paragraphs (Lee, Pincombe & Welsh, 2005). That
   is the task the model is made for, semantic similarity, and the only human-rated set offline
-  (dense MiniLM at 256 tokens: 0.656, ENVIRONMENT.md §8.3; here texts are cut to 64 tokens).
+  (dense MiniLM at 256 tokens: 0.656; here texts are cut to 64 tokens).
 
     python -m benchmarks.minilm --write
 """

@@ -36,7 +36,7 @@ TARGETS = {"maxq": 1.10, "srste": 1.05}
 
 
 class SortedMaxQMask(MaxQMask):
-    """MaxQ computed the direct way (METHODS.md §3.9): a full sort per group, per filter and
+    """MaxQ computed the direct way (docs/design/methods.md §3.9): a full sort per group, per filter and
     per kernel position, then scatters. Same mask; here only as the speed baseline."""
 
     def _soft_mask(self, weight: torch.Tensor, nm: torch.Tensor | None = None) -> torch.Tensor:

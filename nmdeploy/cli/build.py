@@ -128,6 +128,8 @@ def _shortcut(flag: str, param: str, key: str, metavar: str, kind: type | None):
 
     section, _, name = key.partition(".")
     meaning = help_of(SECTIONS[section], name).replace("`", "")
+    if meaning[1:2].islower():  # "Epochs." reads "epochs." after the colon; "N:M pattern" stays
+        meaning = meaning[0].lower() + meaning[1:]
     return click.option(flag, param, metavar=metavar, type=kind, help=f"Shortcut for --set {key}={metavar}: {meaning}")
 
 

@@ -1,6 +1,6 @@
 """The target bundle: everything needed to build the engine on the GPU it will run on.
 
-Engines are tied to the GPU's compute capability and the TensorRT version (TENSORRT.md §7),
+Engines are tied to the GPU's compute capability and the TensorRT version (docs/design/tensorrt.md §7),
 so where nmdeploy runs without TensorRT or a GPU, the engine stage writes a folder to copy to
 the target instead: the ONNX, ``verify.json``, the manifest, ``bundle.json`` (the settings),
 ``build_engine.py`` with the engine code it needs (no torch), ``build_engine.sh`` (the same

@@ -43,10 +43,12 @@ class EngineConfig:
     dense_twin: bool = setting(
         True, "Also build the engine without `SPARSE_WEIGHTS` (`model.dense.plan`) to time against."
     )
-    workspace_mb: int | None = setting(None, "Workspace memory limit in MiB; null = TensorRT's default.")
+    workspace_mb: int | None = setting(None, "Workspace memory limit in MiB (none: TensorRT's default, the whole GPU).")
     timing_cache: str | None = setting(None, "Timing cache file, read when present and saved after the build.")
     hardware_compat: str = setting(
-        "none", "`none`, `ampere_plus` or `same_cc` (hardware compatibility level).", choices=tuple(HARDWARE_COMPAT)
+        "none",
+        "Hardware compatibility: `none`, `ampere_plus` (one plan for Ampere and newer) or `same_cc` (for GPUs of the same compute capability).",
+        choices=tuple(HARDWARE_COMPAT),
     )
     version_compatible: bool = setting(False, "A plan that runs on newer TensorRT of the same major version.")
     fp16: bool = setting(False, "TensorRT 10.x: FP16 for layers without Q/DQ (11.x: convert the ONNX instead).")

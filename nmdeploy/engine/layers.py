@@ -1,6 +1,6 @@
 """The layer report: which ONNX layers TensorRT found eligible for 2:4 kernels, and which it picked.
 
-Two sources, both read here without TensorRT (TENSORRT.md §4):
+Two sources, both read here without TensorRT (docs/design/tensorrt.md §4):
 
 * the builder log, whose INFO lines ``(Sparsity) Layers eligible for sparse math: a, b`` and
   ``(Sparsity) TRT inference plan picked sparse implementation for layers: b`` name layers;

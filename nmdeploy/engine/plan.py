@@ -1,7 +1,7 @@
 """The build plan: which network and builder flags to set, as a pure function of the API.
 
 Kept free of TensorRT so that every decision is tested on any machine, one table per API
-generation (TENSORRT.md §1): on 10.x a Q/DQ graph needs ``BuilderFlag.INT8`` (weak typing,
+generation (docs/design/tensorrt.md §1): on 10.x a Q/DQ graph needs ``BuilderFlag.INT8`` (weak typing,
 optionally ``FP16`` for the unquantised layers) unless the network is created
 ``STRONGLY_TYPED``; on 11.x every network is strongly typed and there are no precision flags,
 so FP16 elsewhere means converting the ONNX first (ModelOpt AutoCast).

@@ -4,10 +4,10 @@ TensorRT is an optional extra (``pip install 'nmdeploy[trt]'``; on Jetson it com
 JetPack). Nothing here imports it at module level, so ``nmdeploy.engine`` imports on every
 machine; :func:`import_tensorrt` raises :class:`EngineUnavailable` with the fix when it is
 missing, and :func:`probe` also catches the "library present, no GPU/driver" case, which
-TensorRT reports as ``pybind11::init(): factory function returned nullptr`` (TENSORRT.md §1.2).
+TensorRT reports as ``pybind11::init(): factory function returned nullptr`` (docs/design/tensorrt.md §1.2).
 
 The API generation is told by feature detection, never by parsing the version alone
-(TENSORRT.md §1): 10.x still has ``BuilderFlag.INT8`` and the calibrators; 11.x has neither.
+(docs/design/tensorrt.md §1): 10.x still has ``BuilderFlag.INT8`` and the calibrators; 11.x has neither.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 For each Conv, ConvTranspose, Gemm and MatMul input that is a constant (an initializer or a
 Constant node, reached back through Cast, Identity, QuantizeLinear, DequantizeLinear and
 Transpose, whose permutation moves the axis), the verifier reports the N:M facts of that
-weight along the reduction axis (TENSORRT.md §3):
+weight along the reduction axis (docs/design/tensorrt.md §3):
 
 Conv W ``[K, C/g, *k]`` axis 1 · ConvTranspose W ``[C, K/g, *k]`` axis 0 · Gemm A axis 1
 (0 with transA) · Gemm B axis 0 (1 with transB: how torch exports nn.Linear) · MatMul
@@ -41,7 +41,7 @@ _WEIGHT_INPUTS: dict[str, dict[int, tuple[int, str | None]]] = {
     "MatMul": {0: (-1, None), 1: (-2, None)},
 }
 _PASS_THROUGH = ("Cast", "Identity", "QuantizeLinear", "DequantizeLinear", "Transpose")
-_SMALL_CHANNELS = 256  # below this TensorRT usually keeps dense kernels (TENSORRT.md §4)
+_SMALL_CHANNELS = 256  # below this TensorRT usually keeps dense kernels (docs/design/tensorrt.md §4)
 _MAX_HOPS = 64  # pass-through ops followed before giving up (a malformed graph may loop)
 
 
@@ -167,7 +167,7 @@ def _source_axis(op_axis: int, rank: int, chain: list[onnx.NodeProto]) -> int:
 
 
 def _note(op: str, shape: tuple[int, ...], axis: int, hw: bool, node: onnx.NodeProto) -> str:
-    """Why a 2:4 layer may still get a dense kernel (TENSORRT.md §3-4); empty when none applies."""
+    """Why a 2:4 layer may still get a dense kernel (docs/design/tensorrt.md §3-4); empty when none applies."""
     if not hw:
         return ""
     if op == "ConvTranspose" or (op == "Conv" and attr(node, "group", 1) > 1):

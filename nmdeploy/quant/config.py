@@ -22,11 +22,13 @@ class QuantizeConfig:
     SECTION: ClassVar[str] = "quantize"
 
     enabled: bool = setting(True, "Run the INT8 stage.")
-    method: str = setting("minmax", "Calibration: `minmax`, `entropy`, `percentile`.", choices=METHODS)
-    calibration: str | None = setting(None, "Data SPEC the calibration set is drawn from; null = `data.train`.")
+    method: str = setting(
+        "minmax", "Calibration method (onnxruntime's): `minmax`, `entropy` or `percentile`.", choices=METHODS
+    )
+    calibration: str | None = setting(None, "Data SPEC the calibration set is drawn from (none: `data.train`).")
     count: int = setting(512, "Calibration samples (class-balanced draw).")
     seed: int = setting(0, "Seed of the calibration draw.")
-    percentile: float = setting(99.999, "Cut-off for `method: percentile`.")
+    percentile: float = setting(99.999, "Cut-off of the `percentile` method, in percent.")
     per_channel: bool = setting(True, "Per-output-channel weight scales (else one scale per layer).")
     output_qdq_on_sparse: bool = setting(
         False, "Also quantise the outputs of N:M layers (INT8-in/INT8-out sparse kernels; time both on your GPU)."

@@ -1,6 +1,6 @@
 """``quantize_int8``: an FP32 ONNX -> an INT8 Q/DQ ONNX that TensorRT 10.x-11.x accepts.
 
-Built on ``onnxruntime.quantization.quantize_static`` (TENSORRT.md §6): QDQ format, int8
+Built on ``onnxruntime.quantization.quantize_static`` (docs/design/tensorrt.md §6): QDQ format, int8
 activations and weights, symmetric (every zero point 0), per-channel weights along the
 output-channel axis, bias left in float. Calibration maths (min-max, entropy, percentile)
 is onnxruntime's; nmdeploy chooses the nodes, fixes the placement TensorRT wants
@@ -292,7 +292,7 @@ def _run_ort(
     progress: Any,
     tmp: Path,
 ) -> tuple[onnx.ModelProto, dict[str, int]]:
-    """onnxruntime's pre-processing and quantize_static with TensorRT's settings (TENSORRT.md §6).
+    """onnxruntime's pre-processing and quantize_static with TensorRT's settings (docs/design/tensorrt.md §6).
 
     Returns the pre-processed FP32 model and its residual Adds (what the placement fix-up needs).
     """

@@ -1,6 +1,6 @@
 """The Q/DQ lint: would TensorRT's ONNX parser (10.x and 11.x) accept this INT8 graph?
 
-Rules (TENSORRT.md §5), each violation naming the node and the rule:
+Rules (docs/design/tensorrt.md §5), each violation naming the node and the rule:
 
 ``opset``          the default-domain opset is >= 13 (per-axis Q/DQ needs it)
 ``op``             no QLinear*, ConvInteger, MatMulInteger or DynamicQuantizeLinear

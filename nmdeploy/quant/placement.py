@@ -1,6 +1,6 @@
 """Where Q/DQ pairs go: TensorRT's recommended placement, applied to what onnxruntime wrote.
 
-onnxruntime places Q/DQ by op type only. TensorRT wants (TENSORRT.md §5):
+onnxruntime places Q/DQ by op type only. TensorRT wants (docs/design/tensorrt.md §5):
 
 * Q/DQ on every input of weighted ops (Conv, Gemm, MatMul) and, by default, not on their
   outputs: onnxruntime does this when those types are excluded from output quantization;

@@ -286,7 +286,7 @@ def _unparametrize(module: nn.Module, param_name: str, weight: torch.Tensor) -> 
 def finalize(model: nn.Module) -> nn.Module:
     """Fold every nmdeploy mask into a plain weight with exact zeros; returns ``model``.
 
-    MaxQ multipliers are folded in (METHODS.md §3.8); the layers become ordinary modules with
+    MaxQ multipliers are folded in (docs/design/methods.md §3.8); the layers become ordinary modules with
     their original parameter objects. Nothing is changed unless every layer can be folded:
     a MaxQ layer mid-schedule (dense blocks left) raises :class:`SparsityStateError`.
     """

@@ -27,7 +27,7 @@ class SparsityConfig:
     SECTION: ClassVar[str] = "sparsity"
 
     pattern: str = setting("2:4", "N:M pattern (`2:4`, `1:4`, `1:16`, ...).")
-    method: str = setting("maxq", "`maxq`, `srste`, `ste` or `asp` (`dense` in the library: the no-op baseline).")
+    method: str = setting("maxq", "`maxq`, `srste`, `ste` or `asp` (the library also has `dense`, the no-op baseline).")
     schedule: str = setting("linear", "MaxQ's incremental schedule: `linear`, `cubic`, `cos`, `exp`.")
     start_epoch: int = setting(0, "Fine-tune epoch where the share of dense blocks starts to fall (MaxQ).")
     end_epoch: int = setting(30, "Fine-tune epoch from which every block is N:M; must be below `finetune.epochs`.")
@@ -38,7 +38,7 @@ class SparsityConfig:
         "MaxQ: before training, scale each output row so that the multipliers keep its norm; "
         "for pretrained networks without BatchNorm after their layers (transformers).",
     )
-    include: tuple[str, ...] | None = setting(None, "Globs on module names to sparsify; null = every eligible layer.")
+    include: tuple[str, ...] | None = setting(None, "Globs on module names to sparsify (none: every eligible layer).")
     exclude: str | tuple[str, ...] = setting(
         "auto", "`auto` keeps the first and last weighted layer dense; a list of globs (may hold `auto`); `[]` = none."
     )

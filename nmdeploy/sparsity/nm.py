@@ -1,12 +1,12 @@
 """N:M mask maths: the hard magnitude mask and MaxQ's soft multi-axis-query mask.
 
-Layout (METHODS.md §1.2): a weight is ``[out, in/groups, *kernel]`` (Linear: ``[out, in]``).
+Layout (docs/design/methods.md §1.2): a weight is ``[out, in/groups, *kernel]`` (Linear: ``[out, in]``).
 Groups of ``m`` run along dim 1 at a fixed output channel and kernel position. Instead of
 permuting to ``[out, *kernel, in]`` like the reference code, the tensor is viewed as
 ``[out, in/m, m, kernel_positions]`` so every mask comes out in the weight's own layout
 without a copy.
 
-Ties are deterministic everywhere (METHODS.md §1.1 PROPOSAL): among equal magnitudes the
+Ties are deterministic everywhere (docs/design/methods.md §1.1, nmdeploy's choice): among equal magnitudes the
 lower index ranks higher, so masks are identical across runs and devices.
 
 Speed matters because MaxQ rebuilds its mask on every training forward
@@ -205,7 +205,7 @@ def _axis_query(
 
     For a line (population P) of length L, with i = floor((m-n)/m * L): the i smallest
     entries get Q = 0; the others get sigmoid((|w| - t) / tau), where t is the midpoint
-    between the i-th and (i+1)-th smallest value (METHODS.md §3.4). Returns the float
+    between the i-th and (i+1)-th smallest value (docs/design/methods.md §3.4). Returns the float
     indicator ``rank > i`` and the sigmoid, so the caller folds Q into one ``addcmul``.
     ``hints`` (a dict the caller keeps between steps) only speeds up finding the boundary.
     """
@@ -370,14 +370,14 @@ def soft_nm_mask(
 def maxq_mask(
     weight: torch.Tensor, n: int, m: int, dense_fraction: float = 0.0, tau: float = DEFAULT_TAU
 ) -> torch.Tensor:
-    """MaxQ's soft N:M mask (METHODS.md §3.2–3.4), a float tensor of ``weight``'s shape and dtype.
+    """MaxQ's soft N:M mask (docs/design/methods.md §3.2–3.4), a float tensor of ``weight``'s shape and dtype.
 
     Zero exactly where the N:M mask drops a weight, except in the
     ``floor(dense_fraction * blocks)`` blocks with the lowest L1 norm, which stay dense. Kept
     weights get ``1 + Q_filter + Q_kernel``: in [1, 3) for kernels with more than one position,
     [1, 2) for Linear and 1-position kernels (in float32 the sigmoid saturates, so a
     multiplier can round up to exactly 3 or 2). Applying the kernel axis to every
-    multi-position kernel (not only 3x3) is nmdeploy's extension (METHODS.md §3.4 PROPOSAL).
+    multi-position kernel (not only 3x3) is nmdeploy's extension (docs/design/methods.md §3.4, nmdeploy's choice).
     """
     _check_args(weight, n, m)
     check_maxq_options(dense_fraction, tau)

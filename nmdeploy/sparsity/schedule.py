@@ -1,6 +1,6 @@
 """MaxQ's incremental schedule: the share of blocks kept fully dense at each epoch.
 
-``preserve_rate(schedule, epoch, start, end)`` is p(e) of METHODS.md §3.3: 1 before
+``preserve_rate(schedule, epoch, start, end)`` is p(e) of docs/design/methods.md §3.3: 1 before
 ``start``, 0 from ``end`` on, and in between (x = (e - start) / (end - start)):
 ``linear`` 1 - x, ``cubic`` (1 - x)^3, ``cos`` cos(pi/2 x), ``exp`` the reference's
 normalised exponential with b = 0.05. ``start == end`` switches from 1 to 0 at that epoch,

@@ -2,7 +2,7 @@
 
 A type table maps layer types (``isinstance``, so subclasses count) to the parameter that is
 masked; groups always run along that parameter's dim 1. Every weighted layer that is left
-dense carries one reason code (METHODS.md §1.3):
+dense carries one reason code (docs/design/methods.md §1.3):
 
 ``unsupported_type``  not Linear, Conv1d/2d/3d or MultiheadAttention's packed in_proj_weight
 ``excluded``          auto-excluded first/last weighted layer, an exclude pattern, or not included

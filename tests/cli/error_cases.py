@@ -1,9 +1,9 @@
-"""The bad inputs of the README's "Errors" table, each a command run through the CLI.
+"""The bad inputs of the errors table (docs/errors.md), each a command run through the CLI.
 
 Every case runs in a fresh folder (paths in messages are relative to it), with the files its
 ``setup`` writes. ``tests/cli/test_errors.py`` runs each case and checks its exit code, that
-it printed exactly the README's one-line message and no traceback, and that nothing was left
-at its output path. ``python -m tests.cli.error_cases`` rewrites the README table from the
+it printed exactly the table's one-line message and no traceback, and that nothing was left
+at its output path. ``python -m tests.cli.error_cases`` rewrites the table from the
 actual runs (run it after changing a message, then review the diff).
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 START, END = "<!-- errors:start -->", "<!-- errors:end -->"
 
 
@@ -389,8 +389,8 @@ def table(messages: dict[str, str]) -> str:
 
 
 def readme_rows() -> list[tuple[str, int, str]]:
-    """(command, exit code, message) of every row of the README's table, in order."""
-    block = README.read_text().split(START, 1)[1].split(END, 1)[0]
+    """(command, exit code, message) of every row of the table in docs/errors.md, in order."""
+    block = DOC.read_text().split(START, 1)[1].split(END, 1)[0]
     rows = []
     for line in block.strip().splitlines()[2:]:
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
@@ -399,7 +399,7 @@ def readme_rows() -> list[tuple[str, int, str]]:
 
 
 def main() -> None:
-    """Run every case (like the tests) and rewrite the README table from what they print."""
+    """Run every case (like the tests) and rewrite the table in docs/errors.md from what they print."""
     import json
     import tempfile
 
@@ -413,11 +413,11 @@ def main() -> None:
     messages = {}
     for line in record.read_text().splitlines():
         messages.update(json.loads(line))
-    text = README.read_text()
+    text = DOC.read_text()
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{table(messages)}\n{END}{tail}")
-    print(f"wrote {len(messages)} of {len(CASES)} rows to {README}")
+    DOC.write_text(f"{head}{START}\n{table(messages)}\n{END}{tail}")
+    print(f"wrote {len(messages)} of {len(CASES)} rows to {DOC}")
 
 
 if __name__ == "__main__":

@@ -76,17 +76,3 @@ def test_bad_debug_environment_value():
     result = CliRunner().invoke(cli, ["verify", "model.onnx"], env={"NMDEPLOY_DEBUG": "yes"})
     assert result.exit_code == 1
     assert result.output == "Error: environment variable NMDEPLOY_DEBUG='yes' is not a boolean; use 1/0/true/false\n"
-
-
-@pytest.mark.parametrize(
-    "args",
-    [[], ["build"], ["finetune"], ["engine"], ["bench"], ["export"], ["verify"], ["calibrate"], ["quantize"], ["eval"]],
-)
-def test_readme_cli_reference_is_current(args):
-    """README's help blocks are the real --help output (regenerate them when this fails)."""
-    from pathlib import Path
-
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    text = CliRunner().invoke(cli, [*args, "--help"], prog_name="nmdeploy", terminal_width=100).output
-    marker = "<!-- help: " + " ".join(["nmdeploy", *args]) + " -->\n```text\n"
-    assert marker + text.rstrip("\n") + "\n```" in readme.read_text()

@@ -1,4 +1,4 @@
-"""Every row of the README's "Errors" table, run through the CLI: one line, its exit code, nothing left behind."""
+"""Every row of the errors table (docs/errors.md), run through the CLI: one line, its exit code, nothing left behind."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_bad_input_gives_one_line_its_exit_code_and_leaves_nothing(case, tmp_pat
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     message = lines[0].removeprefix("Error: ")
-    if os.environ.get("NMDEPLOY_RECORD_ERRORS"):  # python -m tests.cli.error_cases rewrites the README table
+    if os.environ.get("NMDEPLOY_RECORD_ERRORS"):  # python -m tests.cli.error_cases rewrites the table
         with open(os.environ["NMDEPLOY_RECORD_ERRORS"], "a") as fh:
             fh.write(json.dumps({case.id: message}) + "\n")
     else:

@@ -1,7 +1,7 @@
 """Build flags as a pure function of the TensorRT API: one table per API generation.
 
-The enum member lists are the documented bindings (TENSORRT.md §1: tensorrt-cu12-bindings
-10.16.1.11 and 11.4.0.106). No TensorRT is imported or imitated: capabilities are data.
+The enum member lists are the documented bindings (read from the tensorrt-cu12-bindings
+wheels 10.16.1.11 and 11.4.0.106; docs/design/tensorrt.md §1). No TensorRT is imported or imitated: capabilities are data.
 """
 
 from __future__ import annotations

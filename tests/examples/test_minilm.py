@@ -30,7 +30,7 @@ def test_the_dense_encoder_reproduces_minilm_on_lee():
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     upper = np.triu_indices(50, 1)
     pearson = np.corrcoef((emb @ emb.T)[upper], lee_similarity()[upper])[0, 1]
-    # sentence-transformers' model scores 0.656 at 256 tokens (ENVIRONMENT.md §8.3); 64 tokens cut the long paragraphs
+    # sentence-transformers' model scores 0.656 at 256 tokens; 64 tokens cut the long paragraphs
     assert pearson == pytest.approx(0.649, abs=0.005)
 
 

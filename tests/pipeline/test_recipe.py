@@ -11,7 +11,7 @@ from nmdeploy.errors import ConfigError, InputError
 from nmdeploy.pipeline.recipe import Recipe, _parse_yaml, dump_recipe, load_recipe, recipe_from_mapping, reference_rows
 from nmdeploy.train import TrainConfig
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+RECIPE_DOC = Path(__file__).resolve().parents[2] / "docs" / "recipe.md"
 
 
 def test_defaults_are_the_built_in_example():
@@ -145,9 +145,9 @@ def test_bad_recipe_files(tmp_path):
     assert load_recipe(tmp_path / "empty.yaml") == Recipe()
 
 
-def test_readme_documents_every_key_with_its_default():
-    text = README.read_text()
-    section = text.split("## Recipe reference", 1)[1].split("\n## ", 1)[0]
+def test_the_recipe_reference_documents_every_key_with_its_default():
+    text = RECIPE_DOC.read_text()
+    section = text.split("## Every key", 1)[1].split("\n## ", 1)[0]
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z0-9_.]+)` \| `([^`]*)` \|", section, re.M)}
     expected = {key: default for key, default, *_ in reference_rows()}
     assert rows == expected

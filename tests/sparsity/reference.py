@@ -1,6 +1,6 @@
 """Brute-force references for the mask maths, written for clarity with explicit sorts.
 
-They follow METHODS.md §3.9's pseudo-code line by line, in float64 numpy, with the tie rule
+They follow the pseudo-code of docs/design/methods.md §3.9 line by line, in float64 numpy, with the tie rule
 nmdeploy promises: among equal magnitudes the lower index ranks higher.
 """
 

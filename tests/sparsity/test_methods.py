@@ -1,4 +1,4 @@
-"""Forward and backward rules of each method (METHODS.md §2-§4), checked against closed forms."""
+"""Forward and backward rules of each method (docs/design/methods.md §2-§4), checked against closed forms."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ASP-style one-shot magnitude pruning with a fixed mask (apex ASP; METHODS.md §4).
+"""ASP-style one-shot magnitude pruning with a fixed mask (apex ASP; docs/design/methods.md §4).
 
 The N:M magnitude mask is computed once from the weights at ``sparsify()`` time, the pruned
 weights are set to exactly zero, and the forward multiplies by the fixed mask, so pruned

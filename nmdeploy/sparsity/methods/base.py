@@ -25,7 +25,7 @@ def check_decay(method: str, decay: object) -> None:
 class _MaskedWeightSTE(torch.autograd.Function):
     """``w_eff = w * mask`` with a straight-through gradient plus SR-STE's decay.
 
-    Backward returns ``dL/dw_eff + decay * (mask == 0) * w`` (METHODS.md §2, §3.6): the task
+    Backward returns ``dL/dw_eff + decay * (mask == 0) * w`` (docs/design/methods.md §2, §3.6): the task
     gradient reaches every weight unchanged and only the pruned weights are pulled to zero.
     The term is added here, inside backward, so it works with any optimizer. Under
     ``torch.amp.GradScaler`` the task gradient is scaled but this term is not, so after

@@ -1,4 +1,4 @@
-"""MaxQ (Xiang et al., CVPR 2024; METHODS.md §3), the V2Pro "Soft" variant the paper's
+"""MaxQ (Xiang et al., CVPR 2024; docs/design/methods.md §3), the V2Pro "Soft" variant the paper's
 ImageNet runs use.
 
 Each training forward rebuilds the soft mask ``M_NM * (1 + Q_filter + Q_kernel)`` from the
@@ -114,7 +114,7 @@ class MaxQMask(NMParametrization):
         return masked_weight_ste(weight, self.mask, self.decay)
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
-        return nm_indicator(weight, self.n, self.m) > 0  # SAD is measured on M_NM (METHODS.md §5)
+        return nm_indicator(weight, self.n, self.m) > 0  # SAD is measured on M_NM (docs/design/methods.md §5)
 
     def fold(self, weight: torch.Tensor) -> torch.Tensor:
         p = float(self.dense_fraction)

@@ -1,4 +1,4 @@
-"""SR-STE and plain STE (Zhou et al., ICLR 2021; METHODS.md §2).
+"""SR-STE and plain STE (Zhou et al., ICLR 2021; docs/design/methods.md §2).
 
 The hard magnitude mask is recomputed on every forward, training and evaluation alike, and
 no mask is stored: the dense weight fully determines it. The gradient is straight-through
