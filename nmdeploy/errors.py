@@ -28,6 +28,7 @@ __all__ = [
     "EngineBuildError",
     "OutputError",
     "TrainingInterrupted",
+    "Terminated",
     "NotAcceleratedWarning",
 ]
 
@@ -162,6 +163,11 @@ class TrainingInterrupted(NMDeployError):
     def resume_with(self, command: str) -> str:
         """The message naming ``command`` as the way to resume."""
         return f"{self.stopped}: resume with: {command}"
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training, raised by the command line's handler: it unwinds like Ctrl-C's
+    ``KeyboardInterrupt``, so the atomic writers remove their temporary files on the way out."""
 
 
 class NotAcceleratedWarning(UserWarning):

@@ -17,18 +17,14 @@ import click
 
 from nmdeploy import __version__
 from nmdeploy.config import env_flag
-from nmdeploy.errors import NMDeployError, TrainingInterrupted
+from nmdeploy.errors import NMDeployError, Terminated, TrainingInterrupted
 from nmdeploy.log import configure_logging
 
 __all__ = ["cli", "main"]
 
 
-class _Terminated(BaseException):
-    """SIGTERM outside training: unwinds like Ctrl-C, so temporary files are removed on the way out."""
-
-
 def _raise_terminated(signum: int, frame: Any) -> None:
-    raise _Terminated
+    raise Terminated
 
 
 def _one_line(message: str, exit_code: int) -> click.ClickException:
@@ -60,10 +56,10 @@ class _Group(click.Group):
             if isinstance(exc, TrainingInterrupted):
                 message = exc.resume_with(shlex.join(["nmdeploy", *ctx.meta.get("nmdeploy.argv", [])]))
             raise _one_line(message, exc.exit_code) from None
-        except (KeyboardInterrupt, _Terminated) as exc:
+        except (KeyboardInterrupt, Terminated) as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
-            name, code = ("SIGTERM", 143) if isinstance(exc, _Terminated) else ("SIGINT", 130)
+            name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
             raise _one_line(
                 f"stopped by {name}; files already written are complete, nothing half-written was left; "
                 "run the same command again to redo what is missing",

@@ -1,1 +1,1 @@
-"""Recipes, stages and artifacts (for now: the synthetic sparsify demo)."""
+"""Recipes, the build's stages, the manifest and the report: ``nmdeploy build`` as a library (``build()``)."""
