@@ -123,7 +123,6 @@ def export_onnx(
     """
     if config is None:
         config = from_arguments(ExportConfig, dynamic_batch=dynamic_batch, opset=opset, atol=atol, rtol=rtol)
-    dynamic_batch, opset, atol, rtol = config.dynamic_batch, config.opset, config.atol, config.rtol
     args = _as_tuple(sample_input)
     path = Path(path)
     if path.suffix != ".onnx":
@@ -133,7 +132,7 @@ def export_onnx(
         reference = _flatten(work(*args))
     size = sum(t.numel() * t.element_size() for t in work.state_dict().values())
     external = size > _SINGLE_FILE_LIMIT
-    dynamic = tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if dynamic_batch else None
+    dynamic = tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if config.dynamic_batch else None
     log = io.StringIO()
     with atomic_output(path) as tmp:  # published (fsync + rename) only if every check below passes
         target = tmp / path.name
@@ -146,7 +145,7 @@ def export_onnx(
                     str(target),
                     dynamo=True,
                     dynamic_shapes=dynamic,
-                    opset_version=opset,
+                    opset_version=config.opset,
                     external_data=external,
                 )
         except Exception as exc:
@@ -160,7 +159,7 @@ def export_onnx(
             raise ExportError(f"the exported model fails onnx.checker: {str(exc).splitlines()[0]}") from None
         names, parity = _parity(reference, target, args)
         for ref, p in zip(reference, parity):
-            limit = atol + rtol * float(ref.detach().abs().max()) if ref.numel() else atol
+            limit = config.atol + config.rtol * float(ref.detach().abs().max()) if ref.numel() else config.atol
             if not p.max_abs_error <= limit:
                 raise ExportError(
                     f"ONNX output {p.name!r} differs from PyTorch by {p.max_abs_error:.3g} (cosine {p.cosine:.6f}), "

@@ -154,17 +154,6 @@ def quantize_int8(
             batch_size=batch_size,
         )
     parse_pattern(pattern)  # a bad pattern fails now, not after calibration
-    method, percentile, per_channel, batch_size = (
-        config.method,
-        config.percentile,
-        config.per_channel,
-        config.batch_size,
-    )
-    output_qdq_on_sparse, keep_float_weights, exclude = (
-        config.output_qdq_on_sparse,
-        config.keep_float_weights,
-        config.exclude,
-    )
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     if onnx_out.suffix != ".onnx":
         raise ConfigError(f"output path {onnx_out} should end in .onnx")
@@ -177,7 +166,7 @@ def quantize_int8(
     weighted = _weighted(model)
     if not weighted:
         raise InputError(f"{onnx_in} has no Conv, Gemm or MatMul node; there is nothing to quantise")
-    excluded = _resolve_exclude(weighted, exclude)
+    excluded = _resolve_exclude(weighted, config.exclude)
     calib = resolve_data(calibration, "train")
     session = ort_session(str(onnx_in))
     bound = bind_inputs(calib, session.get_inputs(), "calibration data")
@@ -186,28 +175,14 @@ def quantize_int8(
 
     with atomic_output(onnx_out) as tmp:  # only the final model is published, after every check passed
         pre, raw, final = (tmp / name for name in ("pre.onnx", "raw.onnx", onnx_out.name))
-        pre_model, adds = _run_ort(
-            onnx_in,
-            pre,
-            raw,
-            bound,
-            method,
-            percentile,
-            per_channel,
-            output_qdq_on_sparse,
-            keep_float_weights,
-            excluded,
-            batch_size,
-            progress,
-            Path(tmp),
-        )
+        pre_model, adds = _run_ort(onnx_in, pre, raw, bound, config, excluded, progress, Path(tmp))
         fp32_check = verify_model(pre_model, pattern, None, str(onnx_in))
         sparse = {layer.node for layer in fp32_check.layers if layer.required and layer.ok}
         quantized = onnx.load(str(raw))
         graph = quantized.graph
-        sparse_outputs = {n.output[0] for n in graph.node if n.name in sparse} if output_qdq_on_sparse else set()
+        sparse_outputs = {n.output[0] for n in graph.node if n.name in sparse} if config.output_qdq_on_sparse else set()
         drop_fused_add_qdq(graph, adds, keep=sparse_outputs)
-        if output_qdq_on_sparse:
+        if config.output_qdq_on_sparse:
             protected = {(n.name, 1 - slot) for n in graph.node if n.name in adds for slot in (adds[n.name],)}
             drop_output_qdq(graph, sparse, protected)
         prune_unused(graph)
@@ -236,11 +211,11 @@ def quantize_int8(
     accuracy = dataclasses.replace(accuracy, model=str(onnx_out))
     return QuantReport(
         str(onnx_out),
-        method,
-        percentile if method == "percentile" else None,
-        per_channel,
-        output_qdq_on_sparse,
-        keep_float_weights,
+        config.method,
+        config.percentile if config.method == "percentile" else None,
+        config.per_channel,
+        config.output_qdq_on_sparse,
+        config.keep_float_weights,
         calib.source,
         bound.count,
         tuple(done),
@@ -282,13 +257,8 @@ def _run_ort(
     pre: Path,
     raw: Path,
     bound: Any,
-    method: str,
-    percentile: float,
-    per_channel: bool,
-    outputs: bool,
-    float_weights: bool,
+    config: QuantizeConfig,
     excluded: set[str],
-    batch_size: int,
     progress: Any,
     tmp: Path,
 ) -> tuple[onnx.ModelProto, dict[str, int]]:
@@ -316,13 +286,13 @@ def _run_ort(
         adds
     )
     on_batch = (lambda done, total: progress("calibrate", done, total)) if progress is not None else None
-    reader = CalibrationReader(bound, batch_size, on_batch)
+    reader = CalibrationReader(bound, config.batch_size, on_batch)
     extra = {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
         "QuantizeBias": False,
-        "AddQDQPairToWeight": float_weights,
-        "OpTypesToExcludeOutputQuantization": ["Add"] + ([] if outputs else list(_QUANTIZED_OPS)),
+        "AddQDQPairToWeight": config.keep_float_weights,
+        "OpTypesToExcludeOutputQuantization": ["Add"] + ([] if config.output_qdq_on_sparse else list(_QUANTIZED_OPS)),
     }
     cache = Path(tmp) / "ranges.json"
     ort_logger = logging.getLogger("root")
@@ -330,7 +300,7 @@ def _run_ort(
     try:
         with contextlib.redirect_stdout(chatter):
             ort_logger.setLevel(logging.ERROR)
-            _calibrate(pre, Path(tmp), reader, method, percentile, cache)
+            _calibrate(pre, Path(tmp), reader, config.method, config.percentile, cache)
             quantize_static(
                 str(pre),
                 str(raw),
@@ -339,11 +309,11 @@ def _run_ort(
                 op_types_to_quantize=[*_QUANTIZED_OPS, "Add"],
                 nodes_to_quantize=nodes,
                 nodes_to_exclude=sorted(excluded),
-                per_channel=per_channel,
+                per_channel=config.per_channel,
                 reduce_range=False,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=_calibrate_method(method),
+                calibrate_method=_calibrate_method(config.method),
                 extra_options=extra,
                 calibration_cache_path=str(cache),
             )
