@@ -103,7 +103,8 @@ Build the sparse TensorRT engine of `{onnx_name}` on the GPU it will run on (eng
 the GPU's compute capability and to the TensorRT version). Shapes min/opt/max: {shapes}.
 `verify.json` is nmdeploy's 2:4 check of the weights; `manifest.json` records how the model was made.
 
-    python3 build_engine.py            # model.plan, model.dense.plan, engine_report.json, sparse vs dense timing
+    python3 build_engine.py            # model.plan and engine_report.json; with the dense twin (bundle.json's
+                                       # dense_twin, or --dense-twin) also model.dense.plan and sparse vs dense timing
     bash build_engine.sh               # the same with trtexec; then: python3 build_engine.py --from-trtexec layers.json build.log
 
 `build_engine.py` needs `tensorrt`, `onnx` and `numpy` (timing also `polygraphy`); the engine code

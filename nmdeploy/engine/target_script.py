@@ -52,6 +52,12 @@ def _parser(settings: dict, engine: object) -> argparse.ArgumentParser:
         "--batch", type=_profile, default=engine.batch, help="min,opt,max batch of the profile (default: %(default)s)"
     )
     parser.add_argument("--no-sparse", action="store_true", help="build without SPARSE_WEIGHTS")
+    parser.add_argument(
+        "--dense-twin",
+        action="store_true",
+        default=engine.dense_twin,
+        help="also build the dense twin and time it against the sparse plan (default: %(default)s)",
+    )
     parser.add_argument("--no-dense-twin", action="store_true", help="skip the dense twin and its timing")
     parser.add_argument("--workspace", type=int, default=engine.workspace_mb, help="workspace limit in MiB")
     parser.add_argument(
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(
             bundled,
             sparse=bundled.sparse and not args.no_sparse,
-            dense_twin=bundled.dense_twin and not args.no_dense_twin,
+            dense_twin=args.dense_twin and not args.no_dense_twin,
             workspace_mb=args.workspace,
             timing_cache=args.timing_cache,
             hardware_compat=args.hardware_compat,
