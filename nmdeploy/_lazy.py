@@ -1,7 +1,8 @@
 """Package attributes imported on first use, so that importing a package stays cheap.
 
-``nmdeploy``, ``nmdeploy.train`` and ``nmdeploy.engine`` expose their public names this way:
-``import nmdeploy`` (and so ``nmdeploy --help``) never imports torch, onnx or tensorrt.
+``nmdeploy``, ``nmdeploy.sparsity`` (and its ``methods``), ``nmdeploy.train``, ``nmdeploy.data`` and
+``nmdeploy.engine`` expose their public names this way: ``import nmdeploy``, reading a config class
+(and so ``nmdeploy --help``) never imports torch, onnx or tensorrt.
 """
 
 from __future__ import annotations

@@ -70,63 +70,38 @@ class _Group(click.Group):
                 signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def _set_global(ctx: click.Context, param: click.Parameter, value: int | bool) -> None:
+    """Record ``-v``/``-q``/``--debug`` in the root context, wherever on the line they were given."""
+    settings = ctx.find_root().ensure_object(dict)
+    if value:
+        settings[param.name] = settings.get(param.name, 0) + value if param.name == "verbose" else True
+    configure_logging(-1 if settings.get("quiet") else settings.get("verbose", 0))
+
+
+def _global_options() -> list[click.Option]:
+    """``-v``, ``-q`` and ``--debug``: the group's options, and every command's (``nmdeploy build -q``)."""
+    common = {"expose_value": False, "callback": _set_global}
+    return [
+        click.Option(["-v", "--verbose"], count=True, help="More log output (-vv for debug).", **common),
+        click.Option(["-q", "--quiet"], is_flag=True, help="Only warnings and errors.", **common),
+        click.Option(["--debug"], is_flag=True, help="Show full tracebacks (also NMDEPLOY_DEBUG=1).", **common),
+    ]
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, params=_global_options())
 @click.version_option(__version__, "-V", "--version", prog_name="nmdeploy")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-@click.option("--debug", is_flag=True, help="Show full tracebacks (also NMDEPLOY_DEBUG=1).")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
+def cli(ctx: click.Context) -> None:
     """nmdeploy: from a trained PyTorch model to a sparse (2:4) INT8 TensorRT engine.
 
     Fine-tune to N:M sparsity (MaxQ, SR-STE, STE, ASP), export to ONNX, verify the 2:4
     layout, quantise to INT8 and build TensorRT engines for NVIDIA Ampere GPUs.
     """
+    settings = ctx.ensure_object(dict)
     try:
-        debug = debug or env_flag(os.environ.get("NMDEPLOY_DEBUG"), "NMDEPLOY_DEBUG")
+        settings["debug"] = settings.get("debug", False) or env_flag(os.environ.get("NMDEPLOY_DEBUG"), "NMDEPLOY_DEBUG")
     except NMDeployError as exc:
         raise click.ClickException(str(exc)) from None
-    ctx.obj = {"debug": debug, "quiet": quiet}
-    configure_logging(-1 if quiet else verbose)
-
-
-def _set_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
-    if value:
-        configure_logging(value)
-
-
-def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.find_root().ensure_object(dict)["quiet"] = True
-        configure_logging(-1)
-
-
-def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.find_root().ensure_object(dict)["debug"] = True
-
-
-def _global_options() -> list[click.Option]:
-    """``-v``, ``-q`` and ``--debug`` for a subcommand: the same as before it (``nmdeploy -q build``)."""
-    return [
-        click.Option(
-            ["-v", "--verbose"],
-            count=True,
-            expose_value=False,
-            callback=_set_verbose,
-            help="More log output (-vv for debug).",
-        ),
-        click.Option(
-            ["-q", "--quiet"], is_flag=True, expose_value=False, callback=_set_quiet, help="Only warnings and errors."
-        ),
-        click.Option(
-            ["--debug"],
-            is_flag=True,
-            expose_value=False,
-            callback=_set_debug,
-            help="Show full tracebacks (also NMDEPLOY_DEBUG=1).",
-        ),
-    ]
 
 
 def _register() -> None:
