@@ -81,8 +81,21 @@ def coerce(value: Any, hint: Any, *, widen: bool = True) -> tuple[bool, Any]:
     return isinstance(value, hint), value
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def typed_values(cls: type, values: Mapping[str, Any], section: str, *, widen: bool = False) -> dict[str, Any]:
+    """``values`` (field name -> value) in the types ``cls`` declares, or the error naming the first misfit.
+
+    Lists become tuples; ``widen`` turns integers into floats where a number is declared (what a
+    YAML ``1`` means), otherwise they are accepted and kept.
+    """
+    hints = typing.get_type_hints(cls)
+    typed = {}
+    for name, value in values.items():
+        ok, typed[name] = coerce(value, hints[name], widen=widen)
+        if not ok:
+            raise ConfigError.setting(
+                section, f"{name} = {value!r} has the wrong type: expected {type_name(hints[name])}"
+            )
+    return typed
 
 
 def check_types(config: Any, section: str) -> None:
@@ -90,16 +103,10 @@ def check_types(config: Any, section: str) -> None:
 
     Integers are accepted (and kept) where a number is declared: ``lr=0`` stays ``0``.
     """
-    hints = _hints(type(config))
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        ok, stored = coerce(value, hints[f.name], widen=False)
-        if not ok:
-            raise ConfigError.setting(
-                section, f"{f.name} = {value!r} has the wrong type: expected {type_name(hints[f.name])}"
-            )
-        if isinstance(value, list):
-            object.__setattr__(config, f.name, stored)  # frozen: the tuple is the canonical form
+    current = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for name, value in typed_values(type(config), current, section).items():
+        if isinstance(current[name], list):
+            object.__setattr__(config, name, value)  # frozen: the tuple is the canonical form
 
 
 def unknown_keys(cls: type, values: Mapping[str, Any]) -> list[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nmdeploy.config import coerce, setting, type_name, unknown_keys
+from nmdeploy.config import setting, type_name, typed_values, unknown_keys
 from nmdeploy.data.config import DataConfig
 from nmdeploy.engine.config import EngineConfig
 from nmdeploy.errors import ConfigError, InputError
@@ -105,16 +105,8 @@ def _section(cls: type, values: Any, where: str, base: Any) -> Any:
     unknown = unknown_keys(cls, values)
     if unknown:
         raise ConfigError(f"unknown recipe key {where}.{unknown[0]}; {where} has: {', '.join(names)}")
-    hints = typing.get_type_hints(cls)
-    changes = {}
-    for key, value in values.items():
-        ok, typed = coerce(value, hints[key])  # YAML 1 is the number 1.0, a YAML list a tuple
-        if not ok:
-            raise ConfigError(
-                f"recipe key {where}.{key} = {value!r} has the wrong type: expected {type_name(hints[key])}"
-            )
-        changes[key] = typed
     try:
+        changes = typed_values(cls, values, where, widen=True)  # YAML 1 is the number 1.0, a YAML list a tuple
         return dataclasses.replace(base, **changes)
     except ConfigError as exc:
         raise exc.in_recipe(where) from None
