@@ -24,6 +24,7 @@ __all__ = [
     "check_types",
     "coerce",
     "env_flag",
+    "field_of",
     "from_arguments",
     "help_of",
     "setting",
@@ -39,9 +40,17 @@ def setting(default: Any, help: str, **metadata: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
+def field_of(cls: type, name: str) -> dataclasses.Field:
+    """Field ``name`` of the config class ``cls``; a name that is not one is a programming error."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f
+    raise AttributeError(f"{cls.__name__} has no field {name!r}")
+
+
 def help_of(cls: type, name: str) -> str:
     """The help text :func:`setting` gave field ``name`` of the config class ``cls``."""
-    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
+    return field_of(cls, name).metadata.get("help", "")
 
 
 def type_name(hint: Any) -> str:
