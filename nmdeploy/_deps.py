@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from nmdeploy.errors import MissingDependencyError
+from nmdeploy.errors import MissingDependencyError, first_line
 
 __all__ = ["require"]
 
@@ -25,5 +25,5 @@ def require(name: str, extra: str | None = None) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         hint = _HINTS.get(name) or (f"install nmdeploy[{extra}]" if extra else f"pip install {name}")
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = first_line(exc)
         raise MissingDependencyError(f"{name} is not importable ({detail}); {hint}") from exc

@@ -30,6 +30,7 @@ __all__ = [
     "TrainingInterrupted",
     "Terminated",
     "NotAcceleratedWarning",
+    "first_line",
 ]
 
 
@@ -172,3 +173,12 @@ class Terminated(BaseException):
 
 class NotAcceleratedWarning(UserWarning):
     """The chosen N:M pattern does not imply 2:4, so sparse tensor cores cannot run it."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``exc``'s message, at most ``limit`` characters; its type's name when it has none.
+
+    What a one-line error quotes of an exception raised by a library or by the user's own code.
+    """
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return (text or type(exc).__name__)[:limit]

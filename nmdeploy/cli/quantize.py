@@ -69,6 +69,7 @@ def quantize(
     import json
     from dataclasses import asdict
 
+    from nmdeploy import schemas
     from nmdeploy._atomic import write_atomic
     from nmdeploy.cli._progress import stage_progress
     from nmdeploy.quant.int8 import quantize_int8
@@ -101,7 +102,7 @@ def quantize(
         click.echo(f"cosine FP32 vs INT8, output {c.name}: mean {c.mean:.6f}, worst sample {c.min:.6f}")
     if json_path is not None:
         payload = asdict(report) | {
-            "schema": "nmdeploy.quantize/1",
+            "schema": schemas.QUANTIZE,
             "lint": report.lint.to_dict(),
             "verify": report.verify.to_dict(),
             "accuracy": acc.to_dict(),

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from nmdeploy._imports import import_target
-from nmdeploy.errors import InputError
+from nmdeploy._imports import call_target, import_target
+from nmdeploy.errors import InputError, first_line
 
 __all__ = ["ArrayData", "BUILTIN_DATA", "load_data", "split_spec"]
 
@@ -51,9 +51,13 @@ class ArrayData:
             raise InputError(
                 f"data {self.source!r} holds no input arrays; store inputs under 'x' or the model's input names"
             )
-        counts = {name: (a.shape[0] if a.ndim else 0) for name, a in self.inputs.items()}
-        if self.labels is not None:
-            counts[_LABELS] = self.labels.shape[0] if self.labels.ndim else 0
+        arrays = {**self.inputs, **({_LABELS: self.labels} if self.labels is not None else {})}
+        for name, array in arrays.items():
+            if np.ndim(array) == 0:
+                raise InputError(
+                    f"data {self.source!r}: array {name!r} is a single value; every array needs its samples along dim 0"
+                )
+        counts = {name: array.shape[0] for name, array in arrays.items()}
         if len(set(counts.values())) > 1:
             raise InputError(
                 f"data {self.source!r}: arrays disagree on the sample count {counts}; give every array the same dim 0"
@@ -61,6 +65,22 @@ class ArrayData:
 
     def __len__(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
+
+    @property
+    def has_class_labels(self) -> bool:
+        """Labels that name classes: one integer per sample."""
+        return self.labels is not None and self.labels.ndim == 1 and np.issubdtype(self.labels.dtype, np.integer)
+
+    def class_labels(self) -> np.ndarray:
+        """The labels as classes, or the one-line error saying why they cannot be (where classes are counted)."""
+        if self.labels is None:
+            raise InputError(f"data {self.source!r} has no labels (y); give integer class labels")
+        if not self.has_class_labels:
+            raise InputError(
+                f"data {self.source!r}: labels 'y' are {self.labels.dtype} of shape {list(self.labels.shape)}; classes "
+                "need one integer label per sample (store y as a 1-D int64 array)"
+            )
+        return self.labels
 
     def take(self, index: np.ndarray) -> ArrayData:
         """The samples at ``index`` (a new ArrayData with the same provenance)."""
@@ -103,8 +123,15 @@ def _is_dataset(value: Any) -> bool:
 def _from_dataset(dataset: Any, spec: str) -> tuple[np.ndarray, np.ndarray]:
     """Stack a dataset of (input, label) pairs into arrays (the trainer keeps data in memory)."""
     inputs, labels = [], []
-    for i in range(len(dataset)):
-        item = dataset[i]
+    try:
+        size = len(dataset)
+    except Exception as exc:  # the user's dataset class
+        raise InputError(f"data {spec!r}: len() of its dataset raised {type(exc).__name__}: {first_line(exc)}") from exc
+    for i in range(size):
+        try:
+            item = dataset[i]
+        except Exception as exc:
+            raise InputError(f"data {spec!r}: dataset item {i} raised {type(exc).__name__}: {first_line(exc)}") from exc
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise InputError(f"data {spec!r}: dataset item {i} is not an (input, label) pair")
         inputs.append(np.asarray(item[0]))
@@ -183,7 +210,7 @@ def load_data(spec: str, default_split: str = "test") -> ArrayData:
         raise InputError("empty data spec; give a built-in name (fashion-mnist), an .npz path or module:callable")
     name, split = split_spec(spec, default_split)
     if name in BUILTIN_DATA:
-        data = _from_result(import_target(BUILTIN_DATA[name], spec, "data")(split), name, split)
+        data = _from_result(call_target(BUILTIN_DATA[name], spec, "data", split), name, split)
         preprocessing = import_target(_PREPROCESSING[name], spec, "data") if name in _PREPROCESSING else ""
         return ArrayData(data.inputs, data.labels, name, split, preprocessing)
     path = Path(spec)
@@ -199,4 +226,4 @@ def load_data(spec: str, default_split: str = "test") -> ArrayData:
         raise InputError(
             f"data spec {spec!r} is neither a file, a built-in ({', '.join(BUILTIN_DATA)}) nor package.module:callable"
         )
-    return _from_result(import_target(spec, spec, "data")(default_split), spec, default_split)
+    return _from_result(call_target(spec, spec, "data", default_split), spec, default_split)

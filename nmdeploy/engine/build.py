@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nmdeploy import schemas
 from nmdeploy._atomic import write_atomic
 from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.layers import LayerRow, join_layers, parse_build_log, parse_inspector
@@ -31,7 +32,6 @@ from nmdeploy.errors import ConfigError, EngineBuildError, InputError
 __all__ = ["EngineReport", "build_engine", "has_qdq", "load_verify"]
 
 log = logging.getLogger("nmdeploy")
-SCHEMA = "nmdeploy.engine/1"
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class EngineReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
+            "schema": schemas.ENGINE,
             "plan": self.plan,
             "tensorrt": self.tensorrt,
             "build": asdict(self.build),
@@ -77,11 +77,20 @@ def load_verify(verify: str | Path | Mapping[str, Any] | None, onnx_path: Path) 
         return verify
     if verify is not None:
         try:
-            return json.loads(Path(verify).read_text())
+            report = json.loads(Path(verify).read_text())
         except (OSError, ValueError) as exc:
             raise InputError(
                 f"{verify} is not a readable verify.json ({type(exc).__name__}); write one with nmdeploy verify --json"
             ) from None
+        if (
+            not isinstance(report, Mapping)
+            or report.get("schema") != schemas.VERIFY
+            or not isinstance(report.get("layers"), list)
+        ):
+            raise InputError(
+                f"{verify} is not a verify report ({schemas.VERIFY}, with its layers); write one with nmdeploy verify --json"
+            )
+        return report
     try:
         from nmdeploy.export.verify import verify_onnx
     except ImportError:  # the target bundle ships verify.json instead of the verifier

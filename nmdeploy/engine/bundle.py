@@ -33,6 +33,7 @@ BUNDLED_CODE = (
     "_lazy.py",
     "errors.py",
     "config.py",
+    "schemas.py",
     "_atomic.py",
     "engine/__init__.py",
     "engine/config.py",

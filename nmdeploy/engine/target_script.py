@@ -92,6 +92,7 @@ def _parser(settings: dict, engine: object) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
+    from nmdeploy import schemas
     from nmdeploy._atomic import write_atomic
     from nmdeploy.engine.config import EngineConfig
     from nmdeploy.engine.layers import format_rows, join_layers, parse_build_log, parse_inspector
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             schema, layers = parse_inspector(layers_json.read_text())
             rows = join_layers(verify, layers, parse_build_log(build_log.read_text(errors="replace").splitlines()))
             report = {
-                "schema": "nmdeploy.engine/1",
+                "schema": schemas.ENGINE,
                 "source": "trtexec",
                 "inspector_schema": schema,
                 "layers": [row.to_dict() for row in rows],

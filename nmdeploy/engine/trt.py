@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nmdeploy.errors import EngineUnavailable
+from nmdeploy.errors import EngineUnavailable, first_line
 
 __all__ = ["Capabilities", "INSTALL_HINT", "detect_capabilities", "import_tensorrt", "probe"]
 
@@ -30,7 +30,7 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt
     except ImportError as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = first_line(exc)
         raise EngineUnavailable(f"TensorRT is not importable here ({detail})", INSTALL_HINT) from None
     return tensorrt
 
@@ -41,7 +41,7 @@ def probe() -> Any:
     try:
         trt.Builder(trt.Logger(trt.Logger.ERROR))
     except Exception as exc:  # no device / old driver: TensorRT's factory returns nullptr
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = first_line(exc)
         raise EngineUnavailable(
             f"TensorRT {getattr(trt, '__version__', '?')} is installed but cannot create a builder ({detail}): "
             "no NVIDIA GPU or a driver too old for it",

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nmdeploy._imports import import_target
-from nmdeploy.errors import InputError, NMDeployError
+from nmdeploy._imports import call_target
+from nmdeploy.errors import InputError, NMDeployError, first_line
 
 __all__ = ["BUILTIN_MODELS", "build_model", "check_fits", "load_checkpoint"]
 
@@ -27,8 +27,7 @@ def build_model(spec: str) -> nn.Module:
         raise InputError(
             f"model spec {spec!r} is not 'package.module:callable' nor a built-in ({', '.join(BUILTIN_MODELS)})"
         )
-    factory = import_target(target, spec, "model")
-    model = factory()
+    model = call_target(target, spec, "model")
     if not isinstance(model, nn.Module):
         raise InputError(f"model spec {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -53,7 +52,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         ) from None
     except Exception as exc:
         raise InputError(
-            f"{path} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+            f"{path} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {first_line(exc, 120)})"
         ) from None
     state = data.get("model", data) if isinstance(data, Mapping) else None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -24,7 +24,7 @@ from torch import nn
 
 from nmdeploy._atomic import atomic_output
 from nmdeploy.config import from_arguments
-from nmdeploy.errors import ExportError
+from nmdeploy.errors import ExportError, first_line
 from nmdeploy.export.config import ExportConfig
 from nmdeploy.sparsity.api import finalize
 
@@ -149,14 +149,14 @@ def export_onnx(
                     external_data=external,
                 )
         except Exception as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            detail = first_line(exc)
             raise ExportError(f"torch.onnx.export failed: {detail}") from None
         import onnx
 
         try:
             onnx.checker.check_model(str(target))
         except Exception as exc:
-            raise ExportError(f"the exported model fails onnx.checker: {str(exc).splitlines()[0]}") from None
+            raise ExportError(f"the exported model fails onnx.checker: {first_line(exc)}") from None
         names, parity = _parity(reference, target, args)
         for ref, p in zip(reference, parity):
             limit = config.atol + config.rtol * float(ref.detach().abs().max()) if ref.numel() else config.atol

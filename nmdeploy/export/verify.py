@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from nmdeploy import schemas
 from nmdeploy._onnx import attr
 from nmdeploy.errors import InputError, PatternError
 from nmdeploy.export.nmcheck import check_tensor
@@ -96,7 +97,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "nmdeploy.verify/1",
+            "schema": schemas.VERIFY,
             "model": self.model,
             "pattern": self.pattern,
             "require": self.require,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nmdeploy.data import ArrayData, load_data
-from nmdeploy.errors import InputError
+from nmdeploy.errors import InputError, first_line
 from nmdeploy.export.loading import build_model, load_checkpoint
 from nmdeploy.pipeline.manifest import Manifest
 from nmdeploy.pipeline.recipe import Recipe
@@ -63,11 +63,15 @@ class BuildContext:
             spec = self.recipe.data.train if which == "train" else self.recipe.data.val
             data = load_data(spec, "train" if which == "train" else "test")
             key = "data.train" if which == "train" else "data.val"
-            if data.labels is None and isinstance(self.task, Classification):
+            classify = isinstance(self.task, Classification)
+            if data.labels is None and classify:
                 raise InputError(f"{key} = {spec!r} has no labels; classification needs integer labels (y)")
+            if classify:
+                data.class_labels()  # one integer class per sample, or a one-line error
             subset = getattr(self.recipe.data, f"{which}_subset")
             if subset and subset < len(data):
-                data = data.take(np.sort(draw_indices(subset, len(data), data.labels, 0)))
+                classes = data.labels if data.has_class_labels else None  # balanced where there are classes
+                data = data.take(np.sort(draw_indices(subset, len(data), classes, 0)))
             self._data[which] = data
         return self._data[which]
 
@@ -116,7 +120,7 @@ def check_inputs(ctx: BuildContext) -> None:
         with torch.no_grad():
             logits = model(*sample)
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc, 160)
         raise InputError(
             f"model.input_shape = {shape} does not fit model {recipe.model.spec!r} ({detail}); set the shape the model takes"
         ) from None

@@ -18,12 +18,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nmdeploy import __version__
+from nmdeploy import __version__, schemas
 from nmdeploy._atomic import write_atomic
 
 __all__ = ["Manifest", "StageRecord", "file_sha256", "inputs_key", "versions"]
 
-SCHEMA = "nmdeploy.manifest/1"
+SCHEMA = schemas.MANIFEST
 
 
 def file_sha256(path: str | Path) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from nmdeploy.config import setting, type_name, typed_values, unknown_keys
 from nmdeploy.data.config import DataConfig
 from nmdeploy.engine.config import EngineConfig
-from nmdeploy.errors import ConfigError, InputError
+from nmdeploy.errors import ConfigError, InputError, first_line
 from nmdeploy.export.config import ExportConfig, ModelConfig
 from nmdeploy.quant.config import QuantizeConfig
 from nmdeploy.sparsity.config import SparsityConfig
@@ -162,7 +162,7 @@ def _parse_yaml(text: str, where: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from None
 
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from nmdeploy import __version__
+from nmdeploy import __version__, schemas
 from nmdeploy._atomic import write_all_atomic
 from nmdeploy.config import build_config
 from nmdeploy.data import ArrayData, load_data
-from nmdeploy.errors import ConfigError, InputError
+from nmdeploy.errors import ConfigError, InputError, first_line
 from nmdeploy.quant.config import QuantizeConfig
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
     "write_calibration_set",
 ]
 
-SCHEMA = "nmdeploy.calibration/1"
+SCHEMA = schemas.CALIBRATION
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp: the same bytes on every run
 
 
@@ -102,7 +102,7 @@ def draw_indices(count: int, total: int, labels: np.ndarray | None, seed: int) -
 
 def make_calibration_set(data: ArrayData, count: int, seed: int = 0) -> tuple[ArrayData, dict[str, Any]]:
     """Draw the set from ``data``; returns it and the manifest fields known before writing."""
-    index = draw_indices(count, len(data), data.labels, seed)
+    index = draw_indices(count, len(data), data.class_labels() if data.labels is not None else None, seed)
     subset = data.take(index)
     per_class: dict[str, int] = {}
     if subset.labels is not None:
@@ -186,7 +186,7 @@ def read_definition(path: str | Path) -> CalibrationDefinition:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise InputError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path} is not valid YAML ({first_line(exc)})") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path} should be a mapping with data, count, seed and output")
     definition = build_config(CalibrationDefinition, raw, str(path))

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nmdeploy import schemas
 from nmdeploy.data import ArrayData
 from nmdeploy.errors import InputError
 from nmdeploy.quant.reader import bind_inputs, iter_batches, ort_session
@@ -40,7 +41,7 @@ class EvalReport:
     cosine: tuple[OutputCosine, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "nmdeploy.eval/1", **asdict(self)}
+        return {"schema": schemas.EVAL, **asdict(self)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

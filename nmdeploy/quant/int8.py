@@ -26,7 +26,7 @@ import onnx
 from nmdeploy._atomic import atomic_output
 from nmdeploy.config import from_arguments
 from nmdeploy.data import ArrayData, load_data
-from nmdeploy.errors import ConfigError, InputError, QuantError
+from nmdeploy.errors import ConfigError, InputError, QuantError, first_line
 from nmdeploy.export.verify import VerifyReport, load_onnx, verify_model
 from nmdeploy.quant.calibset import load_calibration_set
 from nmdeploy.quant.config import METHODS, QuantizeConfig
@@ -277,9 +277,7 @@ def _run_ort(
                 # Expand in a transformer's attention mask); ONNX's own shape inference is enough here
                 quant_pre_process(str(onnx_in), str(pre), skip_symbolic_shape=True)
     except Exception as exc:
-        raise QuantError(
-            f"onnxruntime pre-processing failed on {onnx_in}: {str(exc).strip().splitlines()[0][:200]}"
-        ) from None
+        raise QuantError(f"onnxruntime pre-processing failed on {onnx_in}: {first_line(exc)}") from None
     pre_model = onnx.load(str(pre))
     adds = residual_adds(pre_model.graph)
     nodes = [n.name for n in pre_model.graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded] + list(
@@ -320,7 +318,7 @@ def _run_ort(
     except (InputError, ConfigError):
         raise
     except Exception as exc:
-        raise QuantError(f"onnxruntime quantize_static failed: {str(exc).strip().splitlines()[0][:200]}") from None
+        raise QuantError(f"onnxruntime quantize_static failed: {first_line(exc)}") from None
     finally:
         ort_logger.setLevel(level)
     log.debug("onnxruntime said: %s", chatter.getvalue().strip())

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from nmdeploy import schemas
 from nmdeploy._onnx import GraphIndex, attr
 
 __all__ = ["LintReport", "Violation", "lint_qdq"]
@@ -56,7 +57,7 @@ class LintReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "nmdeploy.lint/1",
+            "schema": schemas.LINT,
             "model": self.model,
             "ok": self.ok,
             "quantize_nodes": self.quantize_nodes,

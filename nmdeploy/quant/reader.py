@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nmdeploy.data import ArrayData
-from nmdeploy.errors import InputError
+from nmdeploy.errors import InputError, first_line
 
 __all__ = ["BoundInputs", "bind_inputs", "iter_batches", "ort_session", "CalibrationReader"]
 
@@ -39,7 +39,7 @@ def ort_session(path: str, threads: int = 0):  # -> onnxruntime.InferenceSession
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise InputError(f"{path}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0][:200]})") from None
+        raise InputError(f"{path}: onnxruntime cannot load it ({first_line(exc)})") from None
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 
+from nmdeploy import schemas
 from nmdeploy._atomic import write_atomic
 from nmdeploy.errors import InputError
 
 __all__ = ["load_training_state", "save_training_state", "SCHEMA"]
 
-SCHEMA = "nmdeploy.train/1"
+SCHEMA = schemas.TRAIN
 
 
 def save_training_state(path: str | Path, state: dict[str, Any]) -> None:

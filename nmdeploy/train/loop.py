@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nmdeploy.errors import InputError, TrainingInterrupted
+from nmdeploy.errors import InputError, TrainingInterrupted, first_line
 from nmdeploy.train.checkpoint import load_training_state, save_training_state
 from nmdeploy.train.config import TrainConfig
 from nmdeploy.train.tasks import Classification, Task, run_batched
@@ -314,7 +314,7 @@ def _resume(
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise InputError(f"{path} does not fit the model: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"{path} does not fit the model: {first_line(exc)}") from None
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     if sparsifier is not None:

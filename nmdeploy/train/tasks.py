@@ -105,9 +105,9 @@ def load_task(spec: str) -> Task:
         raise ConfigError(
             f"task {spec!r} is neither a built-in ({', '.join(BUILTIN_TASKS)}) nor package.module:callable"
         )
-    from nmdeploy._imports import import_target
+    from nmdeploy._imports import call_target
 
-    task = import_target(spec, spec, "task")()
+    task = call_target(spec, spec, "task")
     missing = [m for m in ("targets", "loss", "score_sum") if not callable(getattr(task, m, None))]
     if missing or not isinstance(getattr(task, "metric", None), str):
         raise InputError(
