@@ -12,6 +12,7 @@ Standard library only: the CLI reads these classes for ``--help`` without import
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 from nmdeploy.errors import ConfigError
 
 __all__ = [
+    "MAX_INT",
     "build_config",
     "check_types",
     "coerce",
@@ -104,7 +106,23 @@ def typed_values(cls: type, values: Mapping[str, Any], section: str, *, widen: b
             raise ConfigError.setting(
                 section, f"{name} = {value!r} has the wrong type: expected {type_name(hints[name])}"
             )
+        for item in typed[name] if isinstance(typed[name], tuple) else (typed[name],):
+            problem = _out_of_range(item)
+            if problem:
+                raise ConfigError.setting(section, f"{name} = {value!r} {problem}")
     return typed
+
+
+MAX_INT = 2**63 - 1  # what torch and numpy take as an integer
+
+
+def _out_of_range(value: Any) -> str:
+    """What no setting can hold: NaN and infinities (which slip through ``x < 0`` checks), or integers past int64."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number; give a number"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        return "is too large; give an integer below 2**63"
+    return ""
 
 
 def check_types(config: Any, section: str) -> None:

@@ -61,7 +61,7 @@ def calibrate(
         seed = plan.seed if seed is None else seed
     elif not spec or output is None:
         raise InputError("give --data SPEC and -o FILE.npz (or --definition NAME.yaml)")
-    claim_outputs([output, output.with_suffix(".json")], force)
+    claim_outputs([output, output.with_suffix(".json")], force, [spec, definition])
     data = load_data(spec, default_split="train")
     count = QuantizeConfig.count if count is None else count
     subset, fields = make_calibration_set(data, count, QuantizeConfig.seed if seed is None else seed)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nmdeploy.cli._outputs import FORCE, claim_outputs
+from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
 from nmdeploy.cli._settings import config_from, setting_option
 from nmdeploy.engine.config import EngineConfig
 
@@ -89,16 +89,24 @@ def engine(
     bundle instead (ONNX, verify.json, build_engine.py, build_engine.sh, README) and exits
     with code 3: copy the bundle to the target GPU and run python3 build_engine.py there.
     """
+    from nmdeploy.engine.build import engine_files
     from nmdeploy.engine.deploy import build_or_bundle
     from nmdeploy.engine.layers import format_rows
     from nmdeploy.engine.shapes import parse_shapes
     from nmdeploy.errors import EngineUnavailable
+    from nmdeploy.outputs import Output
 
     output = output or model.with_suffix(".plan")
     low, opt, high = _batch(batch, 3, "--batch")
     config = config_from(EngineConfig, settings, min_batch=low, opt_batch=opt, max_batch=high)
-    twin = output.with_name(output.stem + ".dense.plan") if config.dense_twin else None
-    claim_outputs([output, output.with_name("engine_report.json"), twin], force)
+    bundle_named = bundle is not None
+    bundle = bundle or output.with_name(output.stem + "-bundle")
+    timing = [Output(Path(config.timing_cache), rewrites=True)] if config.timing_cache else []
+    outputs = [
+        *engine_files(output, config).values(),
+        Output(bundle, folder=True, named=bundle_named, marker="bundle.json"),
+    ]
+    claim_outputs([*outputs, *timing], force, [*onnx_inputs(model), verify_path])
     shapes = [
         parse_shapes(s, f"--{flag}-shapes") or None
         for s, flag in ((min_shapes, "min"), (opt_shapes, "opt"), (max_shapes, "max"))
@@ -106,7 +114,7 @@ def engine(
     result = build_or_bundle(
         model,
         output,
-        bundle or output.with_name(output.stem + "-bundle"),
+        bundle,
         config,
         min_shapes=shapes[0],
         opt_shapes=shapes[1],
@@ -155,7 +163,7 @@ def bench(
     from nmdeploy.engine.bench import bench_engines
 
     sizes = _batch(batch, 0, "--batch")
-    claim_outputs([json_path], force)
+    claim_outputs([json_path], force, plans)
     names = {}
     for path in plans:
         names[path.stem if path.stem not in names else str(path)] = path

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nmdeploy.cli._outputs import FORCE, claim_outputs
+from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
 
 
 @click.command("eval")
@@ -44,7 +44,7 @@ def evaluate(
     from nmdeploy.data import load_data
     from nmdeploy.quant.evaluate import evaluate_onnx
 
-    claim_outputs([json_path], force)
+    claim_outputs([json_path], force, [*onnx_inputs(model, reference), spec])
     data = load_data(spec, default_split="test")
     with stage_progress(disable=str(json_path) == "-") as update:
         report = evaluate_onnx(model, data, reference, batch_size, lambda done, total: update("evaluate", done, total))

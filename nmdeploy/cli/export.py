@@ -55,7 +55,7 @@ def export(checkpoint: Path, spec: str, input_shape: str, output: Path, force: b
 
     dims = _shape(input_shape)
     config = config_from(ExportConfig, settings)
-    claim_outputs([output], force)
+    claim_outputs([output], force, [checkpoint])
     model = load_checkpoint(build_model(spec), checkpoint)
     sample = torch.randn(dims, generator=torch.Generator().manual_seed(0))
     report = export_onnx(model, sample, output, config=config)

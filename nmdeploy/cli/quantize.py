@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nmdeploy.cli._outputs import FORCE, claim_outputs
+from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
 from nmdeploy.cli._settings import config_from, setting_option
 from nmdeploy.quant.config import QuantizeConfig
 from nmdeploy.sparsity.config import SparsityConfig
@@ -76,7 +76,8 @@ def quantize(
 
     config = config_from(QuantizeConfig, settings)
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".int8.onnx")
-    claim_outputs([output, json_path], force)
+    read = [calibration, Path(calibration).with_suffix(".json"), eval_data]
+    claim_outputs([output, json_path], force, [*onnx_inputs(model), *read])
     with stage_progress() as update:
         report = quantize_int8(
             model, output, calibration, config=config, pattern=pattern, eval_data=eval_data, progress=update

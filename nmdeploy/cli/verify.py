@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nmdeploy.cli._outputs import FORCE, claim_outputs
+from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
 from nmdeploy.sparsity.config import SparsityConfig
 
 
@@ -49,7 +49,7 @@ def verify(
     from nmdeploy.export.verify import load_onnx, verify_model
     from nmdeploy.quant.lint import lint_qdq
 
-    claim_outputs([json_path], force)
+    claim_outputs([json_path], force, onnx_inputs(model))
     try:
         graph = load_onnx(model)
         report = verify_model(graph, pattern, require, str(model))

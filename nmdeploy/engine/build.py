@@ -29,7 +29,7 @@ from nmdeploy.engine.shapes import Shape, ShapeProfile, make_profile, onnx_input
 from nmdeploy.engine.trt import detect_capabilities, probe
 from nmdeploy.errors import ConfigError, EngineBuildError, InputError
 
-__all__ = ["EngineReport", "build_engine", "has_qdq", "load_verify"]
+__all__ = ["EngineReport", "build_engine", "engine_files", "has_qdq", "load_verify"]
 
 log = logging.getLogger("nmdeploy")
 
@@ -62,6 +62,15 @@ class EngineReport:
             "dense_twin": self.dense_twin,
             "notes": list(self.notes),
         }
+
+
+def engine_files(plan: str | Path, config: EngineConfig) -> dict[str, Path]:
+    """What building ``plan`` with ``config`` writes: the plan, its report beside it, the dense twin."""
+    plan = Path(plan)
+    files = {"plan": plan, "report": plan.with_name("engine_report.json")}
+    if config.dense_twin and config.sparse:
+        files["twin"] = plan.with_name(plan.stem + ".dense" + plan.suffix)
+    return files
 
 
 def has_qdq(path: str | Path) -> bool:
@@ -205,10 +214,11 @@ def build_engine(
     schema, layers = parse_inspector(_inspect(trt, plan_bytes))
     sparsity = parse_build_log(lines)
     twin = None
-    if config.dense_twin and config.sparse:
+    files = engine_files(out, config)
+    if "twin" in files:
         dense_plan = plan_build(caps, dataclasses.replace(config, sparse=False), qdq)
         twin_bytes, _ = _build_once(trt, onnx_path, profile, dense_plan, config, cache)
-        twin = str(out.with_name(out.stem + ".dense" + out.suffix))
+        twin = str(files["twin"])
         write_atomic(twin, twin_bytes)
     report = EngineReport(
         str(out),
@@ -224,7 +234,7 @@ def build_engine(
         plan.notes,
     )
     write_atomic(
-        Path(report_path) if report_path else out.with_name("engine_report.json"),
+        Path(report_path) if report_path else files["report"],
         json.dumps(report.to_dict(), indent=2) + "\n",
     )
     return report

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nmdeploy.engine.build import EngineReport, build_engine, has_qdq, load_verify
+from nmdeploy.engine.build import EngineReport, build_engine, engine_files, has_qdq, load_verify
 from nmdeploy.engine.bundle import write_bundle
 from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.shapes import Shape, make_profile, onnx_inputs
@@ -58,5 +58,4 @@ def build_or_bundle(
     except EngineUnavailable as exc:
         files = write_bundle(bundle, onnx, profile, config, qdq=has_qdq(onnx), verify=verify_data, manifest=manifest)
         return DeployResult(None, Path(bundle), str(exc), tuple(files), exc.problem)
-    files = [Path(report.plan), Path(report.plan).with_name("engine_report.json")]
-    return DeployResult(report, None, "", tuple([*files, *([Path(report.dense_twin)] if report.dense_twin else [])]))
+    return DeployResult(report, None, "", tuple(engine_files(report.plan, config).values()))

@@ -19,13 +19,42 @@ from typing import Any
 from nmdeploy._atomic import check_writable
 from nmdeploy.errors import ConfigError, OutputError
 from nmdeploy.pipeline.recipe import Recipe
-from nmdeploy.pipeline.stages import STAGES, run_stages, stage_names
+from nmdeploy.pipeline.stages import BUNDLE, STAGES, run_stages, stage_names
 
 __all__ = ["ALL_STAGES", "ARTIFACTS", "BuildResult", "build"]
 
 
 ALL_STAGES = stage_names()
 ARTIFACTS = (*(name for stage in STAGES for name in stage.writes), "manifest.json", "report.md")
+
+
+def _claim(out: Path, recipe: Recipe) -> None:
+    """The build writes only its own artifacts in ``out``: none of them may be a file it reads.
+
+    An earlier build's artifacts are replaced (that is how a build updates its folder), but a
+    ``target-bundle`` folder is replaced only if it is one (it holds ``bundle.json``).
+    """
+    from nmdeploy.outputs import Output, claim_outputs
+    from nmdeploy.pipeline.report import PLOTS
+
+    check_writable(out, is_folder=True)  # the folder first, so that an error names it
+    files = [out / name for name in (*ARTIFACTS, *PLOTS) if name != BUNDLE]
+    outputs = [
+        *files,
+        Output(out / BUNDLE, folder=True, named=False, marker="bundle.json"),
+        Output(out / ".work", folder=True),
+    ]
+    if recipe.engine.timing_cache:
+        outputs.append(Output(Path(recipe.engine.timing_cache), rewrites=True))
+    calibration = recipe.quantize.calibration
+    inputs = [
+        recipe.model.checkpoint,
+        recipe.data.train,
+        recipe.data.val,
+        calibration,
+        Path(calibration).with_suffix(".json") if calibration else None,
+    ]
+    claim_outputs(outputs, True, inputs)
 
 
 @dataclass(frozen=True)
@@ -109,6 +138,7 @@ def build(
 
     out = Path(out if out is not None else recipe.output)
     _check_output(out, force)
+    _claim(out, recipe)
     device = _device(recipe.device)
     with _distributed(device) as (rank, world):
         manifest = Manifest(out, recipe.to_dict())
@@ -123,8 +153,6 @@ def build(
             world,
         )
         check_inputs(ctx)  # before the output directory exists: bad input leaves nothing behind
-        if rank == 0:
-            check_writable(out, is_folder=True)
         training = tuple(s for s in stages if s in stage_names(training=True))
         run_stages(ctx, training)
     if rank != 0:

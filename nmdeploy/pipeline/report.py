@@ -13,7 +13,9 @@ from typing import Any
 
 from nmdeploy._atomic import write_all_atomic
 
-__all__ = ["write_report"]
+__all__ = ["PLOTS", "write_report"]
+
+PLOTS = ("training.png", "accuracy.png", "layers.png")  # written beside report.md
 
 _LABELS = {
     "dense": "dense (PyTorch)",

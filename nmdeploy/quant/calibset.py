@@ -25,7 +25,7 @@ import numpy as np
 
 from nmdeploy import __version__, schemas
 from nmdeploy._atomic import write_all_atomic
-from nmdeploy.config import build_config
+from nmdeploy.config import MAX_INT, build_config
 from nmdeploy.data import ArrayData, load_data
 from nmdeploy.errors import ConfigError, InputError, first_line
 from nmdeploy.quant.config import QuantizeConfig
@@ -76,6 +76,8 @@ def draw_indices(count: int, total: int, labels: np.ndarray | None, seed: int) -
     """``count`` distinct indices in [0, total): class-balanced when ``labels`` is given."""
     if count <= 0:
         raise ConfigError(f"calibration count {count} is invalid: give a positive number of samples, e.g. -n 512")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_INT:
+        raise ConfigError(f"calibration seed {seed!r} is invalid: give an integer from 0 to 2**63 - 1, e.g. --seed 0")
     if count > total:
         raise InputError(f"asked for {count} calibration samples but the source has only {total}; lower -n")
     rng = np.random.default_rng(seed)

@@ -53,6 +53,8 @@ class QuantizeConfig:
             raise ConfigError.setting(
                 self.SECTION, f"percentile: percentile {self.percentile} must be in (0, 100], e.g. 99.999"
             )
+        if self.seed < 0:
+            raise ConfigError.setting(self.SECTION, f"seed = {self.seed}: use an integer >= 0")
         if self.count < 1:
             raise ConfigError.setting(
                 self.SECTION, f"count = {self.count}: give a positive number of samples, e.g. 512"

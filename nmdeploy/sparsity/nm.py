@@ -63,7 +63,7 @@ def check_maxq_options(dense_fraction: object, tau: object) -> None:
     """Raise :class:`ConfigError` unless 0 <= dense_fraction <= 1 and tau > 0."""
     if isinstance(dense_fraction, bool) or not isinstance(dense_fraction, (int, float)) or not 0 <= dense_fraction <= 1:
         raise ConfigError(f"dense_fraction={dense_fraction!r} is out of range: need a number 0 <= dense_fraction <= 1")
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < math.inf:
         raise ConfigError(f"tau={tau!r} is invalid: need a number tau > 0 (MaxQ uses 1e-2)")
 
 

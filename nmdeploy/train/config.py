@@ -41,7 +41,7 @@ class TrainConfig:
         checks = {
             "epochs": (int, self.epochs >= 1 if isinstance(self.epochs, int) else False, ">= 1"),
             "batch_size": (int, self.batch_size >= 1 if isinstance(self.batch_size, int) else False, ">= 1"),
-            "seed": (int, True, ""),
+            "seed": (int, self.seed >= 0 if isinstance(self.seed, int) else False, ">= 0"),
         }
         for key, (kind, ok, rule) in checks.items():
             value = getattr(self, key)
@@ -49,7 +49,7 @@ class TrainConfig:
                 raise _error(f"{key} = {value!r} is invalid: an integer {rule}".rstrip())
         for key in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "grad_clip"):
             value = getattr(self, key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:  # NaN too
                 raise _error(f"{key} = {value!r} is invalid: a number >= 0")
         if self.lr <= 0:
             raise _error(f"lr = {self.lr!r} is invalid: a number > 0, e.g. 0.05")
@@ -62,6 +62,7 @@ class TrainConfig:
         for key in ("nesterov", "amp"):
             if not isinstance(getattr(self, key), bool):
                 raise _error(f"{key} = {getattr(self, key)!r} is invalid: true or false")
+        check_types(self, self.SECTION)  # what the checks above let through: infinities, integers past int64
 
 
 def _error(detail: str) -> ConfigError:

@@ -3,6 +3,7 @@ straight-through masked-weight function with the sparse-refined (SR) decay term.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from typing import Any, ClassVar
 
@@ -18,7 +19,7 @@ SR_DECAY = 2e-4  # lambda_W of the SR-STE reference code and of MaxQ (--decay 0.
 
 def check_decay(method: str, decay: object) -> None:
     """Raise :class:`ConfigError` unless the SR decay is a number >= 0."""
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not decay >= 0:
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < math.inf:
         raise ConfigError(f"{method} option decay={decay!r} is invalid: need a number >= 0, e.g. 2e-4")
 
 
