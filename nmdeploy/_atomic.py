@@ -73,7 +73,13 @@ def check_writable(path: str | Path, *, is_folder: bool = False) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise output_error(path, exc) from None
+        found = output_error(path, exc)
+        if isinstance(found, OutputError):
+            raise found from None
+        reason = exc.strerror or type(exc).__name__  # before any work every reason is a one-line refusal
+        raise OutputError(
+            f"cannot write {path}: {reason}; choose another output path (nothing was written there)"
+        ) from None
 
 
 def make_folders(folder: Path) -> list[Path]:

@@ -18,7 +18,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from nmdeploy.errors import ConfigError
+from nmdeploy.errors import ConfigError, first_line
 
 __all__ = [
     "MAX_INT",
@@ -29,9 +29,11 @@ __all__ = [
     "field_of",
     "from_arguments",
     "help_of",
+    "parse_yaml",
     "setting",
     "type_name",
     "unknown_keys",
+    "yaml_loader",
 ]
 
 T = TypeVar("T")
@@ -180,3 +182,52 @@ def env_flag(value: str | None, name: str, default: bool = False) -> bool:
     if lowered in ("0", "false"):
         return False
     raise ConfigError(f"environment variable {name}={value!r} is not a boolean; use 1/0/true/false")
+
+
+def yaml_loader() -> type:
+    """``yaml.SafeLoader`` read the YAML 1.2 way for numbers, and refusing a key given twice.
+
+    PyYAML follows YAML 1.1, which reads ``pattern: 2:4`` as the base-60 integer 124 and
+    ``decay: 1e-4`` as a string; both surprise anyone writing a recipe. A key written twice
+    in one mapping would silently keep the last value. Safe loading is kept: no tag builds a
+    Python object.
+    """
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            lines: dict[Any, int] = {}  # key -> the line it first appears on
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue  # unhashable keys: the base class reports them
+                if key in lines:
+                    problem = f"the key {key!r} is given twice (first on line {lines[key] + 1}); keep one"
+                    raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+                lines[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep)
+
+    numbers = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, re.compile(r"(?!.*:)" + rx.pattern, rx.flags) if tag in numbers else rx) for tag, rx in resolvers]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+    )
+    return Loader
+
+
+def parse_yaml(text: str, where: str, error: type[Exception] = ConfigError) -> Any:
+    """``text`` read with :func:`yaml_loader`; a problem is one ``error`` line naming ``where``, the line and column."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=yaml_loader())  # a SafeLoader: YAML never builds Python objects here
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or first_line(exc)
+        raise error(f"{where} is not valid YAML{at}: {problem}") from None

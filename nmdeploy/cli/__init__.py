@@ -33,6 +33,12 @@ def _one_line(message: str, exit_code: int) -> click.ClickException:
     return error
 
 
+def _usage_line(exc: click.UsageError) -> click.ClickException:
+    """A usage error in one line, like every other error, with where to read the options (exit 2)."""
+    where = exc.ctx.command_path if exc.ctx is not None else "nmdeploy"
+    return _one_line(f"{exc.format_message().rstrip('.')}; see {where} --help", exc.exit_code)
+
+
 class _Group(click.Group):
     """Turns library errors into one line (their exit code) unless --debug is given.
 
@@ -42,13 +48,18 @@ class _Group(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["nmdeploy.argv"] = list(args)  # for the resume hint
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _usage_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a command's own option parsing
+            raise _usage_line(exc) from None
         except NMDeployError as exc:
             if (ctx.obj or {}).get("debug"):
                 raise

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nmdeploy.config import setting, type_name, typed_values, unknown_keys
+from nmdeploy.config import parse_yaml, setting, type_name, typed_values, unknown_keys
 from nmdeploy.data.config import DataConfig
 from nmdeploy.engine.config import EngineConfig
-from nmdeploy.errors import ConfigError, InputError, first_line
+from nmdeploy.errors import ConfigError, InputError
 from nmdeploy.export.config import ExportConfig, ModelConfig
 from nmdeploy.quant.config import QuantizeConfig
 from nmdeploy.sparsity.config import SparsityConfig
@@ -130,42 +130,6 @@ def recipe_from_mapping(values: Any, base: Recipe | None = None) -> Recipe:
     return dataclasses.replace(recipe, **changes)
 
 
-def _recipe_loader() -> type:
-    """``yaml.SafeLoader`` read the YAML 1.2 way for numbers: ``2:4`` a string, ``1e-4`` a float.
-
-    PyYAML follows YAML 1.1, which reads ``pattern: 2:4`` as the base-60 integer 124 and
-    ``decay: 1e-4`` as a string; both surprise anyone writing a recipe. Safe loading is kept.
-    """
-    import re
-
-    import yaml
-
-    class RecipeLoader(yaml.SafeLoader):
-        pass
-
-    numbers = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-    RecipeLoader.yaml_implicit_resolvers = {
-        first: [(tag, re.compile(r"(?!.*:)" + rx.pattern, rx.flags) if tag in numbers else rx) for tag, rx in resolvers]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    RecipeLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
-    )
-    return RecipeLoader
-
-
-def _parse_yaml(text: str, where: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.load(text, Loader=_recipe_loader())  # a SafeLoader: a recipe never builds Python objects
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or first_line(exc)
-        raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from None
-
-
 def _override_values(overrides: Sequence[str]) -> dict[str, Any]:
     """``section.key=value`` (or ``output=DIR``) strings as a recipe mapping; values are parsed as YAML."""
     values: dict[str, Any] = {}
@@ -173,7 +137,7 @@ def _override_values(overrides: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r} is not KEY=VALUE; e.g. --set finetune.epochs=2")
-        value = _parse_yaml(raw, f"--set {item!r}") if raw else ""
+        value = parse_yaml(raw, f"--set {item!r}") if raw else ""
         section, dot, name = key.strip().partition(".")
         if dot:
             if section not in SECTIONS:
@@ -214,7 +178,7 @@ def load_recipe(path: str | Path | None = None, overrides: Sequence[str] = ()) -
                 f"cannot read recipe {path} ({getattr(exc, 'strerror', None) or exc}); give the path of a YAML recipe, "
                 "or leave out --recipe for the built-in example"
             ) from None
-        values = _parse_yaml(text, f"recipe {path}")
+        values = parse_yaml(text, f"recipe {path}")
         if values is not None and not isinstance(values, Mapping):
             return recipe_from_mapping(values)  # says it is not a mapping of sections
     return recipe_from_mapping(_merge(values or {}, _override_values(overrides)))

@@ -25,7 +25,7 @@ import numpy as np
 
 from nmdeploy import __version__, schemas
 from nmdeploy._atomic import write_all_atomic
-from nmdeploy.config import MAX_INT, build_config
+from nmdeploy.config import MAX_INT, build_config, parse_yaml
 from nmdeploy.data import ArrayData, load_data
 from nmdeploy.errors import ConfigError, InputError, first_line
 from nmdeploy.quant.config import QuantizeConfig
@@ -178,17 +178,16 @@ def load_calibration_set(path: str | Path) -> tuple[ArrayData, CalibrationManife
 
 def read_definition(path: str | Path) -> CalibrationDefinition:
     """Parse a definition ``NAME.yaml``; relative ``output`` paths are beside the definition."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise InputError(
             f"{path}: no such calibration definition; give the path of a YAML file with data, count, seed, output"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path} is not valid YAML ({first_line(exc)})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read calibration definition {path} ({first_line(exc)})") from None
+    raw = parse_yaml(text, f"calibration definition {path}", InputError)
     if not isinstance(raw, dict):
         raise InputError(f"{path} should be a mapping with data, count, seed and output")
     definition = build_config(CalibrationDefinition, raw, str(path))

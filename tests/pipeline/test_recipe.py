@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from nmdeploy.config import parse_yaml
 from nmdeploy.errors import ConfigError, InputError
-from nmdeploy.pipeline.recipe import Recipe, _parse_yaml, dump_recipe, load_recipe, recipe_from_mapping, reference_rows
+from nmdeploy.pipeline.recipe import Recipe, dump_recipe, load_recipe, recipe_from_mapping, reference_rows
 from nmdeploy.train import TrainConfig
 
 RECIPE_DOC = Path(__file__).resolve().parents[2] / "docs" / "recipe.md"
@@ -49,7 +50,7 @@ def test_a_file_then_set_overrides(tmp_path):
 
 def test_yaml_loader_stays_safe():
     with pytest.raises(ConfigError, match=r"is not valid YAML"):
-        _parse_yaml("a: !!python/object/apply:os.system ['true']", "recipe x")
+        parse_yaml("a: !!python/object/apply:os.system ['true']", "recipe x")
 
 
 @pytest.mark.parametrize(

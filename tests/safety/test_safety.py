@@ -128,7 +128,7 @@ def test_the_source_loads_only_safely():
             )
         for call in _calls(tree, "yaml.load"):
             found["yaml.load"] += 1
-            assert ast.unparse(call).endswith("Loader=_recipe_loader())"), (
+            assert ast.unparse(call).endswith("Loader=yaml_loader())"), (
                 f"{where}:{call.lineno}"
             )  # a SafeLoader subclass
         for name in ("pickle.load", "pickle.loads", "yaml.unsafe_load", "yaml.full_load", "eval", "exec"):
