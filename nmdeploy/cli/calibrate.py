@@ -50,7 +50,13 @@ def calibrate(
     """
     from nmdeploy.data import load_data
     from nmdeploy.errors import InputError
-    from nmdeploy.quant.calibset import make_calibration_set, read_definition, write_calibration_set
+    from nmdeploy.quant.calibset import (
+        check_draw,
+        check_set_path,
+        make_calibration_set,
+        read_definition,
+        write_calibration_set,
+    )
 
     if definition is not None:
         if spec or output:
@@ -61,10 +67,13 @@ def calibrate(
         seed = plan.seed if seed is None else seed
     elif not spec or output is None:
         raise InputError("give --data SPEC and -o FILE.npz (or --definition NAME.yaml)")
+    count = QuantizeConfig.count if count is None else count
+    seed = QuantizeConfig.seed if seed is None else seed
+    check_draw(count, seed)
+    check_set_path(output)
     claim_outputs([output, output.with_suffix(".json")], force, [spec, definition])
     data = load_data(spec, default_split="train")
-    count = QuantizeConfig.count if count is None else count
-    subset, fields = make_calibration_set(data, count, QuantizeConfig.seed if seed is None else seed)
+    subset, fields = make_calibration_set(data, count, seed)
     manifest = write_calibration_set(output, subset, fields)
     shapes = ", ".join(f"{k} {'x'.join(map(str, v))} {manifest.dtypes[k]}" for k, v in manifest.inputs.items())
     where = f"{manifest.source}:{manifest.split}" if manifest.split else manifest.source

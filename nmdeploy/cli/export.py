@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -16,11 +17,19 @@ def _shape(value: str) -> tuple[int, ...]:
         dims = tuple(int(d) for d in value.lower().split("x"))
     except ValueError:
         dims = ()
-    if not dims or any(d <= 0 for d in dims):
-        from nmdeploy.errors import InputError
+    from nmdeploy.errors import InputError
 
+    if not dims or any(d <= 0 for d in dims):
         raise InputError(f"--input-shape {value!r} is invalid: write positive sizes joined by 'x', e.g. 1x1x28x28")
+    if math.prod(dims) > _MAX_SAMPLE:
+        raise InputError(
+            f"--input-shape {value!r} is {math.prod(dims):,} values, too large for one sample batch; "
+            "give the shape of a small batch, e.g. 1x3x224x224"
+        )
     return dims
+
+
+_MAX_SAMPLE = 1 << 30  # values in the random sample export checks against PyTorch (4 GiB of float32)
 
 
 @click.command()
@@ -51,10 +60,11 @@ def export(checkpoint: Path, spec: str, input_shape: str, output: Path, force: b
     import torch
 
     from nmdeploy.export.loading import build_model, load_checkpoint
-    from nmdeploy.export.onnx import export_onnx
+    from nmdeploy.export.onnx import check_opset, export_onnx
 
     dims = _shape(input_shape)
     config = config_from(ExportConfig, settings)
+    check_opset(config.opset)
     claim_outputs([output], force, [checkpoint])
     model = load_checkpoint(build_model(spec), checkpoint)
     sample = torch.randn(dims, generator=torch.Generator().manual_seed(0))

@@ -53,7 +53,7 @@ class ExportConfig:
 
     SECTION: ClassVar[str] = "export"
 
-    opset: int | None = setting(None, "ONNX opset (none: the exporter's default).")
+    opset: int | None = setting(None, "ONNX opset, 13 or newer (none: the exporter's default).")
     dynamic_batch: bool = setting(True, "Make dim 0 of every ONNX input symbolic.")
     atol: float = setting(1e-4, "Parity check: an output may differ from PyTorch by `atol + rtol * max|output|`.")
     rtol: float = setting(1e-3, "Parity check: the relative part of that tolerance.")

@@ -24,11 +24,13 @@ from torch import nn
 
 from nmdeploy._atomic import atomic_output
 from nmdeploy.config import from_arguments
-from nmdeploy.errors import ExportError, first_line
+from nmdeploy.errors import ConfigError, ExportError, first_line
 from nmdeploy.export.config import ExportConfig
 from nmdeploy.sparsity.api import finalize
 
-__all__ = ["ExportReport", "OutputParity", "export_onnx"]
+__all__ = ["ExportReport", "MIN_OPSET", "OutputParity", "check_opset", "export_onnx"]
+
+MIN_OPSET = 13  # per-axis Q/DQ, which INT8 for TensorRT needs, came with opset 13
 
 _SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf caps a file at 2 GB; keep a margin for the graph
 
@@ -102,6 +104,17 @@ def _parity(
     return names, parity
 
 
+def check_opset(opset: int | None) -> None:
+    """Raise unless ``opset`` (None: the exporter's default) is one the exporter writes and INT8 can use."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and not MIN_OPSET <= opset <= newest:
+        raise ConfigError(
+            f"opset {opset} is not one export writes: use {MIN_OPSET} to {newest}, or none for the exporter's default"
+        )
+
+
 def export_onnx(
     model: nn.Module,
     sample_input: torch.Tensor | tuple[torch.Tensor, ...],
@@ -123,13 +136,23 @@ def export_onnx(
     """
     if config is None:
         config = from_arguments(ExportConfig, dynamic_batch=dynamic_batch, opset=opset, atol=atol, rtol=rtol)
+    check_opset(config.opset)
     args = _as_tuple(sample_input)
     path = Path(path)
     if path.suffix != ".onnx":
         raise ExportError(f"output path {path} should end in .onnx")
     work = finalize(copy.deepcopy(model)).eval()
-    with torch.no_grad():
-        reference = _flatten(work(*args))
+    try:
+        with torch.no_grad():
+            reference = _flatten(work(*args))
+    except ExportError:
+        raise
+    except Exception as exc:  # the user's model on the user's sample
+        shapes = ", ".join(str(list(t.shape)) for t in args)
+        raise ExportError(
+            f"the model fails on the sample input {shapes} ({type(exc).__name__}: {first_line(exc)}); "
+            "give an input shape the model takes"
+        ) from exc
     size = sum(t.numel() * t.element_size() for t in work.state_dict().values())
     external = size > _SINGLE_FILE_LIMIT
     dynamic = tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if config.dynamic_batch else None
@@ -173,5 +196,10 @@ def export_onnx(
             ),
             0,
         )
+        if config.opset is not None and opset_version != config.opset:  # the exporter falls back without a word
+            raise ExportError(
+                f"torch.onnx.export wrote opset {opset_version}, not the {config.opset} asked for (it cannot convert this "
+                "model to it); use another opset, or none for the exporter's default; nothing was written"
+            )
         size_bytes = sum(f.stat().st_size for f in tmp.iterdir())  # the model and, above 2 GB, its external data
     return ExportReport(str(path), opset_version, external, size_bytes, tuple(names), tuple(parity))

@@ -8,6 +8,7 @@ and data do not fit together, so bad input leaves nothing behind.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from nmdeploy.data import ArrayData, load_data
-from nmdeploy.errors import InputError, first_line
+from nmdeploy.errors import ConfigError, InputError, LayerSelectionError, first_line
 from nmdeploy.export.loading import build_model, load_checkpoint
 from nmdeploy.pipeline.manifest import Manifest
 from nmdeploy.pipeline.recipe import Recipe
@@ -41,6 +42,7 @@ class BuildContext:
     rank: int = 0
     world: int = 1
     _data: dict[str, ArrayData] = field(default_factory=dict)
+    _sizes: dict[str, int] = field(default_factory=dict)  # samples of each split before its subset
     _targets: dict[str, torch.Tensor] = field(default_factory=dict)
     _teacher: nn.Module | None = None
 
@@ -68,6 +70,7 @@ class BuildContext:
                 raise InputError(f"{key} = {spec!r} has no labels; classification needs integer labels (y)")
             if classify:
                 data.class_labels()  # one integer class per sample, or a one-line error
+            self._sizes[which] = len(data)
             subset = getattr(self.recipe.data, f"{which}_subset")
             if subset and subset < len(data):
                 classes = data.labels if data.has_class_labels else None  # balanced where there are classes
@@ -130,6 +133,7 @@ def check_inputs(ctx: BuildContext) -> None:
         raise InputError(
             f"model {recipe.model.spec!r} returns {got}; the classification trainer needs logits [batch, classes]"
         )
+    _check_sparsity(recipe, model)  # on the fresh model: a checkpoint may carry masks
     checkpoint = recipe.model.checkpoint
     if checkpoint:
         if not Path(checkpoint).is_file():
@@ -151,3 +155,64 @@ def check_inputs(ctx: BuildContext) -> None:
                 f"data.{which} = {spec!r} has labels up to {int(data.labels.max())} but the model has {logits.shape[1]} outputs; "
                 f"give labels 0..{logits.shape[1] - 1} or a model with more outputs"
             )
+    _check_calibration(ctx, shape)
+    _check_export(recipe)
+
+
+def _check_sparsity(recipe: Recipe, model: nn.Module) -> None:
+    """The pattern and the include/exclude globs against the model's layers, as the sparse stage will see them."""
+    from nmdeploy.sparsity.pattern import parse_pattern
+    from nmdeploy.sparsity.targets import check_selection, select_layers, unmatched_patterns
+
+    sp = recipe.sparsity
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the globs that match nothing are an error here, just below
+        targets = select_layers(model, parse_pattern(sp.pattern).m, sp.include, sp.exclude)
+    names = [t.name for t in targets]
+    for what, glob in unmatched_patterns(names, sp.include, sp.exclude):
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise ConfigError(
+            f"recipe key sparsity.{what}: {glob!r} matches no weighted layer of model {recipe.model.spec!r}; "
+            f"its layers are {shown or '(none)'}"
+        )
+    try:
+        check_selection(targets, sp.pattern)
+    except LayerSelectionError as exc:
+        raise ConfigError.setting("sparsity", f"pattern/include/exclude: {exc}", plural=True).in_recipe(
+            "sparsity"
+        ) from None
+
+
+def _check_calibration(ctx: BuildContext, shape: list[int]) -> None:
+    """The calibration data must exist, fit the model and hold enough samples, before training starts."""
+    q = ctx.recipe.quantize
+    if not q.enabled:
+        return
+    if not q.calibration:  # drawn from all of data.train
+        ctx.data("train")
+        available = ctx._sizes["train"]
+    else:
+        data = load_data(q.calibration, "train")
+        x = next(iter(data.inputs.values()))
+        if list(x.shape[1:]) != shape[1:]:
+            raise InputError(
+                f"quantize.calibration = {q.calibration!r} has samples of shape {list(x.shape[1:])} but "
+                f"model.input_shape is {shape}; make them agree"
+            )
+        if data.labels is not None:
+            data.class_labels()  # the draw is class-balanced: one integer class per sample
+        available = len(data)
+    if q.count > available:
+        where = (
+            f"quantize.calibration = {q.calibration!r}" if q.calibration else f"data.train = {ctx.recipe.data.train!r}"
+        )
+        raise InputError(f"quantize.count = {q.count} but {where} has only {available} samples; lower quantize.count")
+
+
+def _check_export(recipe: Recipe) -> None:
+    from nmdeploy.export.onnx import check_opset
+
+    try:
+        check_opset(recipe.export.opset)
+    except ConfigError as exc:
+        raise ConfigError(f"recipe key export.opset: {exc}") from None

@@ -33,6 +33,8 @@ from nmdeploy.quant.config import QuantizeConfig
 __all__ = [
     "CalibrationDefinition",
     "CalibrationManifest",
+    "check_draw",
+    "check_set_path",
     "draw_indices",
     "make_calibration_set",
     "read_definition",
@@ -72,12 +74,25 @@ class CalibrationDefinition:
     output: str = ""  # default: NAME.npz beside the definition
 
 
-def draw_indices(count: int, total: int, labels: np.ndarray | None, seed: int) -> np.ndarray:
-    """``count`` distinct indices in [0, total): class-balanced when ``labels`` is given."""
-    if count <= 0:
+def check_draw(count: int, seed: int) -> None:
+    """Raise unless ``count`` and ``seed`` make a draw (before any data is read)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
         raise ConfigError(f"calibration count {count} is invalid: give a positive number of samples, e.g. -n 512")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_INT:
         raise ConfigError(f"calibration seed {seed!r} is invalid: give an integer from 0 to 2**63 - 1, e.g. --seed 0")
+
+
+def check_set_path(path: str | Path) -> Path:
+    """``path`` if it can name a calibration set (an ``.npz``; its manifest goes beside it as ``.json``)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ConfigError(f"calibration set path {path} should end in .npz")
+    return path
+
+
+def draw_indices(count: int, total: int, labels: np.ndarray | None, seed: int) -> np.ndarray:
+    """``count`` distinct indices in [0, total): class-balanced when ``labels`` is given."""
+    check_draw(count, seed)
     if count > total:
         raise InputError(f"asked for {count} calibration samples but the source has only {total}; lower -n")
     rng = np.random.default_rng(seed)
@@ -136,9 +151,7 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def write_calibration_set(path: str | Path, data: ArrayData, fields: dict[str, Any]) -> CalibrationManifest:
     """Write ``path`` (.npz) and its manifest (.json) atomically; returns the manifest."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise ConfigError(f"calibration set path {path} should end in .npz")
+    path = check_set_path(path)
     arrays = dict(data.inputs)
     if data.labels is not None:
         arrays["y"] = data.labels

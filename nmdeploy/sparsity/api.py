@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from nmdeploy.config import from_arguments
-from nmdeploy.errors import ConfigError, LayerSelectionError, NotAcceleratedWarning, SparsityStateError
+from nmdeploy.errors import ConfigError, NotAcceleratedWarning, SparsityStateError
 from nmdeploy.sparsity.batching import attach_batching, detach_batching
 from nmdeploy.sparsity.config import SparsityConfig
 from nmdeploy.sparsity.methods.base import NMParametrization
@@ -27,7 +27,7 @@ from nmdeploy.sparsity.methods.registry import get_method
 from nmdeploy.sparsity.pattern import Pattern, parse_pattern
 from nmdeploy.sparsity.report import LayerReport, SparsityReport
 from nmdeploy.sparsity.schedule import preserve_rate
-from nmdeploy.sparsity.targets import LayerTarget, normalise_patterns, select_layers
+from nmdeploy.sparsity.targets import LayerTarget, check_selection, normalise_patterns, select_layers
 
 __all__ = ["Sparsifier", "sparsify", "finalize", "nm_parametrization"]
 
@@ -226,14 +226,7 @@ def sparsify(
             "first, or load the checkpoint into a fresh model"
         )
     targets = select_layers(model, nm.m, config.include, config.exclude)
-    if not any(t.eligible for t in targets):
-        listing = "; ".join(
-            f"{t.name or '(model)'} {t.type_name}{list(t.shape)}: {t.reason} ({t.detail})" for t in targets
-        )
-        raise LayerSelectionError(
-            f"no layer of the model can be made {nm} sparse: {listing or 'the model has no weighted layer'}; "
-            "fix: pass exclude=() to include the first/last layer or change include/exclude or the pattern"
-        )
+    check_selection(targets, str(nm))
     if not nm.hardware_2_4:
         warnings.warn(
             f"pattern {nm} does not imply 2:4, so sparse tensor cores cannot accelerate it; "

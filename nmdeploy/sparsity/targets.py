@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from nmdeploy.errors import ConfigError
+from nmdeploy.errors import ConfigError, LayerSelectionError
 
-__all__ = ["LayerTarget", "select_layers", "normalise_patterns", "REASONS"]
+__all__ = ["LayerTarget", "REASONS", "check_selection", "normalise_patterns", "select_layers", "unmatched_patterns"]
 
 REASONS = ("unsupported_type", "excluded", "depthwise", "not_divisible", "shared")
 
@@ -99,6 +99,27 @@ def _match(name: str, patterns: Sequence[str]) -> str | None:
     return next((p for p in patterns if fnmatch.fnmatchcase(name, p)), None)
 
 
+def unmatched_patterns(names: Sequence[str], include: object, exclude: object) -> list[tuple[str, str]]:
+    """(``"include"`` or ``"exclude"``, pattern) for every glob that matches none of ``names`` (``auto`` aside)."""
+    found = []
+    for what, value in (("include", include), ("exclude", exclude)):
+        for pattern in normalise_patterns(value, what):
+            if pattern != "auto" and not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                found.append((what, pattern))
+    return found
+
+
+def check_selection(targets: Sequence[LayerTarget], pattern: str) -> None:
+    """Raise :class:`LayerSelectionError`, listing every layer and why it stays dense, when none is eligible."""
+    if any(t.eligible for t in targets):
+        return
+    listing = "; ".join(f"{t.name or '(model)'} {t.type_name}{list(t.shape)}: {t.reason} ({t.detail})" for t in targets)
+    raise LayerSelectionError(
+        f"no layer of the model can be made {pattern} sparse: {listing or 'the model has no weighted layer'}; "
+        "fix: pass exclude=() to include the first/last layer or change include/exclude or the pattern"
+    )
+
+
 def select_layers(model: nn.Module, m: int, include: object = None, exclude: object = "auto") -> list[LayerTarget]:
     """List every weighted layer of ``model`` (registration order) with its skip reason, if any.
 
@@ -113,11 +134,8 @@ def select_layers(model: nn.Module, m: int, include: object = None, exclude: obj
 
     weighted = [(name, mod, *found) for name, mod in model.named_modules() if (found := _weighted_param(mod))]
     first_last = {weighted[0][0], weighted[-1][0]} if auto and weighted else set()
-    names = [w[0] for w in weighted]
-    for what, patterns in (("include", include_patterns), ("exclude", exclude_patterns)):
-        for pattern in patterns:
-            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-                warnings.warn(f"{what} pattern {pattern!r} matches no weighted layer of the model", stacklevel=3)
+    for what, pattern in unmatched_patterns([w[0] for w in weighted], include_patterns, exclude_patterns):
+        warnings.warn(f"{what} pattern {pattern!r} matches no weighted layer of the model", stacklevel=3)
 
     targets: list[LayerTarget] = []
     seen: set[int] = set()
