@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nmdeploy.errors import InputError, NMDeployError, first_line
+from nmdeploy.errors import InputError, NMDeployError, describe
 
 __all__ = ["call_target", "import_target"]
 
@@ -28,9 +28,7 @@ def import_target(target: str, spec: str, kind: str) -> Any:
     except (ImportError, AttributeError) as exc:
         raise InputError(f"{kind} spec {spec!r} cannot be imported ({exc}); check the module path and name") from None
     except Exception as exc:  # the module itself fails while it is imported
-        raise InputError(
-            f"{kind} spec {spec!r}: importing {module_name} raised {type(exc).__name__}: {first_line(exc)}"
-        ) from exc
+        raise InputError(f"{kind} spec {spec!r}: importing {module_name} raised {describe(exc)}") from exc
 
 
 def call_target(target: str, spec: str, kind: str, *args: Any) -> Any:
@@ -38,7 +36,8 @@ def call_target(target: str, spec: str, kind: str, *args: Any) -> Any:
     function = import_target(target, spec, kind)
     if not callable(function):
         raise InputError(
-            f"{kind} spec {spec!r} is a {type(function).__name__}, not a callable; name a function or a class"
+            f"{kind} spec {spec!r} names a value of type {type(function).__name__}, not a callable; "
+            "name a function or a class"
         )
     try:
         return function(*args)
@@ -46,6 +45,5 @@ def call_target(target: str, spec: str, kind: str, *args: Any) -> Any:
         raise  # already one line (e.g. a built-in example's own check)
     except Exception as exc:
         raise InputError(
-            f"{kind} spec {spec!r} raised {type(exc).__name__}: {first_line(exc)}; fix that code, "
-            "or run with --debug for the traceback"
+            f"{kind} spec {spec!r} raised {describe(exc)}; fix that code, or run with --debug for the traceback"
         ) from exc

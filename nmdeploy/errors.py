@@ -30,6 +30,7 @@ __all__ = [
     "TrainingInterrupted",
     "Terminated",
     "NotAcceleratedWarning",
+    "describe",
     "first_line",
 ]
 
@@ -182,3 +183,9 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """
     text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return (text or type(exc).__name__)[:limit]
+
+
+def describe(exc: BaseException, limit: int = 200) -> str:
+    """``"ValueError: no such bucket"``: an exception's type and the first line of its message (the type alone when empty)."""
+    text = first_line(exc, limit)
+    return type(exc).__name__ if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"

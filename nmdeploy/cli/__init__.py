@@ -36,7 +36,7 @@ def _one_line(message: str, exit_code: int) -> click.ClickException:
 def _usage_line(exc: click.UsageError) -> click.ClickException:
     """A usage error in one line, like every other error, with where to read the options (exit 2)."""
     where = exc.ctx.command_path if exc.ctx is not None else "nmdeploy"
-    return _one_line(f"{exc.format_message().rstrip('.')}; see {where} --help", exc.exit_code)
+    return _one_line(f"{exc.format_message().rstrip('.')} (see {where} --help)", exc.exit_code)
 
 
 class _Group(click.Group):

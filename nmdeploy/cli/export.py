@@ -60,12 +60,14 @@ def export(checkpoint: Path, spec: str, input_shape: str, output: Path, force: b
     import torch
 
     from nmdeploy.export.loading import build_model, load_checkpoint
-    from nmdeploy.export.onnx import check_opset, export_onnx
+    from nmdeploy.export.onnx import check_onnx_path, check_opset, export_onnx
 
     dims = _shape(input_shape)
     config = config_from(ExportConfig, settings)
     check_opset(config.opset)
-    claim_outputs([output], force, [checkpoint])
+    check_onnx_path(output)
+    external = output.with_name(output.name + ".data")  # written too when the weights pass 2 GB
+    claim_outputs([output, external], force, [checkpoint])
     model = load_checkpoint(build_model(spec), checkpoint)
     sample = torch.randn(dims, generator=torch.Generator().manual_seed(0))
     report = export_onnx(model, sample, output, config=config)

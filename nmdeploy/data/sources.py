@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from nmdeploy._imports import call_target, import_target
-from nmdeploy.errors import InputError, first_line
+from nmdeploy.errors import InputError, describe
 
 __all__ = ["ArrayData", "BUILTIN_DATA", "load_data", "split_spec"]
 
@@ -126,12 +126,12 @@ def _from_dataset(dataset: Any, spec: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         size = len(dataset)
     except Exception as exc:  # the user's dataset class
-        raise InputError(f"data {spec!r}: len() of its dataset raised {type(exc).__name__}: {first_line(exc)}") from exc
+        raise InputError(f"data {spec!r}: len() of its dataset raised {describe(exc)}") from exc
     for i in range(size):
         try:
             item = dataset[i]
         except Exception as exc:
-            raise InputError(f"data {spec!r}: dataset item {i} raised {type(exc).__name__}: {first_line(exc)}") from exc
+            raise InputError(f"data {spec!r}: dataset item {i} raised {describe(exc)}") from exc
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise InputError(f"data {spec!r}: dataset item {i} is not an (input, label) pair")
         inputs.append(np.asarray(item[0]))

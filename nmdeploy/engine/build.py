@@ -85,6 +85,10 @@ def load_verify(verify: str | Path | Mapping[str, Any] | None, onnx_path: Path) 
     if isinstance(verify, Mapping):
         return verify
     if verify is not None:
+        if not Path(verify).is_file():
+            raise InputError(
+                f"{verify}: no such verify report; write one with nmdeploy verify --json, or leave out --verify"
+            )
         try:
             report = json.loads(Path(verify).read_text())
         except (OSError, ValueError) as exc:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nmdeploy._imports import call_target
-from nmdeploy.errors import InputError, NMDeployError, first_line
+from nmdeploy.errors import InputError, NMDeployError, describe
 
 __all__ = ["BUILTIN_MODELS", "build_model", "check_fits", "load_checkpoint"]
 
@@ -43,6 +43,8 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes); give a checkpoint saved with torch.save")
     try:
         data: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -51,9 +53,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
             "save plain tensors: torch.save({'model': model.state_dict()}, path)"
         ) from None
     except Exception as exc:
-        raise InputError(
-            f"{path} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {first_line(exc, 120)})"
-        ) from None
+        raise InputError(f"{path} is not a loadable PyTorch checkpoint ({describe(exc, 120)})") from None
     state = data.get("model", data) if isinstance(data, Mapping) else None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path} holds no state_dict; save model.state_dict() or {{'model': ..., 'sparsity': ...}}")

@@ -24,11 +24,11 @@ from torch import nn
 
 from nmdeploy._atomic import atomic_output
 from nmdeploy.config import from_arguments
-from nmdeploy.errors import ConfigError, ExportError, first_line
+from nmdeploy.errors import ConfigError, ExportError, describe, first_line
 from nmdeploy.export.config import ExportConfig
 from nmdeploy.sparsity.api import finalize
 
-__all__ = ["ExportReport", "MIN_OPSET", "OutputParity", "check_opset", "export_onnx"]
+__all__ = ["ExportReport", "MIN_OPSET", "OutputParity", "check_onnx_path", "check_opset", "export_onnx"]
 
 MIN_OPSET = 13  # per-axis Q/DQ, which INT8 for TensorRT needs, came with opset 13
 
@@ -104,6 +104,14 @@ def _parity(
     return names, parity
 
 
+def check_onnx_path(path: str | Path) -> Path:
+    """``path`` if it can name the ONNX file to write."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ExportError(f"output path {path} should end in .onnx")
+    return path
+
+
 def check_opset(opset: int | None) -> None:
     """Raise unless ``opset`` (None: the exporter's default) is one the exporter writes and INT8 can use."""
     import onnx
@@ -138,9 +146,7 @@ def export_onnx(
         config = from_arguments(ExportConfig, dynamic_batch=dynamic_batch, opset=opset, atol=atol, rtol=rtol)
     check_opset(config.opset)
     args = _as_tuple(sample_input)
-    path = Path(path)
-    if path.suffix != ".onnx":
-        raise ExportError(f"output path {path} should end in .onnx")
+    path = check_onnx_path(path)
     work = finalize(copy.deepcopy(model)).eval()
     try:
         with torch.no_grad():
@@ -150,8 +156,7 @@ def export_onnx(
     except Exception as exc:  # the user's model on the user's sample
         shapes = ", ".join(str(list(t.shape)) for t in args)
         raise ExportError(
-            f"the model fails on the sample input {shapes} ({type(exc).__name__}: {first_line(exc)}); "
-            "give an input shape the model takes"
+            f"the model fails on the sample input {shapes} ({describe(exc)}); give an input shape the model takes"
         ) from exc
     size = sum(t.numel() * t.element_size() for t in work.state_dict().values())
     external = size > _SINGLE_FILE_LIMIT

@@ -113,9 +113,14 @@ def check_selection(targets: Sequence[LayerTarget], pattern: str) -> None:
     """Raise :class:`LayerSelectionError`, listing every layer and why it stays dense, when none is eligible."""
     if any(t.eligible for t in targets):
         return
+    if not targets:
+        raise LayerSelectionError(
+            f"no layer of the model can be made {pattern} sparse: the model has no weighted layer (Linear, "
+            "Conv1d/2d/3d, MultiheadAttention); give a model that has one"
+        )
     listing = "; ".join(f"{t.name or '(model)'} {t.type_name}{list(t.shape)}: {t.reason} ({t.detail})" for t in targets)
     raise LayerSelectionError(
-        f"no layer of the model can be made {pattern} sparse: {listing or 'the model has no weighted layer'}; "
+        f"no layer of the model can be made {pattern} sparse: {listing}; "
         "fix: pass exclude=() to include the first/last layer or change include/exclude or the pattern"
     )
 

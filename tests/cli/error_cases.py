@@ -98,6 +98,61 @@ def _fashion_checkpoint(folder: Path, fixtures: dict) -> None:
     torch.save({"model": build_model("fashion-resnet").state_dict()}, folder / "dense.pt")
 
 
+def _plugin(name: str, code: str) -> Callable[[Path, dict], None]:
+    """A module ``name.py`` in the case's folder (each case its own name: imported modules stay cached)."""
+    return _write(f"{name}.py", "import numpy as np\nimport torch\nfrom torch import nn\n\n" + code)
+
+
+def _empty(name: str) -> Callable[[Path, dict], None]:
+    return lambda folder, fixtures: (folder / name).write_bytes(b"")
+
+
+def _onnx_without_weights(folder: Path, fixtures: dict) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "relu.onnx"))
+
+
+def _quantised(folder: Path, fixtures: dict) -> None:
+    import onnx
+
+    from tests.quant.qdq_graphs import qdq_model
+
+    onnx.save(qdq_model(), str(folder / "int8.onnx"))
+
+
+def _build_folder(folder: Path, fixtures: dict) -> None:
+    """An earlier build's folder: what a bundle must never replace."""
+    (folder / "build").mkdir()
+    for name in ("dense.pt", "sparse.pt", "manifest.json"):
+        (folder / "build" / name).write_text(f"{name} of an earlier build\n")
+    shutil.copyfile(fixtures["cnn_onnx"], folder / "build" / "model.int8.onnx")
+
+
+def _bundle_folder(name: str) -> Callable[[Path, dict], None]:
+    def make(folder: Path, fixtures: dict) -> None:
+        (folder / name).mkdir()
+        (folder / name / "bundle.json").write_text("{}\n")
+
+    return make
+
+
+def _folder(name: str, *files: str) -> Callable[[Path, dict], None]:
+    def make(folder: Path, fixtures: dict) -> None:
+        (folder / name).mkdir()
+        for file in files:
+            (folder / name / file).write_text("mine\n")
+
+    return make
+
+
 TINY = _all(
     lambda folder, fx: shutil.copyfile(fx["train"], folder / "train.npz"),
     lambda folder, fx: shutil.copyfile(fx["val"], folder / "val.npz"),
@@ -352,6 +407,811 @@ CASES: tuple[Case, ...] = (
         env={"NMDEPLOY_DEBUG": "maybe"},
         setup=_copy("cnn_onnx", "model.onnx"),
     ),
+    # -- build and finetune: every setting is checked before the first stage --------------------------------
+    Case(
+        "nan-number",
+        "a learning rate that is NaN",
+        ("build", *DATA, "--set", "finetune.lr=.nan", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "infinite-number",
+        "an SR decay that is infinite",
+        ("build", *DATA, "--set", "sparsity.decay=.inf", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "negative-seed",
+        "a negative training seed",
+        ("build", *DATA, "--set", "dense.seed=-1", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "huge-integer",
+        "a batch size past int64",
+        ("build", *DATA, "--set", "finetune.batch_size=99999999999999999999", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "zero-epochs",
+        "zero fine-tune epochs",
+        ("finetune", *DATA, "--epochs", "0", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "end-epoch-late",
+        "a MaxQ schedule that ends after the fine-tune",
+        ("build", *DATA, "--set", "sparsity.end_epoch=6", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "include-unmatched",
+        "an include glob that matches no layer",
+        ("build", *DATA, "--set", "sparsity.include=[nosuch.*]", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "exclude-unmatched",
+        "an exclude glob that matches no layer",
+        ("build", *DATA, "--set", "sparsity.exclude=[auto, lyer1.*]", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "no-eligible-layer",
+        "layer selection that leaves no layer to sparsify",
+        ("build", *DATA, "--set", "sparsity.include=[stem.0, fc]", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "distill-untrained",
+        "distillation with no trained dense model",
+        ("build", *DATA, "--set", "task.spec=distillation", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "device-unknown",
+        "a device that does not exist",
+        ("build", *DATA, "--set", "device=tpu", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "build-calibration-missing",
+        "a calibration file that does not exist",
+        ("build", *DATA, "--set", "quantize.calibration=missing.npz", "--out", "out"),
+        2,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "build-calibration-shape",
+        "calibration data that does not fit the model",
+        ("build", *DATA, "--set", "quantize.calibration=calib.npz", "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(TINY, _npz("calib.npz", IMAGES[:, :, :5, :5])),
+    ),
+    Case(
+        "build-calibration-count",
+        "more calibration samples than the data holds",
+        ("build", *DATA, "--set", "quantize.count=5000", "--out", "out"),
+        2,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "build-opset-old",
+        "an export opset too old for INT8",
+        ("build", *DATA, "--set", "export.opset=5", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "build-opset-new",
+        "an export opset newer than ONNX knows",
+        ("build", *DATA, "--set", "export.opset=99", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case(
+        "recipe-duplicate-key",
+        "a recipe that gives a key twice",
+        ("build", "--recipe", "r.yaml", "--out", "out"),
+        1,
+        ("out",),
+        setup=_write("r.yaml", "finetune:\n  epochs: 3\n  epochs: 4\n"),
+    ),
+    Case(
+        "recipe-duplicate-section",
+        "a recipe that gives a section twice",
+        ("build", "--recipe", "r.yaml", "--out", "out"),
+        1,
+        ("out",),
+        setup=_write("r.yaml", "sparsity:\n  pattern: 1:4\nsparsity:\n  method: srste\n"),
+    ),
+    Case(
+        "recipe-list",
+        "a recipe that is a list, not sections",
+        ("build", "--recipe", "r.yaml", "--out", "out"),
+        1,
+        ("out",),
+        setup=_write("r.yaml", "- model\n- data\n"),
+    ),
+    Case(
+        "set-unknown-section",
+        "--set of a key that is no section",
+        ("build", "--set", "outputs=x", "--out", "out"),
+        1,
+        ("out",),
+    ),
+    Case("set-empty-key", "--set with nothing before =", ("build", "--set", "=3", "--out", "out"), 1, ("out",)),
+    Case(
+        "data-plugin-raises",
+        "a data plug-in that raises",
+        ("build", "--set", "data.train=plug_data_raise:load", "--out", "out"),
+        2,
+        ("out",),
+        setup=_plugin("plug_data_raise", "def load(split):\n    raise ValueError('no such bucket')\n"),
+    ),
+    Case(
+        "data-plugin-not-callable",
+        "a data plug-in that is no callable",
+        ("build", "--set", "data.train=plug_data_const:TABLE", "--out", "out"),
+        2,
+        ("out",),
+        setup=_plugin("plug_data_const", "TABLE = [1, 2, 3]\n"),
+    ),
+    Case(
+        "data-plugin-arguments",
+        "a data plug-in that wants other arguments",
+        ("build", "--set", "data.train=plug_data_args:load", "--out", "out"),
+        2,
+        ("out",),
+        setup=_plugin("plug_data_args", "def load(split, root):\n    return None\n"),
+    ),
+    Case(
+        "data-plugin-import",
+        "a data plug-in whose module fails to import",
+        ("build", "--set", "data.train=plug_data_import:load", "--out", "out"),
+        2,
+        ("out",),
+        setup=_plugin("plug_data_import", "raise RuntimeError('credentials missing')\n"),
+    ),
+    Case(
+        "data-plugin-item",
+        "a data plug-in whose dataset fails on an item",
+        ("build", "--set", "data.train=plug_data_item:load", "--out", "out"),
+        2,
+        ("out",),
+        setup=_plugin(
+            "plug_data_item",
+            "class Broken:\n    def __len__(self):\n        return 4\n\n    def __getitem__(self, i):\n        raise OSError('image 3.png is corrupt')\n\n\ndef load(split):\n    return Broken()\n",
+        ),
+    ),
+    Case(
+        "model-factory-raises",
+        "a model factory that raises",
+        ("build", *DATA, "--set", "model.spec=plug_model_raise:make", "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(TINY, _plugin("plug_model_raise", "def make():\n    raise KeyError('width')\n")),
+    ),
+    Case(
+        "model-factory-not-module",
+        "a model factory that returns no nn.Module",
+        ("build", *DATA, "--set", "model.spec=plug_model_dict:make", "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(TINY, _plugin("plug_model_dict", "def make():\n    return {'layers': 3}\n")),
+    ),
+    Case(
+        "model-factory-arguments",
+        "a model factory that needs arguments",
+        ("build", *DATA, "--set", "model.spec=plug_model_args:make", "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(TINY, _plugin("plug_model_args", "def make(width):\n    return nn.Linear(width, 10)\n")),
+    ),
+    Case(
+        "model-no-weights",
+        "a model with no weighted layer",
+        ("build", *DATA, "--set", "model.spec=plug_model_empty:make", "--out", "out"),
+        1,
+        ("out",),
+        setup=_all(
+            TINY,
+            _plugin(
+                "plug_model_empty",
+                "class Pick(nn.Module):\n    def forward(self, x):\n        return x.flatten(1)[:, :10]\n\n\ndef make():\n    return Pick()\n",
+            ),
+        ),
+    ),
+    Case(
+        "task-plugin-raises",
+        "a task plug-in that raises",
+        ("build", *DATA, "--set", "task.spec=plug_task_raise:make", "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(TINY, _plugin("plug_task_raise", "def make():\n    raise NotImplementedError('loss')\n")),
+    ),
+    Case(
+        "task-plugin-incomplete",
+        "a task plug-in without the task methods",
+        ("build", *DATA, "--set", "task.spec=plug_task_half:make", "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(
+            TINY, _plugin("plug_task_half", "class Half:\n    metric = 'mae'\n\n\ndef make():\n    return Half()\n")
+        ),
+    ),
+    Case(
+        "build-checkpoint-empty",
+        "a zero-byte pretrained checkpoint",
+        ("build", *DATA, "--set", "model.checkpoint=empty.pt", "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(TINY, _empty("empty.pt")),
+    ),
+    Case(
+        "labels-float",
+        "training labels that are not integers",
+        ("build", *DATA, "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(_npz("train.npz", IMAGES, np.linspace(0, 9, 16)), _npz("val.npz", IMAGES, np.arange(16) % 10)),
+    ),
+    Case(
+        "labels-2d",
+        "training labels of two dimensions",
+        ("build", *DATA, "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(
+            _npz("train.npz", IMAGES, np.zeros((16, 10), dtype=np.int64)), _npz("val.npz", IMAGES, np.arange(16) % 10)
+        ),
+    ),
+    Case(
+        "npz-scalar",
+        "an .npz whose array holds no samples axis",
+        ("build", *DATA, "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(_npz("train.npz", np.float32(1.0)), _npz("val.npz", IMAGES, np.arange(16) % 10)),
+    ),
+    Case(
+        "out-is-file",
+        "a build output that is a file",
+        ("build", *DATA, "--out", "notes.txt"),
+        2,
+        setup=_all(TINY, _write("notes.txt", "mine\n")),
+    ),
+    Case(
+        "out-parent-file",
+        "a build output below a file",
+        ("build", *DATA, "--out", "notes.txt/out"),
+        1,
+        setup=_all(TINY, _write("notes.txt", "mine\n")),
+    ),
+    Case(
+        "out-under-proc",
+        "a build output where no file can be made",
+        ("build", *DATA, "--out", "/proc/nmdeploy-out"),
+        1,
+        setup=TINY,
+    ),
+    Case(
+        "checkpoint-is-artifact",
+        "a pretrained checkpoint the build would overwrite",
+        ("build", *DATA, "--set", "model.checkpoint=out/dense.pt", "--out", "out"),
+        1,
+        setup=_all(TINY, _folder("out", "manifest.json"), lambda folder, fx: _fashion_checkpoint(folder / "out", fx)),
+    ),
+    Case(
+        "build-foreign-bundle",
+        "a target-bundle folder in the output that no build wrote",
+        ("build", *DATA, "--out", "out"),
+        1,
+        setup=_all(TINY, _folder("out", "manifest.json"), _folder("out/target-bundle", "notes.txt")),
+    ),
+    Case(
+        "build-timing-cache-proc",
+        "an engine timing cache where no file can be made",
+        ("build", *DATA, "--set", "engine.timing_cache=/proc/x/timing.cache", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
+    Case("build-unknown-option", "an option build does not have", ("build", "--epochs", "3"), 2),
+    # -- export ----------------------------------------------------------------------------------------------
+    Case(
+        "export-opset-old",
+        "an opset too old for INT8",
+        (*EXPORT, "--opset", "5"),
+        1,
+        ("model.onnx",),
+        setup=_fashion_checkpoint,
+    ),
+    Case(
+        "export-opset-new",
+        "an opset newer than ONNX knows",
+        (*EXPORT, "--opset", "99"),
+        1,
+        ("model.onnx",),
+        setup=_fashion_checkpoint,
+    ),
+    Case(
+        "export-shape-huge",
+        "an input shape too large to sample",
+        ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1x99999999999x28x28", "-o", "model.onnx"),
+        2,
+        ("model.onnx",),
+        setup=_fashion_checkpoint,
+    ),
+    Case(
+        "export-forward-fails",
+        "an input shape the model's forward rejects",
+        ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1x3x28x28", "-o", "model.onnx"),
+        1,
+        ("model.onnx",),
+        setup=_fashion_checkpoint,
+    ),
+    Case(
+        "export-output-is-input",
+        "an export written over its own checkpoint",
+        (
+            "export",
+            "weights.onnx",
+            "--model",
+            "fashion-resnet",
+            "--input-shape",
+            "1x1x28x28",
+            "-o",
+            "weights.onnx",
+            "--force",
+        ),
+        1,
+        setup=lambda folder, fx: (
+            _fashion_checkpoint(folder, fx),
+            (folder / "dense.pt").rename(folder / "weights.onnx"),
+        ),
+    ),
+    Case(
+        "export-checkpoint-empty",
+        "a zero-byte checkpoint",
+        ("export", "empty.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "model.onnx"),
+        2,
+        ("model.onnx",),
+        setup=_empty("empty.pt"),
+    ),
+    Case(
+        "export-output-suffix",
+        "an export output that is not .onnx",
+        ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "model.pt"),
+        1,
+        ("model.pt",),
+        setup=_fashion_checkpoint,
+    ),
+    Case(
+        "export-output-parent-file",
+        "an export output below a file",
+        ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "notes.txt/model.onnx"),
+        1,
+        setup=_all(_fashion_checkpoint, _write("notes.txt", "mine\n")),
+    ),
+    Case(
+        "export-output-proc",
+        "an export output where no file can be made",
+        ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1x1x28x28", "-o", "/proc/model.onnx"),
+        1,
+        setup=_fashion_checkpoint,
+    ),
+    Case(
+        "export-atol-nan",
+        "a parity tolerance that is NaN",
+        (*EXPORT, "--atol", "nan"),
+        1,
+        ("model.onnx",),
+        setup=_fashion_checkpoint,
+    ),
+    Case(
+        "export-factory-raises",
+        "a model factory that raises",
+        ("export", "dense.pt", "--model", "plug_export_raise:make", "--input-shape", "1x1x28x28", "-o", "model.onnx"),
+        2,
+        ("model.onnx",),
+        setup=_all(
+            _fashion_checkpoint, _plugin("plug_export_raise", "def make():\n    raise ImportError('needs timm')\n")
+        ),
+    ),
+    Case(
+        "export-factory-not-callable",
+        "a model spec that is no callable",
+        ("export", "dense.pt", "--model", "plug_export_const:WIDTH", "--input-shape", "1x1x28x28", "-o", "model.onnx"),
+        2,
+        ("model.onnx",),
+        setup=_all(_fashion_checkpoint, _plugin("plug_export_const", "WIDTH = 64\n")),
+    ),
+    # -- verify ----------------------------------------------------------------------------------------------
+    Case(
+        "verify-json-is-model",
+        "a report written over the model it checks",
+        ("verify", "model.onnx", "--json", "model.onnx", "--force"),
+        1,
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "verify-json-is-data",
+        "a report written over the model's external data",
+        ("verify", "ext.onnx", "--json", "ext.onnx.data", "--force"),
+        1,
+        setup=lambda folder, fx: __import__("onnx").save(
+            __import__("onnx").load(str(fx["cnn_onnx"])),
+            str(folder / "ext.onnx"),
+            save_as_external_data=True,
+            location="ext.onnx.data",
+            size_threshold=0,
+        ),
+    ),
+    Case(
+        "verify-json-proc",
+        "a report where no file can be made",
+        ("verify", "model.onnx", "--json", "/proc/verify.json"),
+        1,
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "verify-pattern-range",
+        "an N:M pattern with N >= M",
+        ("verify", "model.onnx", "--pattern", "4:4"),
+        2,
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case("verify-missing", "a model that does not exist", ("verify", "none.onnx"), 2),
+    Case("verify-missing-argument", "verify without a model", ("verify",), 2),
+    # -- calibrate -------------------------------------------------------------------------------------------
+    Case(
+        "calibrate-negative-seed",
+        "a negative calibration seed",
+        ("calibrate", "--data", "train.npz", "-n", "8", "--seed", "-1", "-o", "c.npz"),
+        1,
+        ("c.npz", "c.json"),
+        setup=TINY,
+    ),
+    Case(
+        "calibrate-labels-float",
+        "labels that are not integers",
+        ("calibrate", "--data", "d.npz", "-n", "8", "-o", "c.npz"),
+        2,
+        ("c.npz", "c.json"),
+        setup=_npz("d.npz", IMAGES, np.linspace(0, 1, 16)),
+    ),
+    Case(
+        "calibrate-labels-2d",
+        "labels of two dimensions",
+        ("calibrate", "--data", "d.npz", "-n", "8", "-o", "c.npz"),
+        2,
+        ("c.npz", "c.json"),
+        setup=_npz("d.npz", IMAGES, np.zeros((16, 2), dtype=np.int64)),
+    ),
+    Case(
+        "calibrate-output-suffix",
+        "a calibration set that is not .npz",
+        ("calibrate", "--data", "train.npz", "-n", "8", "-o", "c.bin"),
+        1,
+        ("c.bin", "c.json"),
+        setup=TINY,
+    ),
+    Case(
+        "calibrate-output-is-data",
+        "a calibration set written over its own data",
+        ("calibrate", "--data", "train.npz", "-n", "8", "-o", "train.npz", "--force"),
+        1,
+        setup=TINY,
+    ),
+    Case(
+        "calibrate-count-too-large",
+        "more samples than the data holds",
+        ("calibrate", "--data", "d.npz", "-n", "100", "-o", "c.npz"),
+        2,
+        ("c.npz", "c.json"),
+        setup=_npz("d.npz", IMAGES, np.arange(16) % 10),
+    ),
+    Case(
+        "calibrate-definition-missing",
+        "a calibration definition that does not exist",
+        ("calibrate", "--definition", "nosuch.yaml"),
+        2,
+    ),
+    Case(
+        "calibrate-definition-list",
+        "a calibration definition that is no mapping",
+        ("calibrate", "--definition", "d.yaml"),
+        2,
+        setup=_write("d.yaml", "- train.npz\n"),
+    ),
+    Case(
+        "calibrate-definition-duplicate",
+        "a calibration definition that gives a key twice",
+        ("calibrate", "--definition", "d.yaml"),
+        2,
+        setup=_write("d.yaml", "data: a.npz\ncount: 8\ncount: 16\n"),
+    ),
+    Case(
+        "calibrate-npz-scalar",
+        "an .npz whose array holds no samples axis",
+        ("calibrate", "--data", "s.npz", "-n", "1", "-o", "c.npz"),
+        2,
+        ("c.npz", "c.json"),
+        setup=_npz("s.npz", np.float32(3.0)),
+    ),
+    Case(
+        "calibrate-plugin-raises",
+        "a data plug-in that raises",
+        ("calibrate", "--data", "plug_calib_raise:load", "-n", "8", "-o", "c.npz"),
+        2,
+        ("c.npz", "c.json"),
+        setup=_plugin("plug_calib_raise", "def load(split):\n    raise ConnectionError('bucket offline')\n"),
+    ),
+    Case(
+        "calibrate-definition-and-data",
+        "--definition together with --data",
+        ("calibrate", "--definition", "d.yaml", "--data", "train.npz"),
+        2,
+        setup=_write("d.yaml", "data: train.npz\n"),
+    ),
+    # -- quantize --------------------------------------------------------------------------------------------
+    Case(
+        "quantize-json-is-model",
+        "a report written over the model",
+        ("quantize", "model.onnx", "--calibration", "calib.npz", "--json", "model.onnx", "--force"),
+        1,
+        ("model.int8.onnx",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("calib.npz", IMAGES)),
+    ),
+    Case(
+        "quantize-output-is-input",
+        "an INT8 model written over its FP32 input",
+        ("quantize", "model.onnx", "--calibration", "calib.npz", "-o", "model.onnx", "--force"),
+        1,
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("calib.npz", IMAGES)),
+    ),
+    Case(
+        "quantize-calibration-missing",
+        "a calibration file that does not exist",
+        ("quantize", "model.onnx", "--calibration", "missing.npz"),
+        2,
+        ("model.int8.onnx",),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "quantize-percentile-nan",
+        "a percentile that is NaN",
+        ("quantize", "model.onnx", "--calibration", "calib.npz", "--method", "percentile", "--percentile", "nan"),
+        1,
+        ("model.int8.onnx",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("calib.npz", IMAGES)),
+    ),
+    Case(
+        "quantize-exclude-unmatched",
+        "an exclude glob that matches no node",
+        ("quantize", "model.onnx", "--calibration", "calib.npz", "--exclude", "nope*"),
+        1,
+        ("model.int8.onnx",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("calib.npz", IMAGES)),
+    ),
+    Case(
+        "quantize-already-int8",
+        "a model that is already quantised",
+        ("quantize", "int8.onnx", "--calibration", "calib.npz"),
+        2,
+        ("int8.int8.onnx",),
+        setup=_all(_quantised, _npz("calib.npz", IMAGES)),
+    ),
+    Case(
+        "quantize-no-weights",
+        "a model with nothing to quantise",
+        ("quantize", "relu.onnx", "--calibration", "calib.npz"),
+        2,
+        ("relu.int8.onnx",),
+        setup=_all(_onnx_without_weights, _npz("calib.npz", np.zeros((8, 4), np.float32))),
+    ),
+    Case(
+        "quantize-eval-shape",
+        "evaluation data that does not fit the model",
+        ("quantize", "model.onnx", "--calibration", "calib.npz", "--eval-data", "other.npz"),
+        2,
+        ("model.int8.onnx",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("calib.npz", IMAGES), _npz("other.npz", IMAGES[:, :, :7, :7])),
+    ),
+    Case(
+        "quantize-batch-zero",
+        "a calibration batch size of 0",
+        ("quantize", "model.onnx", "--calibration", "calib.npz", "--batch-size", "0"),
+        2,
+        ("model.int8.onnx",),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "quantize-method-unknown",
+        "a calibration method that does not exist",
+        ("quantize", "model.onnx", "--calibration", "calib.npz", "--method", "kl"),
+        2,
+        ("model.int8.onnx",),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "quantize-pattern",
+        "an N:M pattern with N >= M",
+        ("quantize", "model.onnx", "--calibration", "calib.npz", "--pattern", "3:2"),
+        1,
+        ("model.int8.onnx",),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    # -- eval ------------------------------------------------------------------------------------------------
+    Case(
+        "eval-data-missing",
+        "evaluation data that does not exist",
+        ("eval", "model.onnx", "--data", "missing.npz"),
+        2,
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "eval-json-is-model",
+        "a result written over the model",
+        ("eval", "model.onnx", "--data", "d.npz", "--json", "model.onnx", "--force"),
+        1,
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("d.npz", IMAGES)),
+    ),
+    Case(
+        "eval-dtype",
+        "evaluation data of the wrong dtype",
+        ("eval", "model.onnx", "--data", "d.npz"),
+        2,
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("d.npz", IMAGES.astype(np.float64))),
+    ),
+    Case(
+        "eval-batch-zero",
+        "an evaluation batch size of 0",
+        ("eval", "model.onnx", "--data", "d.npz", "--batch-size", "0"),
+        2,
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    # -- engine and bench ------------------------------------------------------------------------------------
+    Case(
+        "bundle-is-build-folder",
+        "a bundle written over a build folder",
+        ("engine", "model.onnx", "-o", "e.plan", "--bundle", "build", "--force"),
+        1,
+        ("e.plan",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _build_folder),
+    ),
+    Case(
+        "bundle-holds-model",
+        "a bundle folder that holds the model",
+        ("engine", "model.onnx", "-o", "e.plan", "--bundle", ".", "--force"),
+        1,
+        ("e.plan",),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "bundle-exists",
+        "a bundle that already exists (no --force)",
+        ("engine", "model.onnx", "-o", "e.plan"),
+        1,
+        ("e.plan",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _bundle_folder("e-bundle")),
+    ),
+    Case(
+        "bundle-foreign",
+        "a default bundle folder that nmdeploy did not write",
+        ("engine", "model.onnx", "-o", "e.plan", "--force"),
+        1,
+        ("e.plan",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _folder("e-bundle", "notes.txt")),
+    ),
+    Case(
+        "engine-verify-foreign",
+        "a layer report made from a file that is no verify report",
+        ("engine", "model.onnx", "-o", "e.plan", "--verify", "v.json"),
+        2,
+        ("e.plan", "e-bundle"),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _write("v.json", '{"layers": []}\n')),
+    ),
+    Case(
+        "engine-verify-missing",
+        "a verify report that does not exist",
+        ("engine", "model.onnx", "-o", "e.plan", "--verify", "v.json"),
+        2,
+        ("e.plan", "e-bundle"),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "engine-timing-cache-is-model",
+        "a timing cache that is the model",
+        ("engine", "model.onnx", "-o", "e.plan", "--timing-cache", "model.onnx"),
+        1,
+        ("e.plan", "e-bundle"),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "engine-report-exists",
+        "an engine report that already exists (no --force)",
+        ("engine", "model.onnx", "-o", "e.plan"),
+        1,
+        ("e.plan", "e-bundle"),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _write("engine_report.json", "{}\n")),
+    ),
+    Case(
+        "engine-plan-suffix",
+        "a plan name that is not .plan or .engine",
+        ("engine", "model.onnx", "-o", "e.trt"),
+        1,
+        ("e.trt", "e-bundle"),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "engine-workspace-zero",
+        "a workspace of 0 MiB",
+        ("engine", "model.onnx", "--workspace", "0"),
+        2,
+        ("model.plan", "model-bundle"),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "engine-hardware-unknown",
+        "a hardware compatibility level that does not exist",
+        ("engine", "model.onnx", "--hardware-compat", "turing"),
+        2,
+        ("model.plan", "model-bundle"),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "bench-json-is-plan",
+        "timings written over a plan",
+        ("bench", "a.plan", "--json", "a.plan", "--force"),
+        1,
+        setup=_write("a.plan", "not a plan\n"),
+    ),
+    Case(
+        "bench-json-exists",
+        "timings that already exist (no --force)",
+        ("bench", "a.plan", "--json", "t.json"),
+        1,
+        setup=_all(_write("a.plan", "not a plan\n"), _write("t.json", "[]\n")),
+    ),
+    Case(
+        "bench-iterations-zero",
+        "zero timed iterations",
+        ("bench", "a.plan", "--iterations", "0"),
+        2,
+        setup=_write("a.plan", "not a plan\n"),
+    ),
+    # -- the command line itself -----------------------------------------------------------------------------
+    Case("unknown-command", "a command that does not exist", ("bild",), 2),
+    Case("unknown-global-option", "an option nmdeploy does not have", ("--bogus", "verify", "model.onnx"), 2),
 )
 
 
