@@ -90,6 +90,7 @@ def engine(
     with code 3: copy the bundle to the target GPU and run python3 build_engine.py there.
     """
     from nmdeploy.engine.build import engine_files
+    from nmdeploy.engine.bundle import MARKER
     from nmdeploy.engine.deploy import build_or_bundle
     from nmdeploy.engine.layers import format_rows
     from nmdeploy.engine.shapes import parse_shapes
@@ -104,7 +105,7 @@ def engine(
     timing = [Output(Path(config.timing_cache), rewrites=True)] if config.timing_cache else []
     outputs = [
         *engine_files(output, config).values(),
-        Output(bundle, folder=True, named=bundle_named, marker="bundle.json"),
+        Output(bundle, folder=True, named=bundle_named, marker=MARKER),
     ]
     claim_outputs([*outputs, *timing], force, [*onnx_inputs(model), verify_path])
     shapes = [

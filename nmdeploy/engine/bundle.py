@@ -24,7 +24,7 @@ from nmdeploy._atomic import make_folders, publish_folder, remove_folders
 from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.shapes import ShapeProfile
 
-__all__ = ["BUNDLED_CODE", "trtexec_script", "write_bundle"]
+__all__ = ["BUNDLED_CODE", "MARKER", "trtexec_script", "write_bundle"]
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # nmdeploy/
 # the modules build_engine.py imports, relative to nmdeploy/ (checked by a test: no torch among them)
@@ -44,6 +44,7 @@ BUNDLED_CODE = (
     "engine/build.py",
     "engine/bench.py",
 )
+MARKER = "bundle.json"  # the settings file every bundle holds: what tells a bundle folder from any other
 _TRTEXEC_LEVEL = {"none": None, "ampere_plus": "ampere+", "same_cc": "sameComputeCapability"}
 
 
@@ -168,7 +169,7 @@ def write_bundle(
             **dataclasses.asdict(options),
             "profile": profile.to_dict(),
         }
-        (stage / "bundle.json").write_text(json.dumps(settings, indent=2) + "\n")
+        (stage / MARKER).write_text(json.dumps(settings, indent=2) + "\n")
         if verify is not None:
             (stage / "verify.json").write_text(json.dumps(verify, indent=2) + "\n")
         if manifest is not None:

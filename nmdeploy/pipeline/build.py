@@ -34,6 +34,7 @@ def _claim(out: Path, recipe: Recipe) -> None:
     An earlier build's artifacts are replaced (that is how a build updates its folder), but a
     ``target-bundle`` folder is replaced only if it is one (it holds ``bundle.json``).
     """
+    from nmdeploy.engine.bundle import MARKER
     from nmdeploy.outputs import Output, claim_outputs
     from nmdeploy.pipeline.report import PLOTS
 
@@ -41,7 +42,7 @@ def _claim(out: Path, recipe: Recipe) -> None:
     files = [out / name for name in (*ARTIFACTS, *PLOTS) if name != BUNDLE]
     outputs = [
         *files,
-        Output(out / BUNDLE, folder=True, named=False, marker="bundle.json"),
+        Output(out / BUNDLE, folder=True, named=False, marker=MARKER),
         Output(out / ".work", folder=True),
     ]
     if recipe.engine.timing_cache:
