@@ -143,13 +143,8 @@ def check_inputs(ctx: BuildContext) -> None:
         load_checkpoint(model, checkpoint)  # a checkpoint of another model fails here, naming the file
     for which in ("train", "val"):
         data = ctx.data(which)
-        x = next(iter(data.inputs.values()))
         spec = getattr(recipe.data, which)
-        if list(x.shape[1:]) != shape[1:]:
-            raise InputError(
-                f"data.{which} = {spec!r} has samples of shape {list(x.shape[1:])} but model.input_shape is {shape}; "
-                "make them agree"
-            )
+        _check_sample_shape(data, f"data.{which}", spec, shape)
         if classify and (data.labels.min(initial=0) < 0 or data.labels.max(initial=0) >= logits.shape[1]):
             raise InputError(
                 f"data.{which} = {spec!r} has labels up to {int(data.labels.max())} but the model has {logits.shape[1]} outputs; "
@@ -157,6 +152,15 @@ def check_inputs(ctx: BuildContext) -> None:
             )
     _check_calibration(ctx, shape)
     _check_export(recipe)
+
+
+def _check_sample_shape(data: ArrayData, key: str, spec: str, shape: list[int]) -> None:
+    """The data's first input must have the model's input shape past the batch dim."""
+    x = next(iter(data.inputs.values()))
+    if list(x.shape[1:]) != shape[1:]:
+        raise InputError(
+            f"{key} = {spec!r} has samples of shape {list(x.shape[1:])} but model.input_shape is {shape}; make them agree"
+        )
 
 
 def _check_sparsity(recipe: Recipe, model: nn.Module) -> None:
@@ -193,12 +197,7 @@ def _check_calibration(ctx: BuildContext, shape: list[int]) -> None:
         available = ctx._sizes["train"]
     else:
         data = load_data(q.calibration, "train")
-        x = next(iter(data.inputs.values()))
-        if list(x.shape[1:]) != shape[1:]:
-            raise InputError(
-                f"quantize.calibration = {q.calibration!r} has samples of shape {list(x.shape[1:])} but "
-                f"model.input_shape is {shape}; make them agree"
-            )
+        _check_sample_shape(data, "quantize.calibration", q.calibration, shape)
         if data.labels is not None:
             data.class_labels()  # the draw is class-balanced: one integer class per sample
         available = len(data)
