@@ -1,6 +1,7 @@
-"""Data sources as plain numpy arrays: built-in example sets, ``.npz`` files, plug-ins.
+"""Data sources read on demand: built-in example sets, ``.npz`` files, image folders, plug-ins.
 
-Names resolve lazily: reading a recipe (``DataConfig``) imports no numpy.
+Names resolve lazily: reading a recipe (``DataConfig``) imports no numpy, and the loaders
+(:mod:`nmdeploy.data.loader`) are the only part that imports torch.
 """
 
 from __future__ import annotations
@@ -8,10 +9,14 @@ from __future__ import annotations
 from nmdeploy._lazy import lazy_getattr
 
 _LAZY = {
-    "ArrayData": "nmdeploy.data.sources",
+    "ArrayData": "nmdeploy.data.source",
     "BUILTIN_DATA": "nmdeploy.data.sources",
     "DataConfig": "nmdeploy.data.config",
+    "ImageFolderSource": "nmdeploy.data.images",
+    "Source": "nmdeploy.data.source",
+    "Stream": "nmdeploy.data.source",
     "load_data": "nmdeploy.data.sources",
+    "open_data": "nmdeploy.data.sources",
 }
 
 __all__ = list(_LAZY)

@@ -1,9 +1,12 @@
 """What every stage of a build shares: the recipe, the output folder, the data, the task.
 
-:class:`BuildContext` loads each data split once (its class-balanced subset when the recipe
-asks for one) and computes the task's targets once (for distillation: the dense model's
-outputs). :func:`check_inputs` fails before any work when model, input shape, checkpoint
-and data do not fit together, so bad input leaves nothing behind.
+:class:`BuildContext` opens each data split once, as a source read on demand (its
+class-balanced subset when the recipe asks for one), and loads the teacher of a
+distillation task once. :func:`check_inputs` fails before any work when model, input
+shape, checkpoint and data do not fit together, so bad input leaves nothing behind; it
+reads one sample of each data set for that, and the labels only where a source knows
+them without reading its samples (an image folder, an ``.npz``); the others are checked
+batch by batch while training.
 """
 
 from __future__ import annotations
@@ -12,23 +15,25 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from nmdeploy.data import ArrayData, load_data
+from nmdeploy.data import ArrayData, Source, Stream, open_data
 from nmdeploy.errors import ConfigError, InputError, LayerSelectionError, first_line
 from nmdeploy.export.loading import build_model, load_checkpoint
 from nmdeploy.pipeline.manifest import Manifest
 from nmdeploy.pipeline.recipe import Recipe
-from nmdeploy.quant.calibset import draw_indices
-from nmdeploy.train.loop import evaluate
+from nmdeploy.quant.calibset import draw_indices, read_first
+from nmdeploy.train.scoring import evaluate
 from nmdeploy.train.tasks import Classification, Task, make_task
 
 __all__ = ["BuildContext", "Progress", "check_inputs"]
 
 Progress = Callable[[str, int, int], None]
+_KEYS = {"train": "data.train", "val": "data.val"}
 
 
 @dataclass
@@ -41,9 +46,8 @@ class BuildContext:
     progress: Progress | None = None
     rank: int = 0
     world: int = 1
-    _data: dict[str, ArrayData] = field(default_factory=dict)
-    _sizes: dict[str, int] = field(default_factory=dict)  # samples of each split before its subset
-    _targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    _data: dict[str, Source | Stream] = field(default_factory=dict)
+    _sizes: dict[str, int | None] = field(default_factory=dict)  # samples of each split before its subset
     _teacher: nn.Module | None = None
 
     @property
@@ -59,53 +63,74 @@ class BuildContext:
     def task(self) -> Task:
         return make_task(self.recipe.task)
 
-    def data(self, which: str) -> ArrayData:
-        """The train or val data of the recipe (its class-balanced subset when one is asked for)."""
+    def data(self, which: str) -> Source | Stream:
+        """The train or val data of the recipe, read on demand (its class-balanced subset when one is asked for)."""
         if which not in self._data:
-            spec = self.recipe.data.train if which == "train" else self.recipe.data.val
-            data = load_data(spec, "train" if which == "train" else "test")
-            key = "data.train" if which == "train" else "data.val"
-            classify = isinstance(self.task, Classification)
-            if data.labels is None and classify:
-                raise InputError(f"{key} = {spec!r} has no labels; classification needs integer labels (y)")
-            if classify:
-                data.class_labels()  # one integer class per sample, or a one-line error
-            self._sizes[which] = len(data)
-            subset = getattr(self.recipe.data, f"{which}_subset")
-            if subset and subset < len(data):
-                classes = data.labels if data.has_class_labels else None  # balanced where there are classes
-                data = data.take(np.sort(draw_indices(subset, len(data), classes, 0)))
+            d = self.recipe.data
+            spec = d.train if which == "train" else d.val
+            key = _KEYS[which]
+            data = open_data(spec, "train" if which == "train" else "test", d, train=which == "train")
+            subset = getattr(d, f"{which}_subset")
+            if isinstance(data, Stream):
+                if subset:
+                    raise InputError(
+                        f"{key} = {spec!r} is a stream (no length); data.{which}_subset needs a sized dataset: set it to 0"
+                    )
+                self._sizes[which] = None
+            else:
+                if isinstance(data, ArrayData) and isinstance(self.task, Classification):
+                    if data.labels is None:
+                        raise InputError(f"{key} = {spec!r} has no labels; classification needs integer labels (y)")
+                    data.class_labels()  # one integer class per sample, or a one-line error
+                self._sizes[which] = len(data)
+                if subset and subset < len(data):
+                    data = data.subset(np.sort(draw_indices(subset, len(data), data.known_labels(), 0)))
             self._data[which] = data
         return self._data[which]
 
-    def inputs(self, which: str) -> tuple[torch.Tensor, ...]:
-        """The model's inputs, in the data's order: float arrays as float32, integer arrays (token ids) as int64."""
-        return tuple(
-            torch.from_numpy(
-                np.ascontiguousarray(a, dtype=np.int64 if np.issubdtype(a.dtype, np.integer) else np.float32)
-            )
-            for a in self.data(which).inputs.values()
-        )
+    def teacher(self) -> nn.Module | None:
+        """The dense model, for a task that trains towards its outputs (loaded once); None for classification."""
+        if isinstance(self.task, Classification):
+            return None
+        if self._teacher is None:
+            self._teacher = load_checkpoint(self.new_model(), self.out / "dense.pt").to(self.device).eval()
+        return self._teacher
 
-    def targets(self, which: str) -> torch.Tensor:
-        """What the task trains towards and scores against: the labels, or the dense model's outputs."""
-        if which not in self._targets:
-            labels = self.data(which).labels
-            label_tensor = None if labels is None else torch.from_numpy(np.asarray(labels))
-            teacher = None
-            if not isinstance(self.task, Classification):
-                if self._teacher is None:  # loaded once for the train and the val targets
-                    self._teacher = load_checkpoint(self.new_model(), self.out / "dense.pt").to(self.device)
-                teacher = self._teacher
-            self._targets[which] = self.task.targets(teacher, self.inputs(which), label_tensor)
-        return self._targets[which]
+    def sample(self, which: str, count: int = 1) -> ArrayData:
+        """The first ``count`` samples of a data set, as arrays (a shape check, the export's sample batch)."""
+        data = self.data(which)
+        if isinstance(data, Stream):
+            from nmdeploy.data.loader import read_stream
+
+            return read_stream(data, count, f"{_KEYS[which]} = {data.source!r}")
+        if len(data) == 0:
+            raise InputError(f"{_KEYS[which]} = {data.source!r} is empty; it needs at least one sample")
+        return data.take(np.arange(min(count, len(data))))
 
     def score(self, model: nn.Module, which: str = "val") -> float:
-        return evaluate(model.to(self.device), self.inputs(which), self.targets(which), self.task)
+        """The task's score of ``model`` on a data set, streamed (each process scores its share)."""
+        return evaluate(
+            model.to(self.device),
+            self.data(which),
+            task=self.task,
+            teacher=self.teacher(),
+            workers=self.recipe.data.workers,
+            shard=True,
+            what=_KEYS[which],
+        )
 
     def new_model(self) -> nn.Module:
         torch.manual_seed(self.recipe.dense.seed)  # the same initial weights on every run and rank
         return build_model(self.recipe.model.spec)
+
+    def skipped(self) -> dict[str, Any]:
+        """What ``data.skip_bad`` skipped, per data set: the count and the first few items."""
+        out = {}
+        for which, data in self._data.items():
+            bad = sorted(getattr(data, "bad", ()) or ())
+            if bad:
+                out[which] = {"count": len(bad), "first": [data.item_name(i) for i in bad[:10]]}
+        return out
 
 
 def check_inputs(ctx: BuildContext) -> None:
@@ -114,7 +139,7 @@ def check_inputs(ctx: BuildContext) -> None:
     task = ctx.task
     model = ctx.new_model().eval()
     shape = list(recipe.model.input_shape)
-    arrays = list(ctx.data("val").inputs.values())
+    arrays = list(ctx.sample("val").inputs.values())
     dtypes = [torch.int64 if np.issubdtype(a.dtype, np.integer) else torch.float32 for a in arrays]
     sample = [torch.zeros(shape, dtype=dtypes[0])] + [
         torch.zeros([shape[0], *a.shape[1:]], dtype=d) for a, d in zip(arrays[1:], dtypes[1:])
@@ -144,14 +169,36 @@ def check_inputs(ctx: BuildContext) -> None:
     for which in ("train", "val"):
         data = ctx.data(which)
         spec = getattr(recipe.data, which)
-        _check_sample_shape(data, f"data.{which}", spec, shape)
-        if classify and (data.labels.min(initial=0) < 0 or data.labels.max(initial=0) >= logits.shape[1]):
+        _check_sample_shape(ctx.sample(which), f"data.{which}", spec, shape)
+        labels = None if isinstance(data, Stream) else data.known_labels()
+        if classify and labels is not None and (labels.min(initial=0) < 0 or labels.max(initial=0) >= logits.shape[1]):
             raise InputError(
-                f"data.{which} = {spec!r} has labels up to {int(data.labels.max())} but the model has {logits.shape[1]} outputs; "
+                f"data.{which} = {spec!r} has labels up to {int(labels.max())} but the model has {logits.shape[1]} outputs; "
                 f"give labels 0..{logits.shape[1] - 1} or a model with more outputs"
             )
+    _check_batches(ctx)
     _check_calibration(ctx, shape)
     _check_export(recipe)
+
+
+def _check_batches(ctx: BuildContext) -> None:
+    """The training data must fill at least one batch of each training stage."""
+    size = ctx._sizes.get("train")
+    data = ctx.data("train")
+    for section in ("dense", "finetune"):
+        config = getattr(ctx.recipe, section)
+        if section == "dense" and (ctx.recipe.model.checkpoint or ctx.recipe.model.pretrained):
+            continue
+        if size is None and not config.steps_per_epoch:
+            raise InputError(
+                f"data.train = {data.source!r} is a stream (no length); set {section}.steps_per_epoch "
+                "to the optimizer steps of one epoch"
+            )
+        if size is not None and len(data) < config.batch_size:
+            raise InputError(
+                f"data.train = {ctx.recipe.data.train!r} has {len(data)} samples, fewer than one batch "
+                f"({section}.batch_size = {config.batch_size}); lower {section}.batch_size or give more data"
+            )
 
 
 def _check_sample_shape(data: ArrayData, key: str, spec: str, shape: list[int]) -> None:
@@ -196,12 +243,13 @@ def _check_calibration(ctx: BuildContext, shape: list[int]) -> None:
         ctx.data("train")
         available = ctx._sizes["train"]
     else:
-        data = load_data(q.calibration, "train")
-        _check_sample_shape(data, "quantize.calibration", q.calibration, shape)
-        if data.labels is not None:
+        data = open_data(q.calibration, "train", ctx.recipe.data)
+        first = read_first(data, f"quantize.calibration = {q.calibration!r}")
+        _check_sample_shape(first, "quantize.calibration", q.calibration, shape)
+        if isinstance(data, ArrayData) and data.labels is not None:
             data.class_labels()  # the draw is class-balanced: one integer class per sample
-        available = len(data)
-    if q.count > available:
+        available = None if isinstance(data, Stream) else len(data)
+    if available is not None and q.count > available:
         where = (
             f"quantize.calibration = {q.calibration!r}" if q.calibration else f"data.train = {ctx.recipe.data.train!r}"
         )

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from nmdeploy._atomic import write_atomic
-from nmdeploy.data import load_data
+from nmdeploy.data import open_data
 from nmdeploy.errors import ExportError
 from nmdeploy.export.loading import load_checkpoint
 from nmdeploy.pipeline.context import BuildContext
@@ -98,14 +98,17 @@ def _train(
     task = ctx.task
     result = fit(
         model,
-        (ctx.inputs("train"), ctx.targets("train")),
-        (ctx.inputs("val"), ctx.targets("val")),
+        ctx.data("train"),
+        ctx.data("val"),
         config,
         sparsifier,
         checkpoint,
         on_epoch=lambda m: ctx.say(_epoch_line(stage, config.epochs, m, task.metric)),
         on_step=(lambda done, total: ctx.progress(label, done, total)) if ctx.progress else None,
         task=task,
+        teacher=ctx.teacher() if stage != "dense" else None,
+        workers=ctx.recipe.data.workers,
+        names=("data.train", "data.val"),
     )
     if result.resumed_step:
         ctx.say(
@@ -129,13 +132,27 @@ def _as_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists: the hash of what the recipe file says
 
 
-def _onnx_score(ctx: BuildContext, path: Path) -> float:
-    """The task's score of an ONNX model on the validation data (ONNX Runtime, CPU)."""
-    from nmdeploy.quant.evaluate import run_onnx
+def _data_key(recipe: Recipe) -> dict[str, Any]:
+    """The data settings a stage's result depends on: all but the worker count, which changes nothing."""
+    settings = _as_dict(recipe.data)
+    settings.pop("workers")
+    return settings
 
-    _, outputs = run_onnx(path, ctx.data("val"))
-    targets = ctx.targets("val")
-    return ctx.task.score_sum(torch.from_numpy(outputs[0]).float(), targets) / max(1, len(targets))
+
+def _onnx_score(ctx: BuildContext, path: Path) -> float:
+    """The task's score of an ONNX model on the validation data (ONNX Runtime, CPU), streamed in batches."""
+    from nmdeploy.quant.evaluate import onnx_batches
+    from nmdeploy.train.scoring import resolve_workers
+
+    task, teacher, data = ctx.task, ctx.teacher(), ctx.data("val")
+    total, count = 0.0, 0
+    for chunk, outputs in onnx_batches(path, data, workers=resolve_workers(ctx.recipe.data.workers, data)):
+        inputs = tuple(torch.from_numpy(a) for a in chunk.inputs.values())
+        labels = None if chunk.labels is None else torch.from_numpy(chunk.labels)
+        targets = task.targets(teacher, inputs, labels)
+        total += task.score_sum(torch.from_numpy(outputs[0]).float(), targets)
+        count += len(chunk)
+    return total / max(1, count)
 
 
 def _tensorrt_here() -> str:
@@ -156,7 +173,7 @@ def _dense_reads(ctx: BuildContext) -> StageInputs:
     model = ctx.recipe.model
     settings = {
         "model.spec": model.spec,
-        "data": _as_dict(ctx.recipe.data),
+        "data": _data_key(ctx.recipe),
         "task": _as_dict(ctx.recipe.task),
         "model.pretrained": model.pretrained,
     }
@@ -198,7 +215,7 @@ def _sparse_reads(ctx: BuildContext) -> StageInputs:
     return StageInputs(
         {
             "model.spec": r.model.spec,
-            "data": _as_dict(r.data),
+            "data": _data_key(r),
             "task": _as_dict(r.task),
             "sparsity": _as_dict(r.sparsity),
             "finetune": _as_dict(r.finetune),
@@ -249,7 +266,9 @@ def _export_run(ctx: BuildContext, key: str) -> StageResult:
 
     model = load_checkpoint(ctx.new_model(), ctx.out / "sparse.pt").eval()
     batch = ctx.recipe.model.input_shape[0]
-    sample = tuple(t[:batch] for t in ctx.inputs("val"))
+    from nmdeploy.data.loader import to_batch
+
+    sample = to_batch(ctx.sample("val", batch)).inputs
     report = export_onnx(model, sample, ctx.out / "model.onnx", config=ctx.recipe.export)
     worst = max(report.parity, key=lambda p: p.max_abs_error)
     ctx.say(f"export: model.onnx (opset {report.opset}), ONNX Runtime vs PyTorch max |diff| {worst.max_abs_error:.2e}")
@@ -299,7 +318,7 @@ def _quantize_reads(ctx: BuildContext) -> StageInputs:
         {
             "quantize": _as_dict(r.quantize),
             "calibration": _calibration_spec(r),
-            "data.val": [r.data.val, r.data.val_subset],
+            "data": _data_key(r),
             "task": _as_dict(r.task),
             "sparsity.pattern": r.sparsity.pattern,
         },
@@ -312,7 +331,10 @@ def _quantize_run(ctx: BuildContext, key: str) -> StageResult:
 
     q = ctx.recipe.quantize
     pattern = ctx.recipe.sparsity.pattern
-    calib, _ = make_calibration_set(load_data(_calibration_spec(ctx.recipe), "train"), q.count, q.seed)
+    from nmdeploy.train.scoring import resolve_workers
+
+    source = open_data(_calibration_spec(ctx.recipe), "train", ctx.recipe.data)  # all of it, not augmented
+    calib, _ = make_calibration_set(source, q.count, q.seed, resolve_workers(ctx.recipe.data.workers, source))
     report = quantize_int8(
         ctx.out / "model.onnx", ctx.out / "model.int8.onnx", calib, config=q, pattern=pattern, progress=ctx.progress
     )

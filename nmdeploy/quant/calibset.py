@@ -26,7 +26,7 @@ import numpy as np
 from nmdeploy import __version__, schemas
 from nmdeploy._atomic import write_all_atomic
 from nmdeploy.config import MAX_INT, build_config, parse_yaml
-from nmdeploy.data import ArrayData, load_data
+from nmdeploy.data import ArrayData, Source, Stream, load_data
 from nmdeploy.errors import ConfigError, InputError, first_line
 from nmdeploy.quant.config import QuantizeConfig
 
@@ -117,20 +117,57 @@ def draw_indices(count: int, total: int, labels: np.ndarray | None, seed: int) -
     return chosen.astype(np.int64)
 
 
-def make_calibration_set(data: ArrayData, count: int, seed: int = 0) -> tuple[ArrayData, dict[str, Any]]:
-    """Draw the set from ``data``; returns it and the manifest fields known before writing."""
-    index = draw_indices(count, len(data), data.class_labels() if data.labels is not None else None, seed)
-    subset = data.take(index)
+def read_first(data: Source | Stream, what: str) -> ArrayData:
+    """The first sample of ``data`` as a batch of one (for shape checks); ``what`` names it in errors."""
+    if isinstance(data, Stream):
+        from nmdeploy.data.loader import read_stream
+
+        return read_stream(data, 1, what)
+    if len(data) == 0:
+        raise InputError(f"{what} is empty; it needs at least one sample")
+    return data.take([0])
+
+
+def _labels_for_draw(data: Source) -> np.ndarray | None:
+    """The class labels a balanced draw uses: an array set's labels (which must be classes), else
+    what the source knows without reading samples (an image folder's), else None (uniform)."""
+    if isinstance(data, ArrayData):
+        return data.class_labels() if data.labels is not None else None
+    return data.known_labels()
+
+
+def make_calibration_set(
+    data: Source | Stream, count: int, seed: int = 0, workers: int = 0
+) -> tuple[ArrayData, dict[str, Any]]:
+    """Draw the set from ``data``, reading only the drawn samples; returns it and the manifest fields.
+
+    The draw is class-balanced where the labels are known without reading (arrays, image
+    folders, a dataset with ``targets``), uniform otherwise; a stream gives its first ``count``.
+    """
+    from nmdeploy.data.loader import read_items, read_stream
+
+    check_draw(count, seed)
+    if isinstance(data, Stream):
+        subset = read_stream(data, count, f"data {data.source!r}")
+        if len(subset) < count:
+            raise InputError(
+                f"asked for {count} calibration samples but the stream {data.source!r} has only {len(subset)}; lower -n"
+            )
+        labels = None
+    else:
+        labels = _labels_for_draw(data)
+        index = draw_indices(count, len(data), labels, seed)
+        subset = read_items(data, index, workers, f"data {data.source!r}")
     per_class: dict[str, int] = {}
-    if subset.labels is not None:
+    if subset.has_class_labels:
         values, counts = np.unique(subset.labels, return_counts=True)
         per_class = {str(v): int(c) for v, c in zip(values, counts)}
     return subset, {
         "source": data.source,
         "split": data.split,
         "seed": seed,
-        "count": count,
-        "balanced": data.labels is not None,
+        "count": len(subset),
+        "balanced": labels is not None,
         "per_class": per_class,
         "preprocessing": data.preprocessing,
     }

@@ -25,7 +25,7 @@ import onnx
 
 from nmdeploy._atomic import atomic_output
 from nmdeploy.config import from_arguments
-from nmdeploy.data import ArrayData, load_data
+from nmdeploy.data import ArrayData, DataConfig, Source, Stream, open_data
 from nmdeploy.errors import ConfigError, InputError, QuantError, first_line
 from nmdeploy.export.verify import VerifyReport, load_onnx, verify_model
 from nmdeploy.quant.calibset import load_calibration_set
@@ -62,14 +62,27 @@ class QuantReport:
     accuracy: EvalReport
 
 
-def resolve_data(spec: str | Path | ArrayData, default_split: str) -> ArrayData:
-    """An ArrayData as is; a calibration ``.npz`` with its manifest checked; any other data spec."""
-    if isinstance(spec, ArrayData):
+def resolve_data(
+    spec: str | Path | Source | Stream, default_split: str, data: DataConfig | None = None
+) -> Source | Stream:
+    """A source as is; a calibration ``.npz`` with its manifest checked; any other data spec, opened."""
+    if isinstance(spec, (Source, Stream)):
         return spec
     path = Path(spec)
     if path.suffix == ".npz" and path.with_suffix(".json").is_file():
         return load_calibration_set(path)[0]
-    return load_data(str(spec), default_split)
+    return open_data(str(spec), default_split, data)
+
+
+def calibration_arrays(source: Source | Stream, config: QuantizeConfig, workers: int = 0) -> ArrayData:
+    """What calibrates: arrays in memory whole (a calibration set is drawn already); from any
+    other source (an image folder, a plug-in's dataset, a stream) a draw of ``config.count``."""
+    if isinstance(source, ArrayData):
+        return source
+    from nmdeploy.quant.calibset import make_calibration_set
+
+    count = config.count if isinstance(source, Stream) else min(config.count, len(source))
+    return make_calibration_set(source, count, config.seed, workers)[0]
 
 
 def _weighted(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -115,7 +128,7 @@ def _drop_unused_opsets(model: onnx.ModelProto) -> None:
 def quantize_int8(
     onnx_in: str | Path,
     onnx_out: str | Path,
-    calibration: str | Path | ArrayData,
+    calibration: str | Path | Source | Stream,
     method: str = QuantizeConfig.method,
     per_channel: bool = QuantizeConfig.per_channel,
     output_qdq_on_sparse: bool = QuantizeConfig.output_qdq_on_sparse,
@@ -126,13 +139,15 @@ def quantize_int8(
     batch_size: int = QuantizeConfig.batch_size,
     config: QuantizeConfig | None = None,
     pattern: str = "2:4",
-    eval_data: str | Path | ArrayData | None = None,
+    eval_data: str | Path | Source | Stream | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    data: DataConfig | None = None,
 ) -> QuantReport:
     """Quantise ``onnx_in`` to INT8 Q/DQ at ``onnx_out``, calibrated on ``calibration``.
 
-    ``calibration``: a calibration-set ``.npz`` (``nmdeploy calibrate``), any data spec or an
-    ArrayData. ``method``: minmax (the default: the most accurate on our benchmark), entropy
+    ``calibration``: a calibration-set ``.npz`` (``nmdeploy calibrate``), any data spec or
+    source: arrays are used whole, anything read lazily gives a class-balanced draw of
+    ``config.count`` samples (``config.seed``). ``data`` says how image folders are read. ``method``: minmax (the default: the most accurate on our benchmark), entropy
     or percentile (``percentile`` sets its cut-off). ``output_qdq_on_sparse`` also
     quantises the outputs of N:M layers. ``keep_float_weights`` stores float weights behind
     a Q -> DQ pair (TensorRT 8.6 / JetPack 5-6) instead of int8 initializers. ``exclude``:
@@ -167,11 +182,12 @@ def quantize_int8(
     if not weighted:
         raise InputError(f"{onnx_in} has no Conv, Gemm or MatMul node; there is nothing to quantise")
     excluded = _resolve_exclude(weighted, config.exclude)
-    calib = resolve_data(calibration, "train")
+    workers = 0 if data is None or data.workers is None else data.workers
+    calib = calibration_arrays(resolve_data(calibration, "train", data), config, workers)
     session = ort_session(str(onnx_in))
     bound = bind_inputs(calib, session.get_inputs(), "calibration data")
     del session
-    evaluation = calib if eval_data is None else resolve_data(eval_data, "test")
+    evaluation = calib if eval_data is None else resolve_data(eval_data, "test", data)
 
     with atomic_output(onnx_out) as tmp:  # only the final model is published, after every check passed
         pre, raw, final = (tmp / name for name in ("pre.onnx", "raw.onnx", onnx_out.name))
@@ -204,7 +220,7 @@ def quantize_int8(
             )
         done = [n.name for n in graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded]
         eval_progress = (lambda k, total: progress("evaluate", k, total)) if progress else None
-        accuracy = evaluate_onnx(final, evaluation, reference=onnx_in, progress=eval_progress)
+        accuracy = evaluate_onnx(final, evaluation, reference=onnx_in, progress=eval_progress, workers=workers)
         for scratch in tmp.iterdir():  # pre-processed and raw models are not artifacts
             if scratch != final and scratch.is_file():
                 scratch.unlink()

@@ -98,6 +98,23 @@ class Sparsifier:
             p.set_dense_fraction(fraction)
         self._snapshot_masks()
 
+    def defer_decay(self, on: bool = True) -> None:
+        """Add the SR decay (``srste``, ``maxq``) in :meth:`apply_decay` instead of inside backward.
+
+        Needed where one backward is not one optimizer step's gradient: under
+        ``torch.amp.GradScaler`` (call ``scaler.unscale_(optimizer)``, then ``apply_decay()``,
+        then ``scaler.step``) and with gradient accumulation (``apply_decay()`` once, before
+        ``optimizer.step()``). The update is then the same as without either.
+        """
+        for _, p, _weight in self._parametrized():
+            p.defer = on
+            p.pending_mask = None
+
+    def apply_decay(self) -> None:
+        """Add the deferred SR decay of the last forward to the gradients (see :meth:`defer_decay`)."""
+        for _, p, weight in self._parametrized():
+            p.apply_decay(weight)
+
     def _snapshot_masks(self) -> None:
         with torch.no_grad():
             self._sad_reference = {t.name: p.hard_mask(w).clone() for t, p, w in self._parametrized()}

@@ -13,9 +13,10 @@ from typing import ClassVar
 from nmdeploy.config import check_types, setting
 from nmdeploy.errors import ConfigError
 
-__all__ = ["OPTIMIZERS", "TaskConfig", "TrainConfig"]
+__all__ = ["AMP", "OPTIMIZERS", "TaskConfig", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "adamw")
+AMP = ("bf16", "fp16", "off")
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,38 @@ class TrainConfig:
     warmup_epochs: float = setting(0.0, "Warm-up length (may be fractional).")
     label_smoothing: float = setting(0.0, "Cross-entropy label smoothing.")
     grad_clip: float = setting(0.0, "Max gradient norm; 0 = off.")
-    amp: bool = setting(True, "bfloat16 autocast on CUDA (ignored on CPU).")
+    amp: str | bool = setting(
+        "bf16",
+        "Mixed precision on CUDA: `bf16` (bfloat16 autocast), `fp16` (float16 autocast with a "
+        "GradScaler) or `off`; ignored on CPU. `true`/`false` mean `bf16`/`off`.",
+        choices=AMP,
+    )
+    channels_last: bool = setting(False, "Channels-last memory format for 4-D inputs and the model on CUDA.")
+    steps_per_epoch: int = setting(
+        0,
+        "Optimizer steps per epoch; 0 = one full pass over the data. Fixes the length of an epoch on "
+        "a huge set (each epoch draws its own samples); needed for a stream.",
+    )
+    grad_accum: int = setting(
+        1,
+        "Split each batch into this many micro-batches run one after another, for memory: the "
+        "optimizer still sees `batch_size` samples per step.",
+    )
     seed: int = setting(0, "Seed of the data order (and of the initial weights for `dense`).")
 
     def __post_init__(self) -> None:
+        if isinstance(self.amp, bool):  # the older true/false form
+            object.__setattr__(self, "amp", "bf16" if self.amp else "off")
         checks = {
             "epochs": (int, self.epochs >= 1 if isinstance(self.epochs, int) else False, ">= 1"),
             "batch_size": (int, self.batch_size >= 1 if isinstance(self.batch_size, int) else False, ">= 1"),
             "seed": (int, self.seed >= 0 if isinstance(self.seed, int) else False, ">= 0"),
+            "steps_per_epoch": (
+                int,
+                self.steps_per_epoch >= 0 if isinstance(self.steps_per_epoch, int) else False,
+                ">= 0",
+            ),
+            "grad_accum": (int, self.grad_accum >= 1 if isinstance(self.grad_accum, int) else False, ">= 1"),
         }
         for key, (kind, ok, rule) in checks.items():
             value = getattr(self, key)
@@ -59,9 +84,15 @@ class TrainConfig:
             raise _error(f"label_smoothing = {self.label_smoothing!r} is invalid: use a value in [0, 1)")
         if self.warmup_epochs >= self.epochs:
             raise _error(f"warmup_epochs = {self.warmup_epochs!r} must be below {{section}}.epochs = {self.epochs}")
-        for key in ("nesterov", "amp"):
+        for key in ("nesterov", "channels_last"):
             if not isinstance(getattr(self, key), bool):
                 raise _error(f"{key} = {getattr(self, key)!r} is invalid: true or false")
+        if self.amp not in AMP:
+            raise _error(f"amp = {self.amp!r} is invalid: use one of {', '.join(AMP)}")
+        if self.grad_accum > self.batch_size:
+            raise _error(
+                f"grad_accum = {self.grad_accum} is invalid: at most {{section}}.batch_size = {self.batch_size}"
+            )
         check_types(self, self.SECTION)  # what the checks above let through: infinities, integers past int64
 
 

@@ -1,8 +1,11 @@
-"""The classification fine-tune loop: resumable, deterministic on CPU, sparsity-aware.
+"""The fine-tune loop: streamed, resumable, deterministic on CPU, sparsity-aware.
 
 Each epoch: ``sparsifier.set_epoch(epoch)`` (MaxQ's schedule), one pass over the training set
-in an order drawn from ``seed`` and the epoch number alone, evaluation, then an atomic
-checkpoint. Because the order, the global RNG and every optimizer/schedule/sparsifier state
+(or ``steps_per_epoch`` optimizer steps) in an order drawn from ``seed`` and the epoch number
+alone, read through a DataLoader (:mod:`nmdeploy.data.loader`), evaluation, then an atomic
+checkpoint. Each optimizer step runs ``grad_accum`` micro-batches, under autocast on CUDA
+(``amp``; fp16 with a GradScaler), and adds the SR decay of SR-STE and MaxQ once, after
+unscaling, so that it is the same update as in fp32. Because the order, the global RNG and every optimizer/schedule/sparsifier state
 are restored from that checkpoint, running the same call again after an interruption ends
 with bit-identical weights on CPU (the test suite checks it).
 
@@ -14,8 +17,8 @@ Ctrl-C stops at once and keeps only the last checkpoint. A ``KeyboardInterrupt``
 other way (signal handlers can only be set in the main thread) keeps the last completed epoch.
 
 Under ``torchrun`` (an initialised ``torch.distributed`` process group) the model runs in
-DistributedDataParallel: every process draws the same order and takes every world-th sample
-of each global batch of ``batch_size``; rank 0 writes the checkpoints. Masks are buffers and
+DistributedDataParallel: every process draws the same order and reads only every world-th
+sample of each global batch of ``batch_size``; rank 0 writes the checkpoints. Masks are buffers and
 weights stay identical, so every rank holds the same masks.
 """
 
@@ -26,7 +29,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +37,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from nmdeploy.data.loader import Batch, EpochBatches, iterate, stream_loader, train_loader
+from nmdeploy.data.source import Stream
 from nmdeploy.errors import InputError, TrainingInterrupted, first_line
 from nmdeploy.train.checkpoint import load_training_state, save_training_state
 from nmdeploy.train.config import TrainConfig
-from nmdeploy.train.tasks import Classification, Task, run_batched
+from nmdeploy.train.scoring import as_data, check_labels, evaluate, resolve_workers, top1_accuracy
+from nmdeploy.train.tasks import Classification, Task
 
 __all__ = ["EpochMetrics", "TrainResult", "evaluate", "fit", "top1_accuracy"]
 
@@ -122,73 +128,87 @@ def _schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-Inputs = torch.Tensor | Sequence[torch.Tensor]
-
-
-def _as_inputs(inputs: Inputs) -> tuple[torch.Tensor, ...]:
-    return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
-
-
-def evaluate(
-    model: nn.Module, inputs: Inputs, targets: torch.Tensor, task: Task | None = None, batch_size: int = 512
-) -> float:
-    """Mean task score of ``model`` on ``inputs`` (eval mode, no gradients); top-1 by default."""
-    task = task or Classification()
-    inputs = _as_inputs(inputs)
-    outputs = run_batched(model, inputs, batch_size)
-    return task.score_sum(outputs, targets) / max(1, len(targets))
-
-
-def top1_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Share of ``x`` whose arg-max logit is ``y`` (model in eval mode, no gradients)."""
-    return evaluate(model, x, y, Classification(), batch_size)
-
-
 def fit(
     model: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor] | None,
+    train: Any,
+    val: Any,
     config: TrainConfig,
     sparsifier: Any = None,
     checkpoint: str | Path | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     task: Task | None = None,
+    *,
+    teacher: nn.Module | None = None,
+    workers: int | None = None,
+    names: tuple[str, str] = ("training data", "validation data"),
 ) -> TrainResult:
-    """Fine-tune ``model`` on ``train`` = (inputs, targets); resume from ``checkpoint``.
+    """Fine-tune ``model`` on ``train``, score it on ``val`` after every epoch; resume from ``checkpoint``.
 
-    ``inputs`` is a tensor or a tuple of tensors (one per model argument, samples on dim 0);
-    ``targets`` what ``task`` trains towards (integer labels for the default classification).
+    ``train`` and ``val`` are sources (:func:`nmdeploy.data.open_data`), datasets of
+    ``(input, label)`` pairs, or ``(inputs, targets)`` tensors (see :func:`scoring.as_data`);
+    ``val`` may be None. ``task`` says what the outputs train towards (classification by
+    default); ``teacher`` gives a distillation task its targets, batch by batch.
     ``sparsifier``: the handle :func:`nmdeploy.sparsify` returned for ``model`` (or None).
-    ``on_step(done, total)`` (optimizer steps over the whole run, resumed ones included) and
-    ``on_epoch(metrics)`` drive progress displays.
+    ``workers``: DataLoader worker processes (None: automatic). ``on_step(done, total)``
+    (optimizer steps over the whole run, resumed ones included) and ``on_epoch(metrics)``
+    drive progress displays; ``names`` word the errors about the two data sets.
     """
     task = task or Classification()
-    inputs, y = _as_inputs(train[0]), train[1]
-    if len(y) == 0 or any(len(t) != len(y) for t in inputs):
-        counts = ", ".join(str(len(t)) for t in inputs)
-        raise InputError(
-            f"training data has {counts} inputs and {len(y)} targets; give as many targets as inputs, at least one"
-        )
-    x = inputs[0]
+    source = as_data(train, names[0], "train")
+    val_source = None if val is None else as_data(val, names[1], "test")
     device = next(model.parameters()).device
     rank, world = _distributed()
-    steps = math.ceil(len(x) / config.batch_size)
-    if world > 1 and len(x) % config.batch_size and len(x) % config.batch_size < world:
-        steps -= 1  # a last batch smaller than the number of processes would leave a rank without data
+    accum = config.grad_accum
+    if config.batch_size < world * accum:
+        raise InputError(
+            f"batch_size = {config.batch_size} cannot be split over {world} process(es) x grad_accum = {accum} "
+            "micro-batches; raise batch_size or lower grad_accum"
+        )
+    stream = isinstance(source, Stream)
+    if stream:
+        if not config.steps_per_epoch:
+            raise InputError(
+                f"the {names[0]} {source.source!r} is a stream with no length; set steps_per_epoch "
+                "(the optimizer steps of one epoch)"
+            )
+        steps = config.steps_per_epoch
+    else:
+        if len(source) < config.batch_size:
+            raise InputError(
+                f"the {names[0]} {source.source!r} has {len(source)} samples, fewer than one batch of "
+                f"batch_size = {config.batch_size}; lower batch_size or give more data"
+            )
+        steps = config.steps_per_epoch or EpochBatches.full_pass(len(source), config.batch_size, world, accum)
+    readers = resolve_workers(workers, source)
+    pin = device.type == "cuda"
+    if not stream:
+        sampler = EpochBatches(len(source), config.batch_size, config.seed, steps, rank, world, accum)
+        loader = train_loader(source, sampler, readers, pin, config.seed)
+    cuda = device.type == "cuda"
+    channels_last = config.channels_last and cuda
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     net: nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         # Parameters and buffers (nmdeploy's masks included) start from rank 0's and stay in step.
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     optimizer = _optimizer(model, config)
     schedule = _schedule(optimizer, config, steps)
+    amp = config.amp != "off" and cuda
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16 if config.amp == "bf16" else torch.float16)
+        if amp
+        else contextlib.nullcontext()
+    )
+    scaler = torch.amp.GradScaler("cuda") if amp and config.amp == "fp16" else None
     history: list[EpochMetrics] = []
     start, skip, partial = 0, 0, (0.0, 0.0)
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.is_file():
-        start, history, skip, partial = _resume(path, model, optimizer, schedule, sparsifier, config)
+        start, history, skip, partial = _resume(path, model, optimizer, schedule, sparsifier, config, scaler)
     resumed = (start, skip)
 
     def save(epoch_done: int, step: int = 0, sums: tuple[float, float] = (0.0, 0.0)) -> None:
@@ -203,6 +223,7 @@ def fit(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
                     "sparsifier": sparsifier.state_dict() if sparsifier is not None else None,
                     "rng": torch.get_rng_state(),
                     "history": [asdict(m) for m in history],
@@ -213,37 +234,68 @@ def fit(
 
     where = f"{path}" if path is not None else "nowhere (no checkpoint path was given)"
 
+    def step_once(micro: list[Batch], sums: list[float]) -> None:
+        """One optimizer step over the micro-batches of one global batch (this process's share)."""
+        optimizer.zero_grad(set_to_none=True)
+        share = sum(len(b) for b in micro)
+        live = [b for b in micro if len(b)]
+        for j, batch in enumerate(live):
+            moved = batch.to(device, channels_last)
+            targets = task.targets(teacher, moved.inputs, moved.labels)
+            last = j == len(live) - 1
+            with net.no_sync() if world > 1 and not last else contextlib.nullcontext():
+                with autocast:
+                    outputs = net(*moved.inputs)
+                    check_labels(task, outputs, batch, source, names[0])
+                    loss = task.loss(outputs, targets.to(device), config.label_smoothing)
+                part = loss if len(micro) == 1 else loss * (len(batch) / share)  # the mean over the share
+                (scaler.scale(part) if scaler is not None else part).backward()
+            sums[0] += float(loss.detach()) * len(batch)
+            sums[1] += task.score_sum(outputs.detach().float(), targets.to(device))
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if sparsifier is not None:
+            sparsifier.apply_decay()  # once per step, on the unscaled gradient
+        if config.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        schedule.step()
+
     def _epoch(epoch: int, skip: int, partial: tuple[float, float]) -> EpochMetrics:
         began = time.perf_counter()
         if sparsifier is not None:
             sparsifier.set_epoch(epoch)
         model.train()
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-        loss_sum, correct = partial
+        if stream:
+            stream_batches = stream_loader(
+                source, config.batch_size, steps, rank, world, accum, skip, readers, pin, config.seed
+            )
+            batches = iterate(stream_batches, source, f"the {names[0]}")
+        else:
+            sampler.set_epoch(epoch, skip)
+            batches = iterate(loader, source, f"the {names[0]}")
+        sums = list(partial)
+        step = skip
+        micro: list[Batch] = []
         try:
-            for step, batch in enumerate(order.split(config.batch_size)[:steps]):
-                if step < skip:
-                    continue  # done before the interruption this run resumes from
-                index = batch[rank::world]  # each process takes its share of the global batch
-                batch_inputs, labels = [t[index].to(device) for t in inputs], y[index].to(device)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast:
-                    logits = net(*batch_inputs)
-                    loss = task.loss(logits, labels, config.label_smoothing)
-                loss.backward()
-                if config.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                schedule.step()
-                loss_sum += float(loss.detach()) * len(index)
-                correct += task.score_sum(logits.detach().float(), labels)
+            for batch in batches:
+                micro.append(batch)
+                if len(micro) < accum:
+                    continue
+                step_once(micro, sums)
+                micro = []
+                step += 1
                 if on_step is not None:
-                    on_step(epoch * steps + step + 1, config.epochs * steps)
+                    on_step(epoch * steps + step, config.epochs * steps)
                 signum = _requested(stop, world)
-                if signum and step + 1 < steps:
-                    save(epoch, step + 1, (loss_sum, correct))
+                if signum and step < steps:
+                    save(epoch, step, (sums[0], sums[1]))
                     raise TrainingInterrupted(
-                        f"stopped by {signal.Signals(signum).name} in epoch {epoch + 1} after step {step + 1} of {steps}; "
+                        f"stopped by {signal.Signals(signum).name} in epoch {epoch + 1} after step {step} of {steps}; "
                         f"that point is saved in {where}",
                         signum,
                     )
@@ -251,41 +303,51 @@ def fit(
             raise TrainingInterrupted(
                 f"interrupted in epoch {epoch + 1}; {epoch} completed epoch(s) are saved in {where}"
             ) from None
+        val_score = None
+        if val_source is not None:  # each process scores its share of the validation set
+            val_score = evaluate(
+                model, val_source, task=task, teacher=teacher, workers=workers, shard=True, what=names[1]
+            )
         if world > 1:  # DDP syncs buffers at each forward; do it once more so every rank ends equal
-            for buffer in model.buffers():
+            for buffer in model.buffers():  # (also masks an evaluation forward refreshed on some ranks only)
                 torch.distributed.broadcast(buffer, src=0)
-        val_score = evaluate(model, val[0], val[1], task) if val is not None else None
-        seen = sum(len(b[rank::world]) for b in order.split(config.batch_size)[:steps])
+        seen = steps * len(range(rank, config.batch_size, world)) if stream else _planned(sampler, epoch)
         return EpochMetrics(
             epoch + 1,
-            loss_sum / seen,
-            correct / seen,
+            sums[0] / seen,
+            sums[1] / seen,
             val_score,
             optimizer.param_groups[0]["lr"],
             time.perf_counter() - began,
         )
 
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if config.amp and device.type == "cuda"
-        else contextlib.nullcontext()
-    )
-    with _stop_on_signals() as stop:
-        for epoch in range(start, config.epochs):
-            metrics = _epoch(epoch, skip, partial)
-            skip, partial = 0, (0.0, 0.0)
-            history.append(metrics)
-            save(epoch + 1)
-            if on_epoch is not None:
-                on_epoch(metrics)
-            signum = _requested(stop, world)
-            if signum:  # after the last epoch too: the caller must not go on to its next step
-                raise TrainingInterrupted(
-                    f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1} of {config.epochs}; "
-                    f"it is saved in {where}",
-                    signum,
-                )
+    if sparsifier is not None:
+        sparsifier.defer_decay(True)  # the SR term once per step, after unscaling (docs/design/methods.md §2)
+    try:
+        with _stop_on_signals() as stop:
+            for epoch in range(start, config.epochs):
+                metrics = _epoch(epoch, skip, partial)
+                skip, partial = 0, (0.0, 0.0)
+                history.append(metrics)
+                save(epoch + 1)
+                if on_epoch is not None:
+                    on_epoch(metrics)
+                signum = _requested(stop, world)
+                if signum:  # after the last epoch too: the caller must not go on to its next step
+                    raise TrainingInterrupted(
+                        f"stopped by {signal.Signals(signum).name} after epoch {epoch + 1} of {config.epochs}; "
+                        f"it is saved in {where}",
+                        signum,
+                    )
+    finally:
+        if sparsifier is not None:
+            sparsifier.defer_decay(False)
     return TrainResult(tuple(history), resumed[0], task.metric, resumed[1])
+
+
+def _planned(sampler: EpochBatches, epoch: int) -> int:
+    """The samples this process trains on in one epoch (what the epoch's mean loss divides by)."""
+    return sum(sum(len(part) for part in micro) for micro in sampler.shares(epoch))
 
 
 def _distributed() -> tuple[int, int]:
@@ -296,7 +358,7 @@ def _distributed() -> tuple[int, int]:
 
 
 def _resume(
-    path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsifier: Any, config: TrainConfig
+    path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsifier: Any, config: TrainConfig, scaler: Any
 ) -> tuple[int, list[EpochMetrics], int, tuple[float, float]]:
     state = load_training_state(path)
     saved = state.get("config", {})
@@ -317,6 +379,8 @@ def _resume(
         raise InputError(f"{path} does not fit the model: {first_line(exc)}") from None
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
     if sparsifier is not None:
         sparsifier.load_state_dict(state["sparsifier"])
     torch.set_rng_state(state["rng"])

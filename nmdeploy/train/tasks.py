@@ -3,8 +3,8 @@
 A task turns a batch of model outputs and targets into a loss and a score (higher is better).
 ``classification`` trains on integer labels with cross-entropy and scores top-1. ``distillation``
 trains a student to reproduce a teacher's outputs (e.g. sentence embeddings), with loss
-``(1 - cosine) + mse_weight * MSE``, and scores the mean cosine to the teacher. The teacher's
-outputs are computed once, before training, by :meth:`Task.targets`. A plug-in is
+``(1 - cosine) + mse_weight * MSE``, and scores the mean cosine to the teacher. The trainer
+asks :meth:`Task.targets` for every batch (the teacher runs on the batch, in eval mode). A plug-in is
 ``package.module:callable`` returning an object with the same methods.
 """
 
@@ -42,7 +42,8 @@ class Task(Protocol):
 def run_batched(model: nn.Module, inputs: Sequence[torch.Tensor], batch_size: int = 512) -> torch.Tensor:
     """``model`` outputs for all of ``inputs`` (eval mode, no gradients), on the model's device, concatenated on CPU."""
     device = next(model.parameters()).device
-    model.eval()
+    if model.training:
+        model.eval()
     chunks = []
     with torch.no_grad():
         for start in range(0, len(inputs[0]), batch_size):
@@ -81,6 +82,8 @@ class Distillation:
         self, teacher: nn.Module | None, inputs: Sequence[torch.Tensor], labels: torch.Tensor | None
     ) -> torch.Tensor:
         if teacher is None:
+            if labels is not None and labels.is_floating_point():
+                return labels  # the teacher's outputs, computed beforehand
             raise ConfigError("the distillation task needs a teacher model (the dense model)")
         return run_batched(teacher, inputs)
 

@@ -150,7 +150,7 @@ def test_image_folder_specs(tmp_path):
     Image.fromarray(np.zeros((3, 3), np.uint8)).save(tmp_path / "imgs" / "val" / "dog" / "odd.png")
     with pytest.raises(
         InputError,
-        match=r"imgs/val: images have different sizes/channels \[\(1, 3, 3\), \(1, 4, 5\)\]; resize them to one size",
+        match=r"imgs/val/dog/odd.png is 3x3 but the first image, cat/0.png, is 5x4; set data.image_size to resize",
     ):
         load_data(str(tmp_path / "imgs"), "test")
     (tmp_path / "flat").mkdir()

@@ -166,7 +166,10 @@ def test_adamw_without_decay_on_norms_and_biases():
         ({"optimizer": "lamb"}, r"train.optimizer = 'lamb' is invalid: use one of sgd, adamw"),
         ({"label_smoothing": 1.0}, r"train.label_smoothing = 1.0 is invalid: use a value in \[0, 1\)"),
         ({"warmup_epochs": 4}, r"train.warmup_epochs = 4 must be below train.epochs = 4"),
-        ({"amp": "yes"}, r"train.amp = 'yes' is invalid: true or false"),
+        ({"amp": "yes"}, r"train.amp = 'yes' is invalid: use one of bf16, fp16, off"),
+        ({"grad_accum": 0}, r"train.grad_accum = 0 is invalid: an integer >= 1"),
+        ({"steps_per_epoch": -1}, r"train.steps_per_epoch = -1 is invalid: an integer >= 0"),
+        ({"grad_accum": 256}, r"train.grad_accum = 256 is invalid: at most train.batch_size = 128"),
         ({"grad_clip": -1}, r"train.grad_clip = -1 is invalid: a number >= 0"),
     ],
 )

@@ -28,10 +28,11 @@ class _MaskedWeightSTE(torch.autograd.Function):
 
     Backward returns ``dL/dw_eff + decay * (mask == 0) * w`` (docs/design/methods.md §2, §3.6): the task
     gradient reaches every weight unchanged and only the pruned weights are pulled to zero.
-    The term is added here, inside backward, so it works with any optimizer. Under
-    ``torch.amp.GradScaler`` the task gradient is scaled but this term is not, so after
-    unscaling the decay is weaker by the scale factor; use bfloat16 autocast (no scaler)
-    or a smaller loss scale if that matters.
+    The term is added here, inside backward, so it works with any optimizer and loop. Where
+    the gradient of one backward is not the gradient of the step (a ``GradScaler`` multiplies
+    the task gradient by its scale; gradient accumulation sums several backwards) the term
+    must be added once, after unscaling: :meth:`NMParametrization.apply_decay`, which
+    ``Sparsifier.defer_decay()`` switches to (nmdeploy's trainer does).
     """
 
     @staticmethod
@@ -50,8 +51,17 @@ class _MaskedWeightSTE(torch.autograd.Function):
         return grad.addcmul(weight, pruned, value=ctx.decay), None, None
 
 
-def masked_weight_ste(weight: torch.Tensor, mask: torch.Tensor, decay: float) -> torch.Tensor:
-    """Apply the float ``mask`` (0/1 or MaxQ's soft mask) to ``weight`` with the STE + SR rule."""
+def masked_weight_ste(
+    weight: torch.Tensor, mask: torch.Tensor, decay: float, owner: NMParametrization | None = None
+) -> torch.Tensor:
+    """Apply the float ``mask`` (0/1 or MaxQ's soft mask) to ``weight`` with the STE + SR rule.
+
+    When ``owner`` defers its decay, the mask is left with it for :meth:`NMParametrization.apply_decay`
+    and backward passes the task gradient alone.
+    """
+    if owner is not None and owner.defer and decay:
+        owner.pending_mask = mask
+        decay = 0.0
     return _MaskedWeightSTE.apply(weight, mask, decay)
 
 
@@ -64,13 +74,29 @@ class NMParametrization(nn.Module):
     """
 
     method: ClassVar[str] = ""
+    decay: float = 0.0  # the SR decay of the methods that have one
 
     def __init__(self, n: int, m: int) -> None:
         super().__init__()
         self.n = n
         self.m = m
+        self.defer = False  # add the SR decay in apply_decay(), not inside backward
+        self.pending_mask: torch.Tensor | None = None  # the mask of the last forward, while deferred
         # (weight version, weight storage, value) left by the model's pre-forward hook
         self._prepared: tuple[int, int, torch.Tensor] | None = None
+
+    def apply_decay(self, weight: torch.Tensor) -> None:
+        """Add ``decay * (mask == 0) * w`` to ``weight.grad`` for the last forward's mask (deferred mode).
+
+        The same arithmetic backward would have done (docs/design/methods.md §2), once per
+        optimizer step, on a gradient that is no longer scaled.
+        """
+        mask, self.pending_mask = self.pending_mask, None
+        if mask is None or not self.decay or weight.grad is None:
+            return
+        with torch.no_grad():
+            pruned = torch.eq(mask, 0, out=torch.empty_like(mask))
+            weight.grad.addcmul_(weight, pruned, value=self.decay)
 
     def recomputes(self) -> bool:
         """Whether the next forward rebuilds the mask from the weight (then it can be batched)."""

@@ -111,7 +111,7 @@ class MaxQMask(NMParametrization):
             # Assigned, not copied in place: an earlier graph may still hold the old mask.
             self.mask = self._soft_mask(weight)
             self._stale = False
-        return masked_weight_ste(weight, self.mask, self.decay)
+        return masked_weight_ste(weight, self.mask, self.decay, self)
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         return nm_indicator(weight, self.n, self.m) > 0  # SAD is measured on M_NM (docs/design/methods.md §5)

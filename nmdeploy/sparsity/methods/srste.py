@@ -52,7 +52,7 @@ class SRSTEMask(NMParametrization):
         mask = self._prepared_for(weight)
         if mask is None:
             mask = nm_indicator(weight, self.n, self.m)
-        return masked_weight_ste(weight, mask, self.decay)
+        return masked_weight_ste(weight, mask, self.decay, self)
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         return nm_indicator(weight, self.n, self.m) > 0

@@ -1,0 +1,438 @@
+"""Sources behind ``torch.utils.data.DataLoader``: training epochs, evaluation passes, chunks for ONNX.
+
+Training reads through :class:`EpochBatches`, a batch sampler that draws each epoch's order
+from the seed and the epoch alone (``torch.randperm``), cuts it into global batches of
+``batch_size``, gives each process of a ``torchrun`` job its share of every batch
+(``batch[rank::world]``, so a rank reads only its own samples), splits that share into
+``grad_accum`` micro-batches, and starts a resumed epoch at its next step without reading
+the done ones. Keys are ``(epoch, index)``: an augmenting source draws each sample's crop
+from ``(seed, epoch, index)``, so worker processes, however many, produce the same batches.
+
+Nothing raised in a worker crosses the process boundary as a traceback: a bad sample comes
+back as a :class:`Failure` with its one-line message, and the main process raises it. A
+worker that dies is one line too (:func:`iterate`). Workers ignore SIGINT/SIGTERM: the
+training loop decides when to stop, and finishes the step it is in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+import signal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from nmdeploy.data.config import MAX_WORKERS
+from nmdeploy.data.source import ArrayData, Source, Stream, signature
+from nmdeploy.errors import InputError, NMDeployError, describe, first_line
+
+__all__ = [
+    "Batch",
+    "EpochBatches",
+    "Failure",
+    "auto_workers",
+    "eval_loader",
+    "iterate",
+    "read_chunks",
+    "read_items",
+    "read_stream",
+    "stream_loader",
+    "train_loader",
+]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A batch that could not be read: the one-line reason, raised in the main process."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One (micro-)batch as tensors: inputs in the model's argument order, labels, where the rows came from."""
+
+    inputs: tuple[torch.Tensor, ...]
+    labels: torch.Tensor | None
+    index: tuple[int, ...]
+    skipped: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.inputs[0])
+
+    def pin_memory(self) -> Batch:  # DataLoader(pin_memory=True) calls this in its pinning thread
+        labels = None if self.labels is None else self.labels.pin_memory()
+        return Batch(tuple(t.pin_memory() for t in self.inputs), labels, self.index, self.skipped)
+
+    def to(self, device: torch.device, channels_last: bool = False) -> Batch:
+        """On ``device`` (asynchronously from pinned memory); 4-D float inputs channels-last when asked."""
+        blocking = device.type != "cuda"
+        moved = []
+        for t in self.inputs:
+            t = t.to(device, non_blocking=not blocking)
+            if channels_last and t.ndim == 4 and t.is_floating_point():
+                t = t.contiguous(memory_format=torch.channels_last)
+            moved.append(t)
+        labels = None if self.labels is None else self.labels.to(device, non_blocking=not blocking)
+        return Batch(tuple(moved), labels, self.index, self.skipped)
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """Integer arrays (token ids, classes) as int64, everything else as float32."""
+    dtype = np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
+
+
+def to_batch(data: ArrayData | Failure) -> Batch | Failure:
+    """A batch of arrays as tensors (the DataLoader's collate function; runs in the worker)."""
+    if isinstance(data, Failure):
+        return data
+    labels = None if data.labels is None else _label_tensor(data.labels)
+    return Batch(tuple(_tensor(a) for a in data.inputs.values()), labels, data.index, data.skipped)
+
+
+def _label_tensor(labels: np.ndarray) -> torch.Tensor:
+    if np.issubdtype(labels.dtype, np.integer):
+        return torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+    return torch.from_numpy(np.ascontiguousarray(labels))
+
+
+def _as_arrays(data: ArrayData | Failure) -> ArrayData | Failure:
+    return data
+
+
+class _Keyed(torch.utils.data.Dataset):
+    """A source as a map-style dataset whose keys are indices or ``(epoch, index)`` pairs.
+
+    ``__getitems__`` reads a whole batch at once (arrays are fancy-indexed, not stacked one by
+    one) and returns a :class:`Failure` instead of raising.
+    """
+
+    def __init__(self, source: Source, seed: int, expect: Any) -> None:
+        self.source = source
+        self.seed = seed
+        self.expect = expect
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitems__(self, keys: Sequence[Any]) -> ArrayData | Failure:
+        try:
+            if keys and isinstance(keys[0], tuple):
+                indices = [k[1] for k in keys]
+                rngs = [np.random.default_rng((self.seed, k[0], k[1])) for k in keys] if self.source.random else None
+            else:
+                indices, rngs = list(keys), None
+            return self.source.read_batch(indices, rngs, self.expect)
+        except NMDeployError as exc:
+            return Failure(first_line(exc, 400))
+        except Exception as exc:  # a bug, or memory: still one line in the main process
+            return Failure(f"data {self.source.source!r}: reading samples raised {describe(exc)}")
+
+    def __getitem__(self, key: Any) -> ArrayData | Failure:
+        return self.__getitems__([key])
+
+
+def _seed_worker(worker: int) -> None:
+    """Seed numpy and random per worker (torch seeds itself), and leave stopping to the main process."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def auto_workers(source: Source | Stream, processes: int = 1) -> int:
+    """Worker processes when ``data.workers`` is null: none for arrays, else one per spare CPU core."""
+    if source.in_memory:
+        return 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus // max(1, processes) - 1))
+
+
+def _loader(dataset: Any, sampler: Any, workers: int, pin: bool, seed: int, collate: Any, persistent: bool):
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        batch_size=None if sampler is None else 1,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin,
+        worker_init_fn=_seed_worker if workers else None,
+        persistent_workers=persistent and workers > 0,
+        generator=torch.Generator().manual_seed(seed % 2**63),  # the global RNG stays untouched
+    )
+
+
+def iterate(loader: Any, source: Source | Stream, what: str) -> Iterator[Any]:
+    """The loader's batches; a :class:`Failure` or a dead worker becomes one :class:`InputError` line.
+
+    Samples a source skipped (``data.skip_bad``) are added to its ``bad`` set.
+    """
+    batches = iter(loader)
+    while True:
+        try:
+            item = next(batches)
+        except StopIteration:
+            return
+        except NMDeployError:
+            raise
+        except Exception as exc:  # a worker died (killed, out of memory) or the loader itself failed
+            raise InputError(
+                f"reading {what} failed: {first_line(exc, 160)}; set data.workers: 0 to read it in this process"
+            ) from exc
+        for part in item if isinstance(item, list) else (item,):  # a stream's step comes as a list
+            if isinstance(part, Failure):
+                raise InputError(part.message)
+            if part.skipped:
+                bad = getattr(source, "bad", None)
+                if bad is None:
+                    bad = set()
+                    source.bad = bad
+                bad.update(part.skipped)
+            yield part
+
+
+def _expect(source: Source) -> Any:
+    """The shapes and dtype kinds every sample must have: those of the first one."""
+    first = source.first()
+    return signature([a[0] for a in first.inputs.values()])
+
+
+# -- training -----------------------------------------------------------------------------------------
+
+
+class EpochBatches:
+    """The batch sampler of training (see the module docstring); ``set_epoch`` before each pass."""
+
+    def __init__(
+        self, size: int, batch_size: int, seed: int, steps: int, rank: int = 0, world: int = 1, accum: int = 1
+    ) -> None:
+        self.size, self.batch_size, self.seed, self.steps = size, batch_size, seed, steps
+        self.rank, self.world, self.accum = rank, world, accum
+        self.epoch, self.skip = 0, 0
+
+    @staticmethod
+    def full_pass(size: int, batch_size: int, world: int = 1, accum: int = 1) -> int:
+        """Optimizer steps of one pass over ``size`` samples; a last batch too small to give every
+        process ``accum`` samples is dropped."""
+        steps = math.ceil(size / batch_size)
+        if size % batch_size and (size % batch_size) // world < accum:
+            steps -= 1
+        return steps
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The epoch's sample order: ``randperm`` from (seed, epoch), more of them when the epoch is longer than the data."""
+        need = self.steps * self.batch_size
+        seed = (self.seed * 1_000_003 + epoch) % 2**64
+        parts = [torch.randperm(self.size, generator=torch.Generator().manual_seed(seed))]
+        for k in itertools.count(1):
+            if sum(len(p) for p in parts) >= need:
+                break
+            extra = (seed * 0x9E3779B97F4A7C15 + k) % 2**64
+            parts.append(torch.randperm(self.size, generator=torch.Generator().manual_seed(extra)))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def shares(self, epoch: int) -> Iterator[list[np.ndarray]]:
+        """For each step of the epoch, this process's micro-batches of sample indices."""
+        order = self.order(epoch)
+        for step in range(self.steps):
+            batch = order[step * self.batch_size : (step + 1) * self.batch_size]
+            share = batch[self.rank :: self.world].numpy()
+            yield np.array_split(share, self.accum)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step, micro in enumerate(self.shares(self.epoch)):
+            if step < self.skip:
+                continue  # done before the interruption this run resumes from: never read
+            for part in micro:
+                yield [(self.epoch, int(i)) for i in part]
+
+    def __len__(self) -> int:
+        return (self.steps - self.skip) * self.accum
+
+
+def train_loader(
+    source: Source, sampler: EpochBatches, workers: int, pin: bool, seed: int
+) -> torch.utils.data.DataLoader:
+    """The training DataLoader over ``source``, driven by ``sampler`` (persistent workers)."""
+    return _loader(_Keyed(source, seed, _expect(source)), sampler, workers, pin, seed, to_batch, persistent=True)
+
+
+class _StreamBatches(torch.utils.data.IterableDataset):
+    """A stream cut into global batches; worker ``w`` of ``n`` builds batches ``w, w + n, ...``.
+
+    Every worker and process iterates the whole stream (a stream cannot be indexed) and keeps
+    its share; a stream that shards itself is faster read with ``data.workers: 0``.
+    """
+
+    def __init__(self, stream: Stream, batch_size: int, steps: int | None, rank: int, world: int, accum: int,
+                 skip: int, collate: Any, eval_rank: int = 0, eval_world: int = 1) -> None:  # fmt: skip
+        self.stream, self.batch_size, self.steps = stream, batch_size, steps
+        self.rank, self.world, self.accum, self.skip, self.collate = rank, world, accum, skip, collate
+        self.eval_rank, self.eval_world = eval_rank, eval_world
+
+    def __iter__(self) -> Iterator[Any]:
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        source = _Listed(self.stream)
+        samples = self.stream.iterate()
+        expect = None
+        for step in itertools.count() if self.steps is None else range(self.steps):
+            try:
+                items = list(itertools.islice(samples, self.batch_size))
+            except NMDeployError as exc:
+                yield Failure(first_line(exc, 400))
+                return
+            except Exception as exc:
+                yield Failure(f"data {self.stream.source!r}: iterating its dataset raised {describe(exc)}")
+                return
+            if not items:
+                if self.steps is not None:
+                    yield Failure(self._short(step * self.batch_size))
+                return
+            if self.steps is not None and len(items) < self.batch_size:
+                yield Failure(self._short(step * self.batch_size + len(items)))
+                return
+            if expect is None:
+                expect = signature(items[0][0])
+            done = step - self.skip  # a resumed epoch reads (it must) but does not return the done steps
+            if done < 0 or done % self.eval_world != self.eval_rank:
+                continue
+            if (done // self.eval_world) % workers != worker:
+                continue  # the loader takes the steps from its workers in turn: 0, 1, ..., 0, 1, ...
+            share = items[self.rank :: self.world]
+            micro = []
+            for part in np.array_split(np.arange(len(share)), self.accum):
+                source.items = [share[i] for i in part]
+                source.positions = [step * self.batch_size + self.rank + self.world * int(i) for i in part]
+                try:
+                    data = source.read_batch(range(len(part)), None, expect)
+                except NMDeployError as exc:
+                    yield Failure(first_line(exc, 400))
+                    return
+                micro.append(self.collate(data.renumbered(dict(enumerate(source.positions)))))
+            yield micro  # one step's micro-batches together, so they stay in order
+
+    def _short(self, count: int) -> str:
+        return (
+            f"data {self.stream.source!r}: the stream ended after {count} samples, but an epoch of "
+            f"{self.steps} steps of {self.batch_size} needs {self.steps * self.batch_size}; lower steps_per_epoch"
+        )
+
+
+class _Listed(Source):
+    """Samples already read from a stream, as a source (for :meth:`Source.read_batch`'s checks)."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.source, self.split, self.names = stream.source, stream.split, stream.names
+        self.items: list[Any] = []
+        self.positions: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def read(self, index: int, rng: Any = None) -> Any:
+        return self.items[index]
+
+    def item_name(self, index: int) -> str:
+        return f"stream item {self.positions[index]}"
+
+
+def stream_loader(stream: Stream, batch_size: int, steps: int | None, rank: int, world: int, accum: int,
+                  skip: int, workers: int, pin: bool, seed: int, arrays: bool = False,
+                  eval_rank: int = 0, eval_world: int = 1):  # fmt: skip
+    """A DataLoader over a stream (training when ``steps`` is set, one whole pass when None;
+    ``eval_rank`` of ``eval_world`` then keeps every eval_world-th batch)."""
+    collate = _as_arrays if arrays else to_batch
+    dataset = _StreamBatches(stream, batch_size, steps, rank, world, accum, skip, collate, eval_rank, eval_world)
+    return _loader(dataset, None, workers, pin, seed, _unwrap, persistent=False)
+
+
+def _unwrap(item: Any) -> Any:
+    return item
+
+
+# -- evaluation and reading -----------------------------------------------------------------------------
+
+
+def _chunks(count: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """Batches of ``batch_size`` over this rank's samples ``rank, rank + world, ...``, in order."""
+    mine = range(rank, count, world)
+    return [list(mine[s : s + batch_size]) for s in range(0, len(mine), batch_size)]
+
+
+def eval_loader(
+    source: Source | Stream,
+    batch_size: int,
+    workers: int,
+    pin: bool = False,
+    arrays: bool = False,
+    rank: int = 0,
+    world: int = 1,
+):
+    """One pass over ``source`` in order, in batches of ``batch_size`` (tensors, or arrays with ``arrays``);
+    with ``world`` > 1 only this ``rank``'s share (every world-th sample; for a stream, every world-th batch) is read."""
+    collate = _as_arrays if arrays else to_batch
+    if isinstance(source, Stream):
+        return stream_loader(source, batch_size, None, 0, 1, 1, 0, workers, pin, 0, arrays, rank, world)
+    chunks = _chunks(len(source), batch_size, rank, world)
+    return _loader(_Keyed(source, 0, _expect(source)), chunks, workers, pin, 0, collate, False)
+
+
+def read_chunks(
+    source: Source | Stream, batch_size: int, workers: int = 0, what: str = "the data"
+) -> Iterator[ArrayData]:
+    """``source`` in consecutive chunks of arrays (what the ONNX-side stages feed onnxruntime)."""
+    if isinstance(source, ArrayData):  # in memory: slices, no loader
+        for start in range(0, len(source), batch_size):
+            yield source.take(np.arange(start, min(start + batch_size, len(source))))
+        return
+    yield from iterate(eval_loader(source, batch_size, workers, arrays=True), source, what)
+
+
+def read_items(source: Source, indices: np.ndarray, workers: int = 0, what: str = "the data") -> ArrayData:
+    """The samples at ``indices``, in that order, as arrays (a calibration draw), read by ``workers``."""
+    if isinstance(source, ArrayData):
+        return source.take(indices)
+    order = [int(i) for i in indices]
+    loader = _loader(_Keyed(source, 0, _expect(source)), [order[s : s + 64] for s in range(0, len(order), 64)],
+                     workers, False, 0, _as_arrays, False)  # fmt: skip
+    parts = list(iterate(loader, source, what))
+    return _concat(parts, source)
+
+
+def read_stream(stream: Stream, count: int | None, what: str = "the data") -> ArrayData:
+    """The first ``count`` samples of a stream (all of it when None), as arrays."""
+    parts: list[ArrayData] = []
+    total = 0
+    for part in iterate(eval_loader(stream, 256, 0, arrays=True), stream, what):
+        parts.append(part)
+        total += len(part)
+        if count is not None and total >= count:
+            break
+    data = _concat(parts, stream)
+    return data if count is None or len(data) <= count else data.take(np.arange(count))
+
+
+def _concat(parts: list[ArrayData], source: Any) -> ArrayData:
+    if not parts:
+        raise InputError(f"data {source.source!r} is empty; it needs at least one sample")
+    inputs = {name: np.concatenate([p.inputs[name] for p in parts]) for name in parts[0].inputs}
+    labelled = [p.labels for p in parts if p.labels is not None]
+    labels = np.concatenate(labelled) if len(labelled) == len(parts) else None
+    skipped = tuple(i for p in parts for i in p.skipped)
+    index = tuple(i for p in parts for i in p.index)
+    return ArrayData(inputs, labels, source.source, source.split, source.preprocessing, skipped, index)
