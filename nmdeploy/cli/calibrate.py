@@ -6,13 +6,16 @@ from pathlib import Path
 
 import click
 
+from nmdeploy.cli._data import DATA_OPTIONS, data_config
 from nmdeploy.cli._outputs import FORCE, claim_outputs
 from nmdeploy.quant.config import QuantizeConfig
 
 
 @click.command()
 @click.option(
-    "--data", "spec", help="Data SPEC: fashion-mnist[:train|test], an .npz (x, optional y) or module:callable."
+    "--data",
+    "spec",
+    help="Data SPEC: fashion-mnist[:train|test], an .npz (x, optional y), an image folder or module:callable.",
 )
 @click.option(
     "-n",
@@ -38,17 +41,26 @@ from nmdeploy.quant.config import QuantizeConfig
     type=click.Path(dir_okay=False, path_type=Path),
     help="Build the set a definition (a YAML file: data, count, seed, output) describes.",
 )
+@DATA_OPTIONS
 @FORCE
 def calibrate(
-    spec: str | None, count: int | None, seed: int | None, output: Path | None, definition: Path | None, force: bool
+    spec: str | None,
+    count: int | None,
+    seed: int | None,
+    output: Path | None,
+    definition: Path | None,
+    force: bool,
+    **options,
 ) -> None:
     """Draw N samples from a data source into a calibration set for nmdeploy quantize.
 
     Class-balanced when the source has labels, uniform otherwise, from a fixed seed; written
     as .npz (inputs under x, labels under y) with a .json manifest (source, split, seed,
     count, per-class counts, preprocessing, sha256). A bare built-in name uses its train split.
+    Only the drawn samples are read: an image folder is decoded (resized and centre-cropped
+    with --image-size) for those alone.
     """
-    from nmdeploy.data import load_data
+    from nmdeploy.data import open_data
     from nmdeploy.errors import InputError
     from nmdeploy.quant.calibset import (
         check_draw,
@@ -57,6 +69,7 @@ def calibrate(
         read_definition,
         write_calibration_set,
     )
+    from nmdeploy.train.scoring import resolve_workers
 
     if definition is not None:
         if spec or output:
@@ -71,9 +84,10 @@ def calibrate(
     seed = QuantizeConfig.seed if seed is None else seed
     check_draw(count, seed)
     check_set_path(output)
+    config = data_config(options, spec)
     claim_outputs([output, output.with_suffix(".json")], force, [spec, definition])
-    data = load_data(spec, default_split="train")
-    subset, fields = make_calibration_set(data, count, seed)
+    data = open_data(spec, "train", config)
+    subset, fields = make_calibration_set(data, count, seed, resolve_workers(config.workers, data))
     manifest = write_calibration_set(output, subset, fields)
     shapes = ", ".join(f"{k} {'x'.join(map(str, v))} {manifest.dtypes[k]}" for k, v in manifest.inputs.items())
     where = f"{manifest.source}:{manifest.split}" if manifest.split else manifest.source

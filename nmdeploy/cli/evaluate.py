@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from nmdeploy.cli._data import DATA_OPTIONS, data_config
 from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
 
 
@@ -15,7 +16,7 @@ from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
     "--data",
     "spec",
     required=True,
-    help="Data SPEC: fashion-mnist[:test|train], an .npz (x, optional y) or module:callable.",
+    help="Data SPEC: fashion-mnist[:test|train], an .npz (x, optional y), an image folder or module:callable.",
 )
 @click.option(
     "--reference",
@@ -23,6 +24,7 @@ from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
     help="Reference ONNX (e.g. the FP32 model) for per-output cosine.",
 )
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@DATA_OPTIONS
 @click.option(
     "--json",
     "json_path",
@@ -31,23 +33,31 @@ from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
 )
 @FORCE
 def evaluate(
-    model: Path, spec: str, reference: Path | None, batch_size: int, json_path: Path | None, force: bool
+    model: Path, spec: str, reference: Path | None, batch_size: int, json_path: Path | None, force: bool, **options
 ) -> None:
     """Measure MODEL on onnxruntime (CPU): top-1, and cosine to a reference model.
 
     Top-1 is read from the first output ([N, classes]) when the data has labels; with
     --reference, the reference's top-1 and the per-output cosine (mean over samples and the
-    worst sample) are printed too. A bare built-in name uses its test split.
+    worst sample) are printed too. A bare built-in name uses its test split. The data is
+    read batch by batch (an image folder of any size streams through, decoded by --workers
+    processes); an image folder is resized and centre-cropped to the model's input size
+    unless --image-size says otherwise.
     """
     from nmdeploy._atomic import write_atomic
     from nmdeploy.cli._progress import stage_progress
-    from nmdeploy.data import load_data
+    from nmdeploy.data import open_data
     from nmdeploy.quant.evaluate import evaluate_onnx
+    from nmdeploy.train.scoring import resolve_workers
 
+    config = data_config(options, spec, model)
     claim_outputs([json_path], force, [*onnx_inputs(model, reference), spec])
-    data = load_data(spec, default_split="test")
+    data = open_data(spec, "test", config)
+    workers = resolve_workers(config.workers, data)
     with stage_progress(disable=str(json_path) == "-") as update:
-        report = evaluate_onnx(model, data, reference, batch_size, lambda done, total: update("evaluate", done, total))
+        report = evaluate_onnx(
+            model, data, reference, batch_size, lambda done, total: update("evaluate", done, total), workers
+        )
     if json_path is not None:
         if str(json_path) == "-":
             click.echo(report.to_json())

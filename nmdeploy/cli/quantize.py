@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from nmdeploy.cli._data import DATA_OPTIONS, data_config
 from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
 from nmdeploy.cli._settings import config_from, setting_option
 from nmdeploy.quant.config import QuantizeConfig
@@ -23,8 +24,11 @@ from nmdeploy.sparsity.config import SparsityConfig
 @click.option(
     "--calibration",
     required=True,
-    help="Calibration set (.npz from nmdeploy calibrate) or any data SPEC (its train split).",
+    help="Calibration set (.npz from nmdeploy calibrate, used whole) or any data SPEC (its train split): arrays "
+    "are used whole, an image folder or a plug-in's dataset gives a class-balanced draw of --count samples.",
 )
+@setting_option(QuantizeConfig, "count", "--count", type=click.IntRange(1))
+@setting_option(QuantizeConfig, "seed", "--seed", type=click.IntRange(0))
 @setting_option(QuantizeConfig, "method", "--method")
 @setting_option(QuantizeConfig, "percentile", "--percentile")
 @setting_option(
@@ -44,6 +48,7 @@ from nmdeploy.sparsity.config import SparsityConfig
     "--pattern", default=SparsityConfig.pattern, show_default=True, help="N:M pattern re-verified on the int8 weights."
 )
 @setting_option(QuantizeConfig, "batch_size", "--batch-size", type=click.IntRange(1))
+@DATA_OPTIONS
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON here."
 )
@@ -74,13 +79,21 @@ def quantize(
     from nmdeploy.cli._progress import stage_progress
     from nmdeploy.quant.int8 import quantize_int8
 
+    data = data_config(settings, calibration, model)
     config = config_from(QuantizeConfig, settings)
     output = output or model.with_name(model.name.removesuffix(".onnx") + ".int8.onnx")
     read = [calibration, Path(calibration).with_suffix(".json"), eval_data]
     claim_outputs([output, json_path], force, [*onnx_inputs(model), *read])
     with stage_progress() as update:
         report = quantize_int8(
-            model, output, calibration, config=config, pattern=pattern, eval_data=eval_data, progress=update
+            model,
+            output,
+            calibration,
+            config=config,
+            pattern=pattern,
+            eval_data=eval_data,
+            progress=update,
+            data=data,
         )
     setting = f"{config.method}" + (f" {config.percentile}" if report.percentile is not None else "")
     click.echo(

@@ -84,9 +84,15 @@ class Batch:
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
-    """Integer arrays (token ids, classes) as int64, everything else as float32."""
+    """Integer arrays (token ids, classes) as int64, everything else as float32, with torch's own strides.
+
+    numpy gives a size-1 dim (one channel) stride 1, which torch reads as channels-last and
+    which then picks other convolution kernels; a view of the flat buffer has the standard
+    strides, at no copy.
+    """
     dtype = np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
+    flat = np.ascontiguousarray(array, dtype=dtype).reshape(-1)
+    return torch.from_numpy(flat).view(array.shape)
 
 
 def to_batch(data: ArrayData | Failure) -> Batch | Failure:
@@ -99,8 +105,8 @@ def to_batch(data: ArrayData | Failure) -> Batch | Failure:
 
 def _label_tensor(labels: np.ndarray) -> torch.Tensor:
     if np.issubdtype(labels.dtype, np.integer):
-        return torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-    return torch.from_numpy(np.ascontiguousarray(labels))
+        return _tensor(labels)
+    return torch.from_numpy(np.ascontiguousarray(labels).reshape(-1)).view(labels.shape)
 
 
 def _as_arrays(data: ArrayData | Failure) -> ArrayData | Failure:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from nmdeploy.data import ArrayData
 from nmdeploy.errors import InputError, first_line
 
-__all__ = ["BoundInputs", "bind_inputs", "iter_batches", "ort_session", "CalibrationReader"]
+__all__ = ["BoundInputs", "CalibrationReader", "bind_inputs", "image_input_shape", "iter_batches", "ort_session"]
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -105,6 +106,25 @@ def bind_inputs(data: ArrayData, model_inputs: list, what: str = "data") -> Boun
             "give more samples or export with a dynamic batch"
         )
     return BoundInputs({n: arrays[n] for n in names}, max_batch, count)
+
+
+def image_input_shape(path: str | Path) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of an ONNX model's single image input when it fixes them (C of 1 or 3), else None."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None  # whoever loads the model next says what is wrong with it
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1:
+        return None
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 4:
+        return None
+    c, h, w = (d.dim_value if d.HasField("dim_value") else 0 for d in dims[1:])
+    return (c, h, w) if c in (1, 3) and h > 0 and w > 0 else None
 
 
 def _show(shape: list) -> str:
