@@ -182,9 +182,12 @@ def _loader(dataset: Any, sampler: Any, workers: int, pin: bool, seed: int, coll
 def iterate(loader: Any, source: Source | Stream, what: str) -> Iterator[Any]:
     """The loader's batches; a :class:`Failure` or a dead worker becomes one :class:`InputError` line.
 
-    Samples a source skipped (``data.skip_bad``) are added to its ``bad`` set.
+    Samples a source skipped (``data.skip_bad``) are added to its ``bad`` set. Every batch must
+    hold samples of the shapes and dtype kinds of the first (a batch is consistent in itself:
+    :meth:`Source.read_batch` checks it where it is read).
     """
     batches = iter(loader)
+    first: list | None = None
     while True:
         try:
             item = next(batches)
@@ -205,13 +208,37 @@ def iterate(loader: Any, source: Source | Stream, what: str) -> Iterator[Any]:
                     bad = set()
                     source.bad = bad
                 bad.update(part.skipped)
+            if len(part):
+                shapes = _shapes(part)
+                if first is None:
+                    first = shapes
+                elif shapes != first:
+                    _mismatch(source, part, shapes, first)
             yield part
 
 
-def _expect(source: Source) -> Any:
-    """The shapes and dtype kinds every sample must have: those of the first one."""
-    first = source.first()
-    return signature([a[0] for a in first.inputs.values()])
+def _shapes(part: Batch | ArrayData) -> list[tuple[tuple[int, ...], str]]:
+    arrays = part.inputs if isinstance(part, Batch) else list(part.inputs.values())
+    return [(tuple(a.shape[1:]), "f" if _floating(a) else "i") for a in arrays]
+
+
+def _floating(array: Any) -> bool:
+    return array.is_floating_point() if isinstance(array, torch.Tensor) else array.dtype.kind in "fc"
+
+
+def _mismatch(source: Any, part: Any, shapes: list, first: list) -> None:
+    kinds = {"f": "float", "i": "integer"}
+    where = source.item_name(part.index[0]) if part.index else "a sample"
+    if len(shapes) != len(first):
+        raise InputError(
+            f"data {source.source!r}: {where} has {len(shapes)} inputs but the samples before it have "
+            f"{len(first)}; give every sample the same inputs"
+        )
+    (shape, kind), (want, want_kind) = next((a, b) for a, b in zip(shapes, first) if a != b)
+    raise InputError(
+        f"data {source.source!r}: {where} has shape {list(shape)} ({kinds[kind]}) but samples must be "
+        f"{list(want)} ({kinds[want_kind]}); give every sample that shape"
+    )
 
 
 # -- training -----------------------------------------------------------------------------------------
@@ -221,9 +248,20 @@ class EpochBatches:
     """The batch sampler of training (see the module docstring); ``set_epoch`` before each pass."""
 
     def __init__(
-        self, size: int, batch_size: int, seed: int, steps: int, rank: int = 0, world: int = 1, accum: int = 1
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        steps: int | None = None,
+        rank: int = 0,
+        world: int = 1,
+        accum: int = 1,
     ) -> None:
-        self.size, self.batch_size, self.seed, self.steps = size, batch_size, seed, steps
+        """``steps`` per epoch, every batch full (a ``steps_per_epoch``); None: one pass, whose last
+        batch may be short (:meth:`full_pass`)."""
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.full = steps is None
+        self.steps = self.full_pass(size, batch_size, world, accum) if steps is None else steps
         self.rank, self.world, self.accum = rank, world, accum
         self.epoch, self.skip = 0, 0
 
@@ -241,7 +279,7 @@ class EpochBatches:
 
     def order(self, epoch: int) -> torch.Tensor:
         """The epoch's sample order: ``randperm`` from (seed, epoch), more of them when the epoch is longer than the data."""
-        need = self.steps * self.batch_size
+        need = self.size if self.full else self.steps * self.batch_size
         seed = (self.seed * 1_000_003 + epoch) % 2**64
         parts = [torch.randperm(self.size, generator=torch.Generator().manual_seed(seed))]
         for k in itertools.count(1):
@@ -274,7 +312,7 @@ def train_loader(
     source: Source, sampler: EpochBatches, workers: int, pin: bool, seed: int
 ) -> torch.utils.data.DataLoader:
     """The training DataLoader over ``source``, driven by ``sampler`` (persistent workers)."""
-    return _loader(_Keyed(source, seed, _expect(source)), sampler, workers, pin, seed, to_batch, persistent=True)
+    return _loader(_Keyed(source, seed, None), sampler, workers, pin, seed, to_batch, persistent=True)
 
 
 class _StreamBatches(torch.utils.data.IterableDataset):
@@ -395,7 +433,7 @@ def eval_loader(
     if isinstance(source, Stream):
         return stream_loader(source, batch_size, None, 0, 1, 1, 0, workers, pin, 0, arrays, rank, world)
     chunks = _chunks(len(source), batch_size, rank, world)
-    return _loader(_Keyed(source, 0, _expect(source)), chunks, workers, pin, 0, collate, False)
+    return _loader(_Keyed(source, 0, None), chunks, workers, pin, 0, collate, False)
 
 
 def read_chunks(
@@ -414,7 +452,7 @@ def read_items(source: Source, indices: np.ndarray, workers: int = 0, what: str 
     if isinstance(source, ArrayData):
         return source.take(indices)
     order = [int(i) for i in indices]
-    loader = _loader(_Keyed(source, 0, _expect(source)), [order[s : s + 64] for s in range(0, len(order), 64)],
+    loader = _loader(_Keyed(source, 0, None), [order[s : s + 64] for s in range(0, len(order), 64)],
                      workers, False, 0, _as_arrays, False)  # fmt: skip
     parts = list(iterate(loader, source, what))
     return _concat(parts, source)

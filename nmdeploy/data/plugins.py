@@ -10,6 +10,7 @@ one guard, so whatever it raises is one line naming the data spec and the item.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +33,10 @@ def is_dataset(value: Any) -> bool:
 
 
 def is_stream(value: Any) -> bool:
-    """An iterable dataset: iterable again and again, with no ``__getitem__`` (a torch IterableDataset)."""
+    """An iterable dataset: a torch ``IterableDataset``, or anything iterable again and again with no ``__getitem__``."""
+    torch = sys.modules.get("torch")  # a torch dataset means torch is imported already
+    if torch is not None and isinstance(value, torch.utils.data.IterableDataset):
+        return True
     return (
         hasattr(value, "__iter__")
         and not hasattr(value, "__getitem__")

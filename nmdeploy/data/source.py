@@ -289,6 +289,9 @@ class Stream:
         self.preprocessing = ""
         self.names = names
 
+    def item_name(self, index: int) -> str:
+        return f"stream item {index}"
+
     def iterate(self):
         from nmdeploy.data.plugins import as_sample
 

@@ -183,7 +183,9 @@ def fit(
     readers = resolve_workers(workers, source)
     pin = device.type == "cuda"
     if not stream:
-        sampler = EpochBatches(len(source), config.batch_size, config.seed, steps, rank, world, accum)
+        sampler = EpochBatches(
+            len(source), config.batch_size, config.seed, config.steps_per_epoch or None, rank, world, accum
+        )
         loader = train_loader(source, sampler, readers, pin, config.seed)
     cuda = device.type == "cuda"
     channels_last = config.channels_last and cuda
