@@ -68,8 +68,8 @@ def DATA_OPTIONS(function: Callable) -> Callable:  # noqa: N802 - a decorator, n
 
 
 def data_config(params: dict[str, Any], spec: str | None, model: Path | None = None) -> DataConfig:
-    """The :class:`DataConfig` the options give (popped from ``params``); an image folder without
-    ``--image-size`` gets ``model``'s fixed input size and channels."""
+    """The :class:`DataConfig` the options give (popped from ``params``); for an image folder,
+    ``model``'s fixed input size and channels stand in for ``--image-size`` and ``--channels``."""
     from nmdeploy.config import from_arguments
 
     size = params.pop("image_size", None)
@@ -81,12 +81,12 @@ def data_config(params: dict[str, Any], spec: str | None, model: Path | None = N
         "skip_bad": params.pop("skip_bad", False),
         "workers": params.pop("workers", None),
     }
-    if size is None and model is not None and spec and Path(spec).is_dir():
+    if (size is None or channels is None) and model is not None and spec and Path(spec).is_dir():
         from nmdeploy.quant.reader import image_input_shape
 
         shape = image_input_shape(model)
         if shape is not None:
-            size = shape[1:]
+            size = size or shape[1:]
             channels = channels or shape[0]
     if size is not None:
         size = size[0] if len(size) == 1 else tuple(size)

@@ -142,7 +142,7 @@ class ImageFolderSource(Source):
         except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
             raise BadSample(
                 f"{path} is not a readable image ({type(exc).__name__}: {first_line(exc, 120)}); "
-                "remove it or set data.skip_bad: true to skip such files"
+                "remove it, or skip such files with data.skip_bad: true (--skip-bad)"
             ) from None
         array = np.asarray(picture, dtype=np.float32) * np.float32(1 / 255)
         array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

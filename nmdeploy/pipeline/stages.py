@@ -122,6 +122,17 @@ def _train(
     return [dataclasses.asdict(m) for m in result.history]
 
 
+def _skipped(ctx: BuildContext) -> dict[str, Any]:
+    """``data_skipped`` for the manifest: what ``data.skip_bad`` skipped so far (this process's share under torchrun)."""
+    skipped = ctx.skipped()
+    if skipped:
+        ctx.say(
+            "data: skipped unreadable files: "
+            + ", ".join(f"{which} {info['count']} (first: {info['first'][0]})" for which, info in skipped.items())
+        )
+    return {"data_skipped": skipped} if skipped else {}
+
+
 def _save_weights(path: Path, payload: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -204,7 +215,8 @@ def _dense_run(ctx: BuildContext, key: str) -> StageResult:
     score = ctx.score(model) if isinstance(ctx.task, Classification) else 1.0  # the dense model is the teacher
     model.cpu()
     source = "checkpoint" if checkpoint else "pretrained" if pretrained else "trained"
-    return StageResult((path,), {"val_score": score, "metric": ctx.task.metric, "history": history, "source": source})
+    metrics = {"val_score": score, "metric": ctx.task.metric, "history": history, "source": source}
+    return StageResult((path,), {**metrics, **_skipped(ctx)})
 
 
 # -- sparse -----------------------------------------------------------------------------------------
@@ -244,10 +256,13 @@ def _sparse_run(ctx: BuildContext, key: str) -> StageResult:
             path,
             {"model": model.state_dict(), "pattern": s.pattern, "method": s.method, "layers": list(sp.sparse_layers)},
         )
-    return StageResult(
-        (path,),
-        {"val_score": score, "metric": ctx.task.metric, "history": history, "sparse_layers": list(sp.sparse_layers)},
-    )
+    metrics = {
+        "val_score": score,
+        "metric": ctx.task.metric,
+        "history": history,
+        "sparse_layers": list(sp.sparse_layers),
+    }
+    return StageResult((path,), {**metrics, **_skipped(ctx)})
 
 
 # -- export and verify ------------------------------------------------------------------------------
@@ -355,6 +370,7 @@ def _quantize_run(ctx: BuildContext, key: str) -> StageResult:
             "int8_layers": len(report.quantized),
             "nm_layers": len(report.sparse_layers),
             "calibration_samples": report.calibration_samples,
+            **({"calibration_skipped": len(calib.skipped)} if calib.skipped else {}),
         },
     )
 

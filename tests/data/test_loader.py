@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nmdeploy.data import ArrayData, DataConfig, open_data
-from nmdeploy.data.loader import EpochBatches, eval_loader, iterate, read_chunks, read_items, stream_loader, train_loader
+from nmdeploy.data.loader import (
+    EpochBatches,
+    eval_loader,
+    iterate,
+    read_chunks,
+    read_items,
+    stream_loader,
+    train_loader,
+)
 from nmdeploy.data.plugins import DatasetSource
 from nmdeploy.data.source import Stream
 from nmdeploy.errors import InputError
@@ -61,7 +69,9 @@ def test_one_epoch_is_the_permutation_the_trainer_always_drew():
     sampler = EpochBatches(1000, 128, 3)
     expected = torch.randperm(1000, generator=torch.Generator().manual_seed(3 * 1_000_003 + 2))
     assert torch.equal(sampler.order(2), expected) and sampler.steps == 8
-    assert EpochBatches.full_pass(1025, 128) == 9 and EpochBatches.full_pass(1025, 128, world=2) == 8  # 1 left: not for 2
+    assert (
+        EpochBatches.full_pass(1025, 128) == 9 and EpochBatches.full_pass(1025, 128, world=2) == 8
+    )  # 1 left: not for 2
     long = EpochBatches(10, 4, 0, steps=7)  # 28 samples from a set of 10: three permutations
     order = long.order(0)
     assert len(order) == 30 and all(sorted(order[k : k + 10].tolist()) == list(range(10)) for k in (0, 10, 20))
@@ -135,7 +145,10 @@ class Misshapen(Recorded):
 def test_a_bad_sample_in_the_middle_is_one_line_naming_it(workers):
     source = DatasetSource(Misshapen(40), "mis", "train")
     loader = eval_loader(source, 8, workers)
-    with pytest.raises(InputError, match=r"^data 'mis': item 13 has shape \[3, 3\] \(float32\) but samples must be \[2, 3\] \(float\); give every sample that shape$"):
+    with pytest.raises(
+        InputError,
+        match=r"^data 'mis': item 13 has shape \[3, 3\] \(float32\) but samples must be \[2, 3\] \(float\); give every sample that shape$",
+    ):
         list(iterate(loader, source, "the data"))
 
 
@@ -162,7 +175,10 @@ class Killer(Recorded):
 
 def test_a_worker_that_dies_is_one_line():
     source = DatasetSource(Killer(40), "kill", "train")
-    with pytest.raises(InputError, match=r"^reading the data failed: DataLoader worker \(pid.*; set data.workers: 0 to read it in this process$"):
+    with pytest.raises(
+        InputError,
+        match=r"^reading the data failed: DataLoader worker \(pid.*; set data.workers: 0 to read it in this process$",
+    ):
         list(read_chunks(source, 8, workers=1))
 
 
@@ -200,5 +216,8 @@ def test_a_stream_is_cut_into_global_batches_shared_by_ranks():
     whole = list(iterate(eval_loader(stream, 32, 0), stream, "count"))
     assert [len(b) for b in whole] == [32, 32, 32, 4]
     short = stream_loader(stream, 40, steps=3, rank=0, world=1, accum=1, skip=0, workers=0, pin=False, seed=0)
-    with pytest.raises(InputError, match=r"the stream ended after 100 samples, but an epoch of 3 steps of 40 needs 120; lower steps_per_epoch"):
+    with pytest.raises(
+        InputError,
+        match=r"the stream ended after 100 samples, but an epoch of 3 steps of 40 needs 120; lower steps_per_epoch",
+    ):
         list(iterate(short, stream, "count"))

@@ -218,11 +218,20 @@ def test_bad_samples_mid_epoch_are_one_line_and_keep_the_last_checkpoint(tmp_pat
         model, sp = _net("maxq")
         return fit(model, dataset, None, config, sp, path)
 
-    with pytest.raises(InputError, match=r"^training data 'training data': item 77 has label 12 but the model has 10 outputs; give labels 0\.\.9 or a model with more outputs$"):
+    with pytest.raises(
+        InputError,
+        match=r"^training data 'training data': item 77 has label 12 but the model has 10 outputs; give labels 0\.\.9 or a model with more outputs$",
+    ):
         run(BadLabel(x, y), tmp_path / "a.pt")
-    with pytest.raises(InputError, match=r"^data 'training data': item 150 has shape \[3, 4, 8\] \(float32\) but samples must be \[3, 8, 8\] \(float\); give every sample that shape$"):
+    with pytest.raises(
+        InputError,
+        match=r"^data 'training data': item 150 has shape \[3, 4, 8\] \(float32\) but samples must be \[3, 8, 8\] \(float\); give every sample that shape$",
+    ):
         run(BadShape(x, y), tmp_path / "b.pt")
-    with pytest.raises(InputError, match=r"the training data 'training data' has 16 samples, fewer than one batch of batch_size = 32; lower batch_size or give more data"):
+    with pytest.raises(
+        InputError,
+        match=r"the training data 'training data' has 16 samples, fewer than one batch of batch_size = 32; lower batch_size or give more data",
+    ):
         run(Logged(x[:16], y[:16]), tmp_path / "c.pt")
 
 
@@ -255,5 +264,7 @@ def test_a_stream_trains_with_steps_per_epoch_and_needs_them():
     model, _ = _net()
     result = fit(model, Stream(x, y), Stream(xt, yt), TrainConfig(epochs=2, batch_size=32, steps_per_epoch=8))
     assert len(result.history) == 2 and result.history[-1].val_score > 0.25
-    with pytest.raises(InputError, match=r"the training data 'training data' is a stream with no length; set steps_per_epoch"):
+    with pytest.raises(
+        InputError, match=r"the training data 'training data' is a stream with no length; set steps_per_epoch"
+    ):
         fit(model, Stream(x, y), None, TrainConfig(epochs=1, batch_size=32))
