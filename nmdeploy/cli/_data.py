@@ -19,16 +19,14 @@ from nmdeploy.data.config import MAX_WORKERS, DataConfig
 __all__ = ["DATA_OPTIONS", "data_config"]
 
 
-def _numbers(kind: type) -> Callable[[click.Context, click.Parameter, str | None], tuple | None]:
+def _numbers(kind: type, example: str) -> Callable[[click.Context, click.Parameter, str | None], tuple | None]:
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
         if value is None:
             return None
         try:
             return tuple(kind(v) for v in value.replace(" ", "").split(","))
         except ValueError:
-            raise click.BadParameter(
-                f"{value!r} is not a comma-separated list of numbers, e.g. 0.485,0.456,0.406"
-            ) from None
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers, e.g. {example}") from None
 
     return parse
 
@@ -37,7 +35,7 @@ _OPTIONS = (
     click.option(
         "--image-size",
         metavar="SIZE",
-        callback=_numbers(int),
+        callback=_numbers(int, "224 or 224,256"),
         help="Image folders: resize (shorter side to SIZE / 0.875) and centre-crop to SIZE or H,W "
         "(recipe key data.image_size).  [default: the model's input size, else as stored]",
     ),
@@ -47,9 +45,14 @@ _OPTIONS = (
         help="Image folders: read as grayscale (1) or RGB (3).  [default: the model's, else the first image's]",
     ),
     click.option(
-        "--mean", metavar="M,M,M", callback=_numbers(float), help="Image folders: per-channel mean after / 255."
+        "--mean",
+        metavar="M,M,M",
+        callback=_numbers(float, "0.485,0.456,0.406"),
+        help="Image folders: per-channel mean after / 255.",
     ),
-    click.option("--std", metavar="S,S,S", callback=_numbers(float), help="Image folders: per-channel std."),
+    click.option(
+        "--std", metavar="S,S,S", callback=_numbers(float, "0.229,0.224,0.225"), help="Image folders: per-channel std."
+    ),
     click.option("--skip-bad", is_flag=True, help="Image folders: skip unreadable files (and count them)."),
     click.option(
         "--workers",

@@ -153,6 +153,25 @@ def _folder(name: str, *files: str) -> Callable[[Path, dict], None]:
     return make
 
 
+def _images(name: str, classes: int, empty: str | None = None) -> Callable[[Path, dict], None]:
+    """An image folder ``name/<class>/*.png`` of 28x28 grayscale images, two per class."""
+
+    def make(folder: Path, fixtures: dict) -> None:
+        from PIL import Image
+
+        for label in range(classes):
+            (folder / name / f"c{label:02d}").mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((28, 28), 20 * i + label, np.uint8)).save(
+                    folder / name / f"c{label:02d}" / f"{i}.png"
+                )
+        if empty:
+            (folder / name / empty).mkdir()
+            (folder / name / empty / "notes.txt").write_text("no images here\n")
+
+    return make
+
+
 TINY = _all(
     lambda folder, fx: shutil.copyfile(fx["train"], folder / "train.npz"),
     lambda folder, fx: shutil.copyfile(fx["val"], folder / "val.npz"),
@@ -242,6 +261,77 @@ CASES: tuple[Case, ...] = (
         2,
         ("out",),
         setup=_all(_npz("train.npz", IMAGES, np.full(16, 12)), _npz("val.npz", IMAGES, np.full(16, 12))),
+    ),
+    Case(
+        "data-short",
+        "training data smaller than one batch",
+        ("build", *DATA, "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(_npz("train.npz", IMAGES, np.arange(16) % 10), _npz("val.npz", IMAGES, np.arange(16) % 10)),
+    ),
+    Case(
+        "image-folder-flat",
+        "an image folder without class folders",
+        ("build", "--set", "data.train=imgs", "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(_folder("imgs", "a.png")),
+    ),
+    Case(
+        "image-class-empty",
+        "an image folder with an empty class folder",
+        ("build", "--set", "data.train=imgs", "--out", "out"),
+        2,
+        ("out",),
+        setup=_images("imgs", 2, empty="c99"),
+    ),
+    Case(
+        "image-labels",
+        "an image folder with more classes than the model has outputs",
+        ("build", "--set", "data.train=imgs", "--set", "data.val=imgs", "--set", "dense.batch_size=8", "--out", "out"),
+        2,
+        ("out",),
+        setup=_images("imgs", 12),
+    ),
+    Case(
+        "data-image-size",
+        "an image size that is not a size",
+        ("build", "--set", "data.image_size=[0]", "--out", "out"),
+        1,
+        ("out",),
+    ),
+    Case(
+        "data-augment-size",
+        "augmentation without an image size",
+        ("build", "--set", "data.augment=true", "--out", "out"),
+        1,
+        ("out",),
+    ),
+    Case("data-workers", "a negative worker count", ("build", "--set", "data.workers=-1", "--out", "out"), 1, ("out",)),
+    Case(
+        "train-grad-accum",
+        "gradient accumulation over no micro-batch",
+        ("build", "--set", "finetune.grad_accum=0", "--out", "out"),
+        1,
+        ("out",),
+    ),
+    Case("train-amp", "an unknown mixed precision", ("build", "--set", "dense.amp=fp8", "--out", "out"), 1, ("out",)),
+    Case(
+        "data-stream-steps",
+        "a stream (IterableDataset) without steps_per_epoch",
+        ("build", "--set", "data.train=plug_stream_steps:load", "--set", "data.val=val.npz", "--out", "out"),
+        2,
+        ("out",),
+        setup=_all(
+            TINY,
+            _plugin(
+                "plug_stream_steps",
+                "class Rows(torch.utils.data.IterableDataset):\n    def __iter__(self):\n"
+                "        for i in range(256):\n            yield torch.zeros(1, 28, 28), i % 10\n\n\n"
+                "def load(split):\n    return Rows()\n",
+            ),
+        ),
     ),
     Case(
         "model-spec-import",
@@ -974,6 +1064,26 @@ CASES: tuple[Case, ...] = (
         2,
         ("c.npz", "c.json"),
         setup=_plugin("plug_calib_raise", "def load(split):\n    raise ConnectionError('bucket offline')\n"),
+    ),
+    Case(
+        "calibrate-stream-short",
+        "a calibration draw larger than the stream",
+        ("calibrate", "--data", "plug_calib_stream:load", "-n", "64", "-o", "calib.npz"),
+        2,
+        ("calib.npz", "calib.json"),
+        setup=_plugin(
+            "plug_calib_stream",
+            "class Rows(torch.utils.data.IterableDataset):\n    def __iter__(self):\n"
+            "        for i in range(10):\n            yield np.zeros(4, np.float32), i % 2\n\n\n"
+            "def load(split):\n    return Rows()\n",
+        ),
+    ),
+    Case(
+        "eval-image-size",
+        "an image size that is not numbers",
+        ("eval", "model.onnx", "--data", "fashion-mnist", "--image-size", "big"),
+        2,
+        setup=_copy("cnn_onnx", "model.onnx"),
     ),
     Case(
         "calibrate-definition-and-data",
