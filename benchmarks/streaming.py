@@ -160,11 +160,12 @@ def jpeg_rates(count: int, workers: tuple[int, ...], batch: int) -> dict[tuple[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", default="10000,1000000", help="the two synthetic dataset sizes")
-    parser.add_argument("--rss-steps", type=int, default=40)
+    parser.add_argument("--rss-steps", type=int, default=100)
     parser.add_argument("--rss-batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=60, help="training steps per throughput round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--jpegs", type=int, default=600)
+    parser.add_argument("--rss-rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=150, help="training steps per throughput round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--jpegs", type=int, default=1000)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: rss, throughput, jpeg")
     parser.add_argument("--write", action="store_true", help="rewrite this benchmark's section of RESULTS.md")
     args = parser.parse_args(argv)
@@ -173,23 +174,28 @@ def main(argv: list[str] | None = None) -> int:
     lines = []
     if "rss" not in skip:
         small, large = (int(v) for v in args.items.split(","))
-        rss = {n: peak_rss(n, args.rss_steps, args.rss_batch, None) for n in (small, large)}
+        runs: dict[int, list[float]] = {small: [], large: []}
+        for _ in range(args.rss_rounds):  # alternated: a run's peak RSS varies by a few percent
+            for n in (small, large):
+                runs[n].append(peak_rss(n, args.rss_steps, args.rss_batch, None))
+        rss = {n: statistics.median(v) for n, v in runs.items()}
         ratio = rss[large] / rss[small]
         table = Table(title=f"Peak RSS of nmdeploy finetune, {args.rss_steps} steps of {args.rss_batch}")
-        for column in ("items", "peak RSS", "ratio"):
+        for column in ("items", "peak RSS (median)", "runs", "ratio"):
             table.add_column(column, justify="right")
-        table.add_row(f"{small:,}", f"{rss[small]:.0f} MiB", "1.00")
-        table.add_row(f"{large:,}", f"{rss[large]:.0f} MiB", f"{ratio:.3f}")
+        table.add_row(f"{small:,}", f"{rss[small]:.0f} MiB", " ".join(f"{v:.0f}" for v in runs[small]), "1.00")
+        table.add_row(f"{large:,}", f"{rss[large]:.0f} MiB", " ".join(f"{v:.0f}" for v in runs[large]), f"{ratio:.3f}")
         console.print(table)
         lines += [
-            f"**Memory is flat in the data size** (goal: ratio <= 1.10): peak RSS of `nmdeploy finetune` on the "
-            f"synthetic plug-in (`benchmarks.synthetic:data`, 3x64x64 float32 samples made per item), "
-            f"`finetune.steps_per_epoch: {args.rss_steps}`, batch {args.rss_batch}, automatic workers:",
+            f"**Memory is flat in the data size** (goal: ratio <= 1.10): peak RSS of `nmdeploy finetune` (its "
+            f"largest process) on the synthetic plug-in (`benchmarks.synthetic:data`, 3x64x64 float32 samples made "
+            f"per item), `finetune.steps_per_epoch: {args.rss_steps}`, batch {args.rss_batch}, automatic workers, "
+            f"median of {args.rss_rounds} alternated runs:",
             "",
-            "| items | peak RSS | ratio |",
-            "|---:|---:|---:|",
-            f"| {small:,} | {rss[small]:.0f} MiB | 1.00 |",
-            f"| {large:,} | {rss[large]:.0f} MiB | {ratio:.3f} |",
+            "| items | peak RSS | runs (MiB) | ratio |",
+            "|---:|---:|---:|---:|",
+            f"| {small:,} | {rss[small]:.0f} MiB | {' '.join(f'{v:.0f}' for v in runs[small])} | 1.00 |",
+            f"| {large:,} | {rss[large]:.0f} MiB | {' '.join(f'{v:.0f}' for v in runs[large])} | {ratio:.3f} |",
             "",
             f"The same samples held in memory would take {small * 3 * 64 * 64 * 4 / 2**20:,.0f} MiB and "
             f"{large * 3 * 64 * 64 * 4 / 2**30:,.1f} GiB.",
@@ -250,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     if args.write and lines:
-        command = "python -m benchmarks.streaming" + (f" --skip {args.skip}" if args.skip else "")
+        given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--write"]
+        command = " ".join(["python -m benchmarks.streaming", *given])
         write_section("Streaming data (benchmarks/streaming.py)", "\n".join([f"`{command}`", "", *lines]))
     return 0
 

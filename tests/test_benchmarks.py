@@ -121,3 +121,33 @@ def test_the_no_multipliers_ablation_gives_hard_masks_and_restores_maxq():
     assert soft.max() > 1 and torch.equal(maxq_mask(w, 1, 16), soft)  # MaxQ is itself again
     table = summarise("1:16", list(ABLATIONS))  # the committed runs
     assert "| `scratch-30` | from scratch, 30 epochs, lr 0.1 | srste | " in table and "| sweep (reference) |" in table
+
+
+def test_streaming_benchmark_runs_small(capsys, monkeypatch):
+    import pytest
+
+    from tests.data.test_sources import INSTALLED
+
+    if not INSTALLED:
+        pytest.skip("apt-get install dataset-fashion-mnist (.ci/setup does)")
+    from benchmarks.streaming import main as streaming
+
+    monkeypatch.setenv("COLUMNS", "200")
+    args = [
+        "--items",
+        "300,3000",
+        "--rss-steps",
+        "2",
+        "--rss-batch",
+        "8",
+        "--rss-rounds",
+        "1",
+        "--steps",
+        "3",
+        "--rounds",
+        "1",
+    ]
+    assert streaming([*args, "--jpegs", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "3,000" in out and "DataLoader (fit)" in out and "in-memory tensors" in out
+    assert "eval" in out and "train" in out and "2 workers" in out

@@ -297,6 +297,13 @@ class EpochBatches:
             share = batch[self.rank :: self.world].numpy()
             yield np.array_split(share, self.accum)
 
+    def samples(self) -> int:
+        """The samples this process reads in one epoch (worked out, not drawn: no permutation needed)."""
+        sizes = [self.batch_size] * self.steps
+        if self.full and self.steps:
+            sizes[-1] = min(self.batch_size, self.size - (self.steps - 1) * self.batch_size)
+        return sum(len(range(self.rank, size, self.world)) for size in sizes)
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step, micro in enumerate(self.shares(self.epoch)):
             if step < self.skip:

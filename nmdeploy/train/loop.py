@@ -313,7 +313,7 @@ def fit(
         if world > 1:  # DDP syncs buffers at each forward; do it once more so every rank ends equal
             for buffer in model.buffers():  # (also masks an evaluation forward refreshed on some ranks only)
                 torch.distributed.broadcast(buffer, src=0)
-        seen = steps * len(range(rank, config.batch_size, world)) if stream else _planned(sampler, epoch)
+        seen = steps * len(range(rank, config.batch_size, world)) if stream else sampler.samples()
         return EpochMetrics(
             epoch + 1,
             sums[0] / seen,
@@ -345,11 +345,6 @@ def fit(
         if sparsifier is not None:
             sparsifier.defer_decay(False)
     return TrainResult(tuple(history), resumed[0], task.metric, resumed[1])
-
-
-def _planned(sampler: EpochBatches, epoch: int) -> int:
-    """The samples this process trains on in one epoch (what the epoch's mean loss divides by)."""
-    return sum(sum(len(part) for part in micro) for micro in sampler.shares(epoch))
 
 
 def _distributed() -> tuple[int, int]:

@@ -53,6 +53,8 @@ def test_every_step_is_split_exactly_over_ranks_and_micro_batches(size, batch, w
         assert sorted(got) == sorted(expected)  # the ranks' shares make up the global batch, no sample twice
         sizes = [sum(len(p) for p in per_rank[r][step]) for r in range(world)]
         assert max(sizes) - min(sizes) <= 1 and min(sizes) >= accum  # every micro-batch of every rank has data
+    for r in range(world):
+        assert samplers[r].samples() == sum(len(p) for step in per_rank[r] for p in step)
     sampler = samplers[-1]
     sampler.set_epoch(epoch, min(skip, steps))
     keys = [k for micro in sampler for k in micro]

@@ -1,0 +1,104 @@
+"""Training habits of a real GPU, on a real GPU (skipped elsewhere): autocast, the GradScaler and
+the SR decay, channels-last, pinned memory and workers feeding CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nmdeploy
+from nmdeploy.data import ArrayData
+from nmdeploy.data.loader import EpochBatches, iterate, train_loader
+from nmdeploy.train import TrainConfig, fit
+from tests.sparsity.demo import DemoNet, make_task
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+def _model(method="maxq"):
+    torch.manual_seed(0)
+    model = DemoNet().to(CUDA)
+    sp = nmdeploy.sparsify(model, "2:4", method=method, start_epoch=0, end_epoch=1)
+    return model, sp
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_autocast_trains_in_its_dtype_and_learns(amp):
+    x, y, xt, yt = make_task(0, train=1024, test=256)
+    model, sp = _model()
+    seen = []
+    model.conv1[0].register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    result = fit(model, (x, y), (xt, yt), TrainConfig(epochs=3, batch_size=64, amp=amp), sp)
+    assert seen[0] == (torch.bfloat16 if amp == "bf16" else torch.float16)
+    assert result.history[-1].val_score > 0.6 and result.history[-1].train_loss < result.history[0].train_loss
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("method", ["srste", "maxq"])
+def test_the_sr_decay_under_a_cuda_grad_scaler_is_the_fp32_update(method):
+    """A power-of-two loss scale is exact: deferred, the SR term gives the unscaled update bit for bit."""
+    x, y, _, _ = make_task(0, train=64, test=8)
+    x, y = x.to(CUDA), y.to(CUDA)
+    states = []
+    for scaled in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(192, 64), nn.ReLU(), nn.Linear(64, 10)).to(CUDA)
+        sp = nmdeploy.sparsify(model, "2:4", method=method, end_epoch=1, exclude=(), options={"decay": 0.05})
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scaler = torch.amp.GradScaler("cuda", init_scale=2.0**14) if scaled else None
+        if scaled:
+            sp.defer_decay()
+        for step in range(3):
+            optimizer.zero_grad()
+            batch = slice(step * 16, (step + 1) * 16)
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                sp.apply_decay()
+                scaler.step(optimizer)
+                scaler.update()
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_fp16_resumes_with_its_scaler_state(tmp_path):
+    x, y, _, _ = make_task(0, train=512, test=64)
+    model, sp = _model()
+    config = TrainConfig(epochs=2, batch_size=64, amp="fp16")
+    fit(model, (x, y), None, config, sp, tmp_path / "c.pt", on_epoch=lambda m: None)
+    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    assert state["scaler"] is not None and state["scaler"]["scale"] > 0
+
+
+def test_channels_last_reaches_the_model_and_its_inputs():
+    x, y, _, _ = make_task(0, train=256, test=64)
+    model, sp = _model()
+    layouts = []
+    model.stem.register_forward_pre_hook(
+        lambda m, a: layouts.append(a[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    fit(model, (x, y), None, TrainConfig(epochs=1, batch_size=64, channels_last=True), sp)
+    assert layouts and all(layouts)
+    weight = model.conv1[0].parametrizations.weight.original
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_batches_come_pinned_from_workers_and_train_on_cuda():
+    x, y, xt, yt = make_task(0, train=512, test=128)
+    source = ArrayData({"x": x.numpy()}, y.numpy(), "demo")
+    sampler = EpochBatches(len(source), 64, 0)
+    loader = train_loader(source, sampler, workers=2, pin=True, seed=0)
+    batch = next(iterate(loader, source, "demo"))
+    assert batch.inputs[0].is_pinned() and batch.labels.is_pinned()
+    model, sp = _model()
+    result = fit(model, source, (xt, yt), TrainConfig(epochs=2, batch_size=64), sp, workers=2)
+    assert result.history[-1].val_score > 0.5
+    assert np.isfinite(result.history[-1].train_loss)
