@@ -102,14 +102,6 @@ class DataConfig:
             return self.image_size, self.image_size
         return (self.image_size[0], self.image_size[-1])
 
-    def images_shaped(self) -> bool:
-        """Whether any image setting is given (they only apply to image folders)."""
-        return (
-            any(v is not None for v in (self.image_size, self.channels, self.mean, self.std))
-            or self.augment
-            or self.skip_bad
-        )
-
 
 def _show(value: object) -> str:
     return str(list(value)) if isinstance(value, tuple) else str(value)

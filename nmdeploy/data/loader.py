@@ -38,6 +38,7 @@ __all__ = [
     "Failure",
     "auto_workers",
     "eval_loader",
+    "head",
     "iterate",
     "read_chunks",
     "read_items",
@@ -463,6 +464,16 @@ def read_items(source: Source, indices: np.ndarray, workers: int = 0, what: str 
                      workers, False, 0, _as_arrays, False)  # fmt: skip
     parts = list(iterate(loader, source, what))
     return _concat(parts, source)
+
+
+def head(data: Source | Stream, count: int, what: str) -> ArrayData:
+    """The first ``count`` samples of any source, as arrays (shape checks, an export's sample batch);
+    ``what`` names the data in the error an empty one gets."""
+    if isinstance(data, Stream):
+        return read_stream(data, count, what)
+    if len(data) == 0:
+        raise InputError(f"{what} is empty; it needs at least one sample")
+    return data.take(np.arange(min(count, len(data))))
 
 
 def read_stream(stream: Stream, count: int | None, what: str = "the data") -> ArrayData:

@@ -124,12 +124,6 @@ class Source:
         """The samples at ``indices`` (without augmentation), as arrays."""
         return self.read_batch([int(i) for i in np.asarray(indices).reshape(-1)])
 
-    def first(self) -> ArrayData:
-        """The first sample, as a batch of one (shapes, dtypes and input names for the checks)."""
-        if len(self) == 0:
-            raise InputError(f"data {self.source!r} is empty; it needs at least one sample")
-        return self.take([0])
-
     def subset(self, indices: np.ndarray) -> Source:
         """The samples at ``indices``, in that order, read from this source on demand."""
         return SubsetSource(self, np.asarray(indices, dtype=np.int64))

@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from nmdeploy.data import ArrayData, Source, Stream, open_data
+from nmdeploy.data.loader import head
 from nmdeploy.errors import ConfigError, InputError, LayerSelectionError, first_line
 from nmdeploy.export.loading import build_model, load_checkpoint
 from nmdeploy.pipeline.manifest import Manifest
 from nmdeploy.pipeline.recipe import Recipe
-from nmdeploy.quant.calibset import draw_indices, read_first
+from nmdeploy.quant.calibset import draw_indices
 from nmdeploy.train.scoring import evaluate
 from nmdeploy.train.tasks import Classification, Task, make_task
 
@@ -99,13 +100,7 @@ class BuildContext:
     def sample(self, which: str, count: int = 1) -> ArrayData:
         """The first ``count`` samples of a data set, as arrays (a shape check, the export's sample batch)."""
         data = self.data(which)
-        if isinstance(data, Stream):
-            from nmdeploy.data.loader import read_stream
-
-            return read_stream(data, count, f"{_KEYS[which]} = {data.source!r}")
-        if len(data) == 0:
-            raise InputError(f"{_KEYS[which]} = {data.source!r} is empty; it needs at least one sample")
-        return data.take(np.arange(min(count, len(data))))
+        return head(data, count, f"{_KEYS[which]} = {data.source!r}")
 
     def score(self, model: nn.Module, which: str = "val") -> float:
         """The task's score of ``model`` on a data set, streamed (each process scores its share)."""
@@ -115,7 +110,7 @@ class BuildContext:
             task=self.task,
             teacher=self.teacher(),
             workers=self.recipe.data.workers,
-            shard=True,
+            shard=self.world > 1,
             what=_KEYS[which],
         )
 
@@ -244,7 +239,7 @@ def _check_calibration(ctx: BuildContext, shape: list[int]) -> None:
         available = ctx._sizes["train"]
     else:
         data = open_data(q.calibration, "train", ctx.recipe.data)
-        first = read_first(data, f"quantize.calibration = {q.calibration!r}")
+        first = head(data, 1, f"quantize.calibration = {q.calibration!r}")
         _check_sample_shape(first, "quantize.calibration", q.calibration, shape)
         if isinstance(data, ArrayData) and data.labels is not None:
             data.class_labels()  # the draw is class-balanced: one integer class per sample

@@ -117,17 +117,6 @@ def draw_indices(count: int, total: int, labels: np.ndarray | None, seed: int) -
     return chosen.astype(np.int64)
 
 
-def read_first(data: Source | Stream, what: str) -> ArrayData:
-    """The first sample of ``data`` as a batch of one (for shape checks); ``what`` names it in errors."""
-    if isinstance(data, Stream):
-        from nmdeploy.data.loader import read_stream
-
-        return read_stream(data, 1, what)
-    if len(data) == 0:
-        raise InputError(f"{what} is empty; it needs at least one sample")
-    return data.take([0])
-
-
 def _labels_for_draw(data: Source) -> np.ndarray | None:
     """The class labels a balanced draw uses: an array set's labels (which must be classes), else
     what the source knows without reading samples (an image folder's), else None (uniform)."""
