@@ -134,7 +134,7 @@ class ImageFolderSource(Source):
                     raise InputError(
                         f"{path} is {img.size[0]}x{img.size[1]} but the first image, "
                         f"{self.path(0).relative_to(self.root)}, is {self._stored[0]}x{self._stored[1]}; "
-                        "set data.image_size to resize the images to one size"
+                        "set data.image_size (--image-size) to resize the images to one size"
                     )
                 picture = self._transform(img, rng)
         except InputError:
@@ -159,9 +159,7 @@ class ImageFolderSource(Source):
             return img.convert(self._mode)
         height, width = self.size
         w, h = img.size
-        if self.augment:
-            if rng is None:
-                rng = np.random.default_rng(0)
+        if self.augment and rng is not None:  # no rng: a plain read (a shape check), not a training sample
             box = _random_crop(w, h, rng)
             flip = bool(rng.random() < 0.5)
         else:

@@ -4,7 +4,8 @@
 a ``torch.utils.data.Dataset`` or alike) or an ``IterableDataset`` of ``(input, label)``
 pairs; nothing is stacked into memory. ``input`` is an array (one model input), a tuple of
 arrays (several, in the model's argument order) or a dict (input name -> array); ``label``
-an integer, an array, or None for unlabelled data. Every call into the dataset goes through
+an integer, an array, or None for unlabelled data. An item may also be one dict of inputs
+holding its label under ``label`` (``labels``, ``y``), as a Hugging Face dataset's rows do. Every call into the dataset goes through
 one guard, so whatever it raises is one line naming the data spec and the item.
 """
 
@@ -51,11 +52,28 @@ def _array(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+_LABEL_KEYS = ("label", "labels", "y")  # the label of a dict item (Hugging Face datasets: "label")
+
+
+def _pair(item: Any) -> tuple[Any, Any] | None:
+    """``(inputs, label)`` of an item: a pair, or a dict whose ``label`` (``labels``, ``y``) key is the label."""
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return item[0], item[1]
+    if isinstance(item, Mapping):
+        key = next((k for k in _LABEL_KEYS if k in item), None)
+        inputs = {k: v for k, v in item.items() if k != key}
+        return (inputs, item[key] if key else None) if inputs else None
+    return None
+
+
 def as_sample(item: Any, source: str, where: str, names: tuple[str, ...] | None = None) -> Sample:
     """An ``(input, label)`` item as a sample: a tuple of arrays (``names`` orders a dict) and the label."""
-    if not isinstance(item, (tuple, list)) or len(item) != 2:
-        raise InputError(f"data {source!r}: dataset {where} is not an (input, label) pair")
-    inputs, label = item
+    pair = _pair(item)
+    if pair is None:
+        raise InputError(
+            f"data {source!r}: dataset {where} is not an (input, label) pair nor a dict with a 'label' key"
+        )
+    inputs, label = pair
     if isinstance(inputs, Mapping):
         keys = names if names is not None else tuple(str(k) for k in inputs)
         try:
@@ -76,7 +94,8 @@ def as_sample(item: Any, source: str, where: str, names: tuple[str, ...] | None 
 
 def input_names(item: Any) -> tuple[str, ...]:
     """The input names an item implies: a dict's keys, else ``x`` (one input) or ``x0, x1, ...``."""
-    inputs = item[0] if isinstance(item, (tuple, list)) and len(item) == 2 else None
+    pair = _pair(item)
+    inputs = None if pair is None else pair[0]
     if isinstance(inputs, Mapping):
         return tuple(str(k) for k in inputs)
     if isinstance(inputs, (tuple, list)):
@@ -99,9 +118,9 @@ class DatasetSource(Source):
             raise InputError(f"data {source!r}: len() of its dataset raised {describe(exc)}") from exc
         if self._length == 0:
             raise InputError(f"data {source!r}: the dataset is empty")
-        first = self._item(0)
-        self.names = input_names(first)
-        self._keyed = isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], Mapping)
+        first = _pair(self._item(0))
+        self.names = input_names(self._item(0))
+        self._keyed = first is not None and isinstance(first[0], Mapping)
 
     def __len__(self) -> int:
         return self._length

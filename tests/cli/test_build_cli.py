@@ -161,6 +161,64 @@ def test_finetune_under_torchrun_with_two_processes(tmp_path, task_files):
     assert torch.load(tmp_path / "out" / "sparse.pt", weights_only=True)["method"] == "maxq"
 
 
+_RECORDING = """
+import os
+import numpy as np
+import torch
+
+
+class Recording(torch.utils.data.Dataset):
+    \"\"\"Writes every index a DataLoader worker reads to reads-<split>-<rank>.txt.\"\"\"
+
+    def __init__(self, split, n):
+        self.split, self.n = split, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if torch.utils.data.get_worker_info() is not None:  # not the shape probes of the main process
+            with open(f"reads-{self.split}-{os.environ['RANK']}.txt", "a") as log:
+                log.write(f"{i}\\n")
+        return np.full((1, 28, 28), i / self.n, np.float32), i % 10
+
+
+def load(split):
+    return Recording(split, 200 if split == "train" else 60)
+"""
+
+
+def test_under_torchrun_each_rank_reads_only_its_shard_of_the_epoch(tmp_path):
+    """torchrun, 2 gloo processes, a dataset that logs what each rank's worker reads: disjoint shards,
+    together exactly the epoch's samples; validation split the same way."""
+    (tmp_path / "recording.py").write_text(_RECORDING)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {spec: fashion-resnet, pretrained: true}\n"
+        "data: {train: 'recording:load', val: 'recording:load', workers: 1}\n"
+        "finetune: {epochs: 1, batch_size: 40}\nsparsity: {end_epoch: 0}\n"
+        "quantize: {enabled: false}\nengine: {enabled: false}\ndevice: cpu\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "nmdeploy",
+         "finetune", "--recipe", str(recipe), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reads = {
+        (split, rank): [int(v) for v in (tmp_path / f"reads-{split}-{rank}.txt").read_text().split()]
+        for split in ("train", "test")
+        for rank in (0, 1)
+    }
+    # one training epoch; validation three times: the dense model's score, the epoch's, the sparse model's
+    for split, size, passes in (("train", 200, 1), ("test", 60, 3)):
+        first, second = reads[(split, 0)], reads[(split, 1)]
+        assert not set(first) & set(second) and sorted(first + second) == sorted(list(range(size)) * passes)
+    order = torch.randperm(200, generator=torch.Generator().manual_seed(0)).tolist()  # epoch 0, seed 0
+    assert reads[("train", 1)] == [i for step in range(5) for i in order[step * 40 : (step + 1) * 40][1::2]]
+
+
 @needs_fashion_mnist
 def test_the_built_in_example_on_a_subset(tmp_path):
     """``nmdeploy build`` with the built-in recipe, cut to a subset and one epoch per stage."""

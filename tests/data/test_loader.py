@@ -223,3 +223,23 @@ def test_a_stream_is_cut_into_global_batches_shared_by_ranks():
         match=r"the stream ended after 100 samples, but an epoch of 3 steps of 40 needs 120; lower steps_per_epoch",
     ):
         list(iterate(short, stream, "count"))
+
+
+class Rows(torch.utils.data.Dataset):
+    """Items as a Hugging Face dataset gives them: one dict per row, the label under "label"."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return {"input_ids": np.full(4, i, np.int64), "attention_mask": np.ones(4, np.int64), "label": i % 2}
+
+
+def test_dict_rows_with_a_label_key_are_samples_of_named_inputs():
+    source = DatasetSource(Rows(), "rows", "train")
+    assert source.names == ("input_ids", "attention_mask")
+    batch = next(iterate(eval_loader(source, 4, 0), source, "rows"))
+    assert [t.dtype for t in batch.inputs] == [torch.int64, torch.int64]
+    assert batch.inputs[0][:, 0].tolist() == [0, 1, 2, 3] and batch.labels.tolist() == [0, 1, 0, 1]
+    chunk = next(read_chunks(source, 6))
+    assert list(chunk.inputs) == ["input_ids", "attention_mask"] and chunk.labels.tolist() == [0, 1, 0, 1, 0, 1]

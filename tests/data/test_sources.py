@@ -126,7 +126,10 @@ def test_dataset_plugins(tmp_path, monkeypatch):
     assert load_data("mysets:both", "train").labels.tolist() == [0, 1, 2, 0]
     val = load_data("mysets:both", "test")
     assert val.inputs["x"][:, 0, 0, 0].tolist() == [10.0, 11.0] and val.labels.tolist() == [1, 2]
-    with pytest.raises(InputError, match=r"^data 'mysets:bare': dataset item 0 is not an \(input, label\) pair$"):
+    with pytest.raises(
+        InputError,
+        match=r"^data 'mysets:bare': dataset item 0 is not an \(input, label\) pair nor a dict with a 'label' key$",
+    ):
         load_data("mysets:bare")
 
 
@@ -150,7 +153,7 @@ def test_image_folder_specs(tmp_path):
     Image.fromarray(np.zeros((3, 3), np.uint8)).save(tmp_path / "imgs" / "val" / "dog" / "odd.png")
     with pytest.raises(
         InputError,
-        match=r"imgs/val/dog/odd.png is 3x3 but the first image, cat/0.png, is 5x4; set data.image_size to resize",
+        match=r"imgs/val/dog/odd.png is 3x3 but the first image, cat/0.png, is 5x4; set data.image_size \(--image-size\) to resize",
     ):
         load_data(str(tmp_path / "imgs"), "test")
     (tmp_path / "flat").mkdir()
