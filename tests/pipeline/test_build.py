@@ -140,6 +140,14 @@ def test_a_rerun_keeps_every_stage(built, tmp_path):
     assert result.manifest["accuracy"] == built[1].manifest["accuracy"]
 
 
+def test_the_worker_count_changes_no_result_so_redoes_no_stage(built, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(built[0], out)
+    result, _ = _build(out, *_task(built), "data.workers=2")
+    assert [result.manifest["stages"][s]["status"] for s in STAGES] == ["skipped"] * 5
+    assert result.manifest["recipe"]["data"]["workers"] == 2
+
+
 def test_a_changed_key_redoes_only_the_stages_after_it(built, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(built[0], out)
