@@ -118,8 +118,9 @@ class DatasetSource(Source):
             raise InputError(f"data {source!r}: len() of its dataset raised {describe(exc)}") from exc
         if self._length == 0:
             raise InputError(f"data {source!r}: the dataset is empty")
-        first = _pair(self._item(0))
-        self.names = input_names(self._item(0))
+        item = self._item(0)  # read once, for the input names
+        first = _pair(item)
+        self.names = input_names(item)
         self._keyed = first is not None and isinstance(first[0], Mapping)
 
     def __len__(self) -> int:
