@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from nmdeploy.data.config import MAX_WORKERS
-from nmdeploy.data.source import ArrayData, Source, Stream, signature
+from nmdeploy.data.source import ArrayData, Source, Stream
 from nmdeploy.errors import InputError, NMDeployError, describe, first_line
 
 __all__ = [
@@ -40,10 +40,11 @@ __all__ = [
     "eval_loader",
     "head",
     "iterate",
+    "identity",
+    "make_loader",
+    "concat",
     "read_chunks",
     "read_items",
-    "read_stream",
-    "stream_loader",
     "train_loader",
 ]
 
@@ -110,7 +111,8 @@ def _label_tensor(labels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(labels).reshape(-1)).view(labels.shape)
 
 
-def _as_arrays(data: ArrayData | Failure) -> ArrayData | Failure:
+def identity(data: Any) -> Any:
+    """The collate function of reads that stay arrays (the ONNX side, calibration) and of pre-collated streams."""
     return data
 
 
@@ -166,7 +168,8 @@ def auto_workers(source: Source | Stream, processes: int = 1) -> int:
     return max(1, min(MAX_WORKERS, cpus // max(1, processes) - 1))
 
 
-def _loader(dataset: Any, sampler: Any, workers: int, pin: bool, seed: int, collate: Any, persistent: bool):
+def make_loader(dataset: Any, sampler: Any, workers: int, pin: bool, seed: int, collate: Any, persistent: bool):
+    """The one DataLoader of every reader: seeded workers that ignore stop signals, its own generator."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -320,101 +323,7 @@ def train_loader(
     source: Source, sampler: EpochBatches, workers: int, pin: bool, seed: int
 ) -> torch.utils.data.DataLoader:
     """The training DataLoader over ``source``, driven by ``sampler`` (persistent workers)."""
-    return _loader(_Keyed(source, seed, None), sampler, workers, pin, seed, to_batch, persistent=True)
-
-
-class _StreamBatches(torch.utils.data.IterableDataset):
-    """A stream cut into global batches; worker ``w`` of ``n`` builds batches ``w, w + n, ...``.
-
-    Every worker and process iterates the whole stream (a stream cannot be indexed) and keeps
-    its share; a stream that shards itself is faster read with ``data.workers: 0``.
-    """
-
-    def __init__(self, stream: Stream, batch_size: int, steps: int | None, rank: int, world: int, accum: int,
-                 skip: int, collate: Any, eval_rank: int = 0, eval_world: int = 1) -> None:  # fmt: skip
-        self.stream, self.batch_size, self.steps = stream, batch_size, steps
-        self.rank, self.world, self.accum, self.skip, self.collate = rank, world, accum, skip, collate
-        self.eval_rank, self.eval_world = eval_rank, eval_world
-
-    def __iter__(self) -> Iterator[Any]:
-        info = torch.utils.data.get_worker_info()
-        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        source = _Listed(self.stream)
-        samples = self.stream.iterate()
-        expect = None
-        for step in itertools.count() if self.steps is None else range(self.steps):
-            try:
-                items = list(itertools.islice(samples, self.batch_size))
-            except NMDeployError as exc:
-                yield Failure(first_line(exc, 400))
-                return
-            except Exception as exc:
-                yield Failure(f"data {self.stream.source!r}: iterating its dataset raised {describe(exc)}")
-                return
-            if not items:
-                if self.steps is not None:
-                    yield Failure(self._short(step * self.batch_size))
-                return
-            if self.steps is not None and len(items) < self.batch_size:
-                yield Failure(self._short(step * self.batch_size + len(items)))
-                return
-            if expect is None:
-                expect = signature(items[0][0])
-            done = step - self.skip  # a resumed epoch reads (it must) but does not return the done steps
-            if done < 0 or done % self.eval_world != self.eval_rank:
-                continue
-            if (done // self.eval_world) % workers != worker:
-                continue  # the loader takes the steps from its workers in turn: 0, 1, ..., 0, 1, ...
-            share = items[self.rank :: self.world]
-            micro = []
-            for part in np.array_split(np.arange(len(share)), self.accum):
-                source.items = [share[i] for i in part]
-                source.positions = [step * self.batch_size + self.rank + self.world * int(i) for i in part]
-                try:
-                    data = source.read_batch(range(len(part)), None, expect)
-                except NMDeployError as exc:
-                    yield Failure(first_line(exc, 400))
-                    return
-                micro.append(self.collate(data.renumbered(dict(enumerate(source.positions)))))
-            yield micro  # one step's micro-batches together, so they stay in order
-
-    def _short(self, count: int) -> str:
-        return (
-            f"data {self.stream.source!r}: the stream ended after {count} samples, but an epoch of "
-            f"{self.steps} steps of {self.batch_size} needs {self.steps * self.batch_size}; lower steps_per_epoch"
-        )
-
-
-class _Listed(Source):
-    """Samples already read from a stream, as a source (for :meth:`Source.read_batch`'s checks)."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.source, self.split, self.names = stream.source, stream.split, stream.names
-        self.items: list[Any] = []
-        self.positions: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def read(self, index: int, rng: Any = None) -> Any:
-        return self.items[index]
-
-    def item_name(self, index: int) -> str:
-        return f"stream item {self.positions[index]}"
-
-
-def stream_loader(stream: Stream, batch_size: int, steps: int | None, rank: int, world: int, accum: int,
-                  skip: int, workers: int, pin: bool, seed: int, arrays: bool = False,
-                  eval_rank: int = 0, eval_world: int = 1):  # fmt: skip
-    """A DataLoader over a stream (training when ``steps`` is set, one whole pass when None;
-    ``eval_rank`` of ``eval_world`` then keeps every eval_world-th batch)."""
-    collate = _as_arrays if arrays else to_batch
-    dataset = _StreamBatches(stream, batch_size, steps, rank, world, accum, skip, collate, eval_rank, eval_world)
-    return _loader(dataset, None, workers, pin, seed, _unwrap, persistent=False)
-
-
-def _unwrap(item: Any) -> Any:
-    return item
+    return make_loader(_Keyed(source, seed, None), sampler, workers, pin, seed, to_batch, persistent=True)
 
 
 # -- evaluation and reading -----------------------------------------------------------------------------
@@ -437,11 +346,13 @@ def eval_loader(
 ):
     """One pass over ``source`` in order, in batches of ``batch_size`` (tensors, or arrays with ``arrays``);
     with ``world`` > 1 only this ``rank``'s share (every world-th sample; for a stream, every world-th batch) is read."""
-    collate = _as_arrays if arrays else to_batch
+    collate = identity if arrays else to_batch
     if isinstance(source, Stream):
+        from nmdeploy.data.streams import stream_loader
+
         return stream_loader(source, batch_size, None, 0, 1, 1, 0, workers, pin, 0, arrays, rank, world)
     chunks = _chunks(len(source), batch_size, rank, world)
-    return _loader(_Keyed(source, 0, None), chunks, workers, pin, 0, collate, False)
+    return make_loader(_Keyed(source, 0, None), chunks, workers, pin, 0, collate, False)
 
 
 def read_chunks(
@@ -460,36 +371,26 @@ def read_items(source: Source, indices: np.ndarray, workers: int = 0, what: str 
     if isinstance(source, ArrayData):
         return source.take(indices)
     order = [int(i) for i in indices]
-    loader = _loader(_Keyed(source, 0, None), [order[s : s + 64] for s in range(0, len(order), 64)],
-                     workers, False, 0, _as_arrays, False)  # fmt: skip
+    loader = make_loader(_Keyed(source, 0, None), [order[s : s + 64] for s in range(0, len(order), 64)],
+                     workers, False, 0, identity, False)  # fmt: skip
     parts = list(iterate(loader, source, what))
-    return _concat(parts, source)
+    return concat(parts, source)
 
 
 def head(data: Source | Stream, count: int, what: str) -> ArrayData:
     """The first ``count`` samples of any source, as arrays (shape checks, an export's sample batch);
     ``what`` names the data in the error an empty one gets."""
     if isinstance(data, Stream):
+        from nmdeploy.data.streams import read_stream
+
         return read_stream(data, count, what)
     if len(data) == 0:
         raise InputError(f"{what} is empty; it needs at least one sample")
     return data.take(np.arange(min(count, len(data))))
 
 
-def read_stream(stream: Stream, count: int | None, what: str = "the data") -> ArrayData:
-    """The first ``count`` samples of a stream (all of it when None), as arrays."""
-    parts: list[ArrayData] = []
-    total = 0
-    for part in iterate(eval_loader(stream, 256, 0, arrays=True), stream, what):
-        parts.append(part)
-        total += len(part)
-        if count is not None and total >= count:
-            break
-    data = _concat(parts, stream)
-    return data if count is None or len(data) <= count else data.take(np.arange(count))
-
-
-def _concat(parts: list[ArrayData], source: Any) -> ArrayData:
+def concat(parts: list[ArrayData], source: Any) -> ArrayData:
+    """Batches read from ``source`` as one :class:`ArrayData`."""
     if not parts:
         raise InputError(f"data {source.source!r} is empty; it needs at least one sample")
     inputs = {name: np.concatenate([p.inputs[name] for p in parts]) for name in parts[0].inputs}

@@ -28,9 +28,9 @@ import numpy as np
 
 from nmdeploy._imports import call_target, import_target
 from nmdeploy.data.config import DataConfig
-from nmdeploy.data.plugins import DatasetSource, input_names, is_dataset, is_stream
+from nmdeploy.data.plugins import DatasetSource, is_dataset, is_stream
 from nmdeploy.data.source import LABELS, ArrayData, Source, Stream
-from nmdeploy.errors import InputError, describe
+from nmdeploy.errors import InputError
 
 __all__ = ["BUILTIN_DATA", "load_data", "open_data", "split_spec"]
 
@@ -59,16 +59,6 @@ def _from_npz(path: Path) -> ArrayData:
     return ArrayData(arrays, labels, str(path), "", "")
 
 
-def _stream(value: Any, spec: str, split: str) -> Stream:
-    try:
-        first = next(iter(value))
-    except StopIteration:
-        raise InputError(f"data {spec!r}: the stream is empty") from None
-    except Exception as exc:
-        raise InputError(f"data {spec!r}: iterating its dataset raised {describe(exc)}") from exc
-    return Stream(value, spec, split, input_names(first))
-
-
 def _from_result(result: Any, spec: str, split: str) -> Source | Stream:
     labels = None
     if isinstance(result, tuple) and len(result) == 2 and all(is_dataset(r) or is_stream(r) for r in result):
@@ -76,7 +66,9 @@ def _from_result(result: Any, spec: str, split: str) -> Source | Stream:
     if is_dataset(result):
         return DatasetSource(result, spec, split)
     if is_stream(result):
-        return _stream(result, spec, split)
+        from nmdeploy.data.streams import as_stream
+
+        return as_stream(result, spec, split)
     if isinstance(result, tuple) and len(result) == 2:
         result, labels = result
     if isinstance(result, Mapping):
@@ -132,7 +124,7 @@ def load_data(spec: str, default_split: str = "test", config: DataConfig | None 
     if isinstance(data, ArrayData):
         return data
     if isinstance(data, Stream):
-        from nmdeploy.data.loader import read_stream
+        from nmdeploy.data.streams import read_stream
 
         return read_stream(data, None)
     return data.take(np.arange(len(data)))

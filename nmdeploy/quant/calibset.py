@@ -133,7 +133,8 @@ def make_calibration_set(
     The draw is class-balanced where the labels are known without reading (arrays, image
     folders, a dataset with ``targets``), uniform otherwise; a stream gives its first ``count``.
     """
-    from nmdeploy.data.loader import read_items, read_stream
+    from nmdeploy.data.loader import read_items
+    from nmdeploy.data.streams import read_stream
 
     check_draw(count, seed)
     if isinstance(data, Stream):

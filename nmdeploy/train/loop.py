@@ -37,8 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nmdeploy.data.loader import Batch, EpochBatches, iterate, stream_loader, train_loader
+from nmdeploy.data.loader import Batch, EpochBatches, iterate, train_loader
 from nmdeploy.data.source import Stream
+from nmdeploy.data.streams import stream_loader
 from nmdeploy.errors import InputError, TrainingInterrupted, first_line
 from nmdeploy.train.checkpoint import load_training_state, save_training_state
 from nmdeploy.train.config import TrainConfig

@@ -47,9 +47,9 @@ def as_data(data: Any, what: str, split: str) -> Source | Stream:
     if is_dataset(data):
         return DatasetSource(data, what, split)
     if is_stream(data):
-        from nmdeploy.data.sources import _stream
+        from nmdeploy.data.streams import as_stream
 
-        return _stream(data, what, split)
+        return as_stream(data, what, split)
     raise InputError(
         f"{what} is a {type(data).__name__}; give (inputs, targets) tensors, a dataset of (input, label) pairs "
         "or a source from nmdeploy.data.open_data"

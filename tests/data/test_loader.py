@@ -18,11 +18,11 @@ from nmdeploy.data.loader import (
     iterate,
     read_chunks,
     read_items,
-    stream_loader,
     train_loader,
 )
 from nmdeploy.data.plugins import DatasetSource
 from nmdeploy.data.source import Stream
+from nmdeploy.data.streams import stream_loader
 from nmdeploy.errors import InputError
 
 
