@@ -61,6 +61,7 @@ def calibrate(
     with --image-size) for those alone.
     """
     from nmdeploy.data import open_data
+    from nmdeploy.data.loader import resolve_workers
     from nmdeploy.errors import InputError
     from nmdeploy.quant.calibset import (
         check_draw,
@@ -69,7 +70,6 @@ def calibrate(
         read_definition,
         write_calibration_set,
     )
-    from nmdeploy.train.scoring import resolve_workers
 
     if definition is not None:
         if spec or output:

@@ -47,8 +47,8 @@ def evaluate(
     from nmdeploy._atomic import write_atomic
     from nmdeploy.cli._progress import stage_progress
     from nmdeploy.data import open_data
+    from nmdeploy.data.loader import resolve_workers
     from nmdeploy.quant.evaluate import evaluate_onnx
-    from nmdeploy.train.scoring import resolve_workers
 
     config = data_config(options, spec, model)
     claim_outputs([json_path], force, [*onnx_inputs(model, reference), spec])

@@ -89,7 +89,6 @@ class ImageFolderSource(Source):
         self._labels = np.asarray(labels, np.int64)
         self.size = config.size
         self.augment = bool(config.augment and train)
-        self.random = self.augment
         self.skip_bad = config.skip_bad
         first = self.path(0)
         try:
@@ -110,6 +109,10 @@ class ImageFolderSource(Source):
                 "give one value per channel"
             )
         self.preprocessing = self._describe()
+
+    @property
+    def random(self) -> bool:  # type: ignore[override]
+        return self.augment  # only an augmenting read draws from its rng
 
     def __len__(self) -> int:
         return len(self._labels)

@@ -16,7 +16,6 @@ training loop decides when to stop, and finishes the step it is in.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import random
@@ -36,7 +35,6 @@ __all__ = [
     "Batch",
     "EpochBatches",
     "Failure",
-    "auto_workers",
     "eval_loader",
     "head",
     "iterate",
@@ -45,6 +43,7 @@ __all__ = [
     "concat",
     "read_chunks",
     "read_items",
+    "resolve_workers",
     "train_loader",
 ]
 
@@ -74,27 +73,30 @@ class Batch:
 
     def to(self, device: torch.device, channels_last: bool = False) -> Batch:
         """On ``device`` (asynchronously from pinned memory); 4-D float inputs channels-last when asked."""
-        blocking = device.type != "cuda"
+        asynchronous = device.type == "cuda"
         moved = []
         for t in self.inputs:
-            t = t.to(device, non_blocking=not blocking)
+            t = t.to(device, non_blocking=asynchronous)
             if channels_last and t.ndim == 4 and t.is_floating_point():
                 t = t.contiguous(memory_format=torch.channels_last)
             moved.append(t)
-        labels = None if self.labels is None else self.labels.to(device, non_blocking=not blocking)
+        labels = None if self.labels is None else self.labels.to(device, non_blocking=asynchronous)
         return Batch(tuple(moved), labels, self.index, self.skipped)
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """Integer arrays (token ids, classes) as int64, everything else as float32, with torch's own strides.
+def _view(array: np.ndarray, dtype: Any = None) -> torch.Tensor:
+    """``array`` (as ``dtype``) as a tensor with torch's own strides.
 
     numpy gives a size-1 dim (one channel) stride 1, which torch reads as channels-last and
     which then picks other convolution kernels; a view of the flat buffer has the standard
     strides, at no copy.
     """
-    dtype = np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32
-    flat = np.ascontiguousarray(array, dtype=dtype).reshape(-1)
-    return torch.from_numpy(flat).view(array.shape)
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype).reshape(-1)).view(array.shape)
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """Integer arrays (token ids, classes) as int64, everything else as float32."""
+    return _view(array, np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32)
 
 
 def to_batch(data: ArrayData | Failure) -> Batch | Failure:
@@ -106,9 +108,8 @@ def to_batch(data: ArrayData | Failure) -> Batch | Failure:
 
 
 def _label_tensor(labels: np.ndarray) -> torch.Tensor:
-    if np.issubdtype(labels.dtype, np.integer):
-        return _tensor(labels)
-    return torch.from_numpy(np.ascontiguousarray(labels).reshape(-1)).view(labels.shape)
+    """Class labels as int64; other targets (a teacher's outputs) in their own dtype."""
+    return _view(labels, np.int64 if np.issubdtype(labels.dtype, np.integer) else None)
 
 
 def identity(data: Any) -> Any:
@@ -123,10 +124,9 @@ class _Keyed(torch.utils.data.Dataset):
     one) and returns a :class:`Failure` instead of raising.
     """
 
-    def __init__(self, source: Source, seed: int, expect: Any) -> None:
+    def __init__(self, source: Source, seed: int) -> None:
         self.source = source
         self.seed = seed
-        self.expect = expect
 
     def __len__(self) -> int:
         return len(self.source)
@@ -138,7 +138,7 @@ class _Keyed(torch.utils.data.Dataset):
                 rngs = [np.random.default_rng((self.seed, k[0], k[1])) for k in keys] if self.source.random else None
             else:
                 indices, rngs = list(keys), None
-            return self.source.read_batch(indices, rngs, self.expect)
+            return self.source.read_batch(indices, rngs)
         except NMDeployError as exc:
             return Failure(first_line(exc, 400))
         except Exception as exc:  # a bug, or memory: still one line in the main process
@@ -157,10 +157,14 @@ def _seed_worker(worker: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def auto_workers(source: Source | Stream, processes: int = 1) -> int:
-    """Worker processes when ``data.workers`` is null: none for arrays, else one per spare CPU core."""
+def resolve_workers(workers: int | None, source: Source | Stream) -> int:
+    """``workers`` as given, or, when None (``data.workers: null``), none for arrays and one per CPU
+    core this process can spare (``LOCAL_WORLD_SIZE`` processes share the machine under torchrun)."""
+    if workers is not None:
+        return workers
     if source.in_memory:
         return 0
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -285,12 +289,8 @@ class EpochBatches:
         """The epoch's sample order: ``randperm`` from (seed, epoch), more of them when the epoch is longer than the data."""
         need = self.size if self.full else self.steps * self.batch_size
         seed = (self.seed * 1_000_003 + epoch) % 2**64
-        parts = [torch.randperm(self.size, generator=torch.Generator().manual_seed(seed))]
-        for k in itertools.count(1):
-            if sum(len(p) for p in parts) >= need:
-                break
-            extra = (seed * 0x9E3779B97F4A7C15 + k) % 2**64
-            parts.append(torch.randperm(self.size, generator=torch.Generator().manual_seed(extra)))
+        seeds = [seed] + [(seed * 0x9E3779B97F4A7C15 + k) % 2**64 for k in range(1, math.ceil(need / self.size))]
+        parts = [torch.randperm(self.size, generator=torch.Generator().manual_seed(s)) for s in seeds]
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def shares(self, epoch: int) -> Iterator[list[np.ndarray]]:
@@ -323,7 +323,7 @@ def train_loader(
     source: Source, sampler: EpochBatches, workers: int, pin: bool, seed: int
 ) -> torch.utils.data.DataLoader:
     """The training DataLoader over ``source``, driven by ``sampler`` (persistent workers)."""
-    return make_loader(_Keyed(source, seed, None), sampler, workers, pin, seed, to_batch, persistent=True)
+    return make_loader(_Keyed(source, seed), sampler, workers, pin, seed, to_batch, persistent=True)
 
 
 # -- evaluation and reading -----------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def eval_loader(
 
         return stream_loader(source, batch_size, None, 0, 1, 1, 0, workers, pin, 0, arrays, rank, world)
     chunks = _chunks(len(source), batch_size, rank, world)
-    return make_loader(_Keyed(source, 0, None), chunks, workers, pin, 0, collate, False)
+    return make_loader(_Keyed(source, 0), chunks, workers, pin, 0, collate, False)
 
 
 def read_chunks(
@@ -371,7 +371,7 @@ def read_items(source: Source, indices: np.ndarray, workers: int = 0, what: str 
     if isinstance(source, ArrayData):
         return source.take(indices)
     order = [int(i) for i in indices]
-    loader = make_loader(_Keyed(source, 0, None), [order[s : s + 64] for s in range(0, len(order), 64)],
+    loader = make_loader(_Keyed(source, 0), [order[s : s + 64] for s in range(0, len(order), 64)],
                      workers, False, 0, identity, False)  # fmt: skip
     parts = list(iterate(loader, source, what))
     return concat(parts, source)

@@ -152,8 +152,8 @@ def _data_key(recipe: Recipe) -> dict[str, Any]:
 
 def _onnx_score(ctx: BuildContext, path: Path) -> float:
     """The task's score of an ONNX model on the validation data (ONNX Runtime, CPU), streamed in batches."""
+    from nmdeploy.data.loader import resolve_workers
     from nmdeploy.quant.evaluate import onnx_batches
-    from nmdeploy.train.scoring import resolve_workers
 
     task, teacher, data = ctx.task, ctx.teacher(), ctx.data("val")
     total, count = 0.0, 0
@@ -346,7 +346,7 @@ def _quantize_run(ctx: BuildContext, key: str) -> StageResult:
 
     q = ctx.recipe.quantize
     pattern = ctx.recipe.sparsity.pattern
-    from nmdeploy.train.scoring import resolve_workers
+    from nmdeploy.data.loader import resolve_workers
 
     source = open_data(_calibration_spec(ctx.recipe), "train", ctx.recipe.data)  # all of it, not augmented
     calib, _ = make_calibration_set(source, q.count, q.seed, resolve_workers(ctx.recipe.data.workers, source))

@@ -193,8 +193,9 @@ def evaluate_onnx(
 
     tally = _Tally()
     ref_session = None if reference is None else ort_session(str(reference))
-    names = [o.name for o in ort_session(str(path)).get_outputs()]
-    for chunk, outputs in onnx_batches(path, data, batch_size, workers, advance if progress else None):
+    session = ort_session(str(path))
+    names = [o.name for o in session.get_outputs()]
+    for chunk, outputs in onnx_batches(path, data, batch_size, workers, advance if progress else None, session):
         tally.samples += len(chunk)
         tally.add_top1("model", outputs[0], chunk.labels)
         if ref_session is None:

@@ -26,6 +26,7 @@ import onnx
 from nmdeploy._atomic import atomic_output
 from nmdeploy.config import from_arguments
 from nmdeploy.data import ArrayData, DataConfig, Source, Stream, open_data
+from nmdeploy.data.loader import resolve_workers
 from nmdeploy.errors import ConfigError, InputError, QuantError, first_line
 from nmdeploy.export.verify import VerifyReport, load_onnx, verify_model
 from nmdeploy.quant.calibset import load_calibration_set
@@ -182,8 +183,9 @@ def quantize_int8(
     if not weighted:
         raise InputError(f"{onnx_in} has no Conv, Gemm or MatMul node; there is nothing to quantise")
     excluded = _resolve_exclude(weighted, config.exclude)
-    workers = 0 if data is None or data.workers is None else data.workers
-    calib = calibration_arrays(resolve_data(calibration, "train", data), config, workers)
+    wanted = None if data is None else data.workers
+    source = resolve_data(calibration, "train", data)
+    calib = calibration_arrays(source, config, resolve_workers(wanted, source))
     session = ort_session(str(onnx_in))
     bound = bind_inputs(calib, session.get_inputs(), "calibration data")
     del session
@@ -220,7 +222,9 @@ def quantize_int8(
             )
         done = [n.name for n in graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded]
         eval_progress = (lambda k, total: progress("evaluate", k, total)) if progress else None
-        accuracy = evaluate_onnx(final, evaluation, reference=onnx_in, progress=eval_progress, workers=workers)
+        accuracy = evaluate_onnx(
+            final, evaluation, reference=onnx_in, progress=eval_progress, workers=resolve_workers(wanted, evaluation)
+        )
         for scratch in tmp.iterdir():  # pre-processed and raw models are not artifacts
             if scratch != final and scratch.is_file():
                 scratch.unlink()

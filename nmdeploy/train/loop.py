@@ -37,13 +37,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from nmdeploy.data.loader import Batch, EpochBatches, iterate, train_loader
+from nmdeploy.data.loader import Batch, EpochBatches, iterate, resolve_workers, train_loader
 from nmdeploy.data.source import Stream
 from nmdeploy.data.streams import stream_loader
 from nmdeploy.errors import InputError, TrainingInterrupted, first_line
 from nmdeploy.train.checkpoint import load_training_state, save_training_state
 from nmdeploy.train.config import TrainConfig
-from nmdeploy.train.scoring import as_data, check_labels, evaluate, resolve_workers, top1_accuracy
+from nmdeploy.train.scoring import as_data, check_labels, distributed, evaluate, top1_accuracy
 from nmdeploy.train.tasks import Classification, Task
 
 __all__ = ["EpochMetrics", "TrainResult", "evaluate", "fit", "top1_accuracy"]
@@ -159,7 +159,7 @@ def fit(
     source = as_data(train, names[0], "train")
     val_source = None if val is None else as_data(val, names[1], "test")
     device = next(model.parameters()).device
-    rank, world = _distributed()
+    rank, world = distributed()
     accum = config.grad_accum
     if config.batch_size < world * accum:
         raise InputError(
@@ -174,21 +174,19 @@ def fit(
                 "(the optimizer steps of one epoch)"
             )
         steps = config.steps_per_epoch
-    else:
-        if len(source) < config.batch_size:
-            raise InputError(
-                f"the {names[0]} {source.source!r} has {len(source)} samples, fewer than one batch of "
-                f"batch_size = {config.batch_size}; lower batch_size or give more data"
-            )
-        steps = config.steps_per_epoch or EpochBatches.full_pass(len(source), config.batch_size, world, accum)
+    elif len(source) < config.batch_size:
+        raise InputError(
+            f"the {names[0]} {source.source!r} has {len(source)} samples, fewer than one batch of "
+            f"batch_size = {config.batch_size}; lower batch_size or give more data"
+        )
     readers = resolve_workers(workers, source)
-    pin = device.type == "cuda"
+    cuda = device.type == "cuda"  # pinned batches, autocast, channels-last
     if not stream:
         sampler = EpochBatches(
             len(source), config.batch_size, config.seed, config.steps_per_epoch or None, rank, world, accum
         )
-        loader = train_loader(source, sampler, readers, pin, config.seed)
-    cuda = device.type == "cuda"
+        steps = sampler.steps
+        loader = train_loader(source, sampler, readers, cuda, config.seed)
     channels_last = config.channels_last and cuda
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -244,17 +242,17 @@ def fit(
         live = [b for b in micro if len(b)]
         for j, batch in enumerate(live):
             moved = batch.to(device, channels_last)
-            targets = task.targets(teacher, moved.inputs, moved.labels)
+            targets = task.targets(teacher, moved.inputs, moved.labels).to(device)
             last = j == len(live) - 1
             with net.no_sync() if world > 1 and not last else contextlib.nullcontext():
                 with autocast:
                     outputs = net(*moved.inputs)
                     check_labels(task, outputs, batch, source, names[0])
-                    loss = task.loss(outputs, targets.to(device), config.label_smoothing)
+                    loss = task.loss(outputs, targets, config.label_smoothing)
                 part = loss if len(micro) == 1 else loss * (len(batch) / share)  # the mean over the share
                 (scaler.scale(part) if scaler is not None else part).backward()
             sums[0] += float(loss.detach()) * len(batch)
-            sums[1] += task.score_sum(outputs.detach().float(), targets.to(device))
+            sums[1] += task.score_sum(outputs.detach().float(), targets)
         if scaler is not None:
             scaler.unscale_(optimizer)
         if sparsifier is not None:
@@ -275,7 +273,7 @@ def fit(
         model.train()
         if stream:
             stream_batches = stream_loader(
-                source, config.batch_size, steps, rank, world, accum, skip, readers, pin, config.seed
+                source, config.batch_size, steps, rank, world, accum, skip, readers, cuda, config.seed
             )
             batches = iterate(stream_batches, source, f"the {names[0]}")
         else:
@@ -346,13 +344,6 @@ def fit(
         if sparsifier is not None:
             sparsifier.defer_decay(False)
     return TrainResult(tuple(history), resumed[0], task.metric, resumed[1])
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun / an initialised process group, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _resume(

@@ -8,20 +8,19 @@ streams it through a DataLoader in order, so a validation set never has to fit i
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from nmdeploy.data.loader import Batch, auto_workers, eval_loader, iterate
+from nmdeploy.data.loader import Batch, eval_loader, iterate, resolve_workers
 from nmdeploy.data.plugins import DatasetSource, is_dataset, is_stream
 from nmdeploy.data.source import ArrayData, Source, Stream
 from nmdeploy.errors import InputError
 from nmdeploy.train.tasks import Classification, Task
 
-__all__ = ["as_data", "check_labels", "evaluate", "resolve_workers", "top1_accuracy"]
+__all__ = ["as_data", "check_labels", "distributed", "evaluate", "top1_accuracy"]
 
 Inputs = torch.Tensor | Sequence[torch.Tensor]
 
@@ -56,13 +55,6 @@ def as_data(data: Any, what: str, split: str) -> Source | Stream:
     )
 
 
-def resolve_workers(workers: int | None, source: Source | Stream) -> int:
-    """``workers`` as given, or the automatic count for this source and this machine's processes."""
-    if workers is not None:
-        return workers
-    return auto_workers(source, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-
-
 def check_labels(task: Task, outputs: torch.Tensor, batch: Batch, source: Source | Stream, what: str) -> None:
     """For classification: integer labels within the model's outputs, else one line naming the sample."""
     if not isinstance(task, Classification):
@@ -87,14 +79,13 @@ def check_labels(task: Task, outputs: torch.Tensor, batch: Batch, source: Source
         )
 
 
-def score_batches(
+def _score_batches(
     model: nn.Module,
     batches: Any,
     task: Task,
     teacher: nn.Module | None,
     source: Source | Stream,
     what: str,
-    channels_last: bool = False,
 ) -> tuple[float, int]:
     """(sum of the task's per-sample scores, samples) of ``model`` over ``batches`` (eval mode, no gradients)."""
     device = next(model.parameters()).device
@@ -104,7 +95,7 @@ def score_batches(
         for batch in batches:
             if not len(batch):
                 continue
-            moved = batch.to(device, channels_last)
+            moved = batch.to(device)
             outputs = model(*moved.inputs).float().cpu()
             check_labels(task, outputs, batch, source, what)
             targets = task.targets(teacher, moved.inputs, batch.labels)
@@ -134,13 +125,13 @@ def evaluate(
     """
     task = task or Classification()
     source = as_data(data if targets is None else (data, targets), what, "test")
-    rank, world = _distributed() if shard else (0, 1)
+    rank, world = distributed() if shard else (0, 1)
     device = next(model.parameters()).device
     loader = eval_loader(
         source, batch_size, resolve_workers(workers, source), device.type == "cuda", rank=rank, world=world
     )
     batches = iterate(loader, source, f"the {what}")
-    total, count = score_batches(model, batches, task, teacher, source, what)
+    total, count = _score_batches(model, batches, task, teacher, source, what)
     if world > 1:
         sums = torch.tensor([total, float(count)], dtype=torch.float64)
         torch.distributed.all_reduce(sums)
@@ -153,7 +144,7 @@ def top1_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     return evaluate(model, x, y, Classification(), batch_size)
 
 
-def _distributed() -> tuple[int, int]:
+def distributed() -> tuple[int, int]:
     """(rank, world size) under torchrun / an initialised process group, else (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()

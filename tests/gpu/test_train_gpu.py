@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import nmdeploy
 from nmdeploy.data import ArrayData
 from nmdeploy.data.loader import EpochBatches, iterate, train_loader
 from nmdeploy.train import TrainConfig, fit
+from nmdeploy.train.checkpoint import load_training_state
 from tests.sparsity.demo import DemoNet, make_task
+from tests.train.test_streaming import sr_decay_states
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -40,33 +41,9 @@ def test_autocast_trains_in_its_dtype_and_learns(amp):
 @pytest.mark.parametrize("method", ["srste", "maxq"])
 def test_the_sr_decay_under_a_cuda_grad_scaler_is_the_fp32_update(method):
     """A power-of-two loss scale is exact: deferred, the SR term gives the unscaled update bit for bit."""
-    x, y, _, _ = make_task(0, train=64, test=8)
-    x, y = x.to(CUDA), y.to(CUDA)
-    states = []
-    for scaled in (False, True):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Flatten(), nn.Linear(192, 64), nn.ReLU(), nn.Linear(64, 10)).to(CUDA)
-        sp = nmdeploy.sparsify(model, "2:4", method=method, end_epoch=1, exclude=(), options={"decay": 0.05})
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        scaler = torch.amp.GradScaler("cuda", init_scale=2.0**14) if scaled else None
-        if scaled:
-            sp.defer_decay()
-        for step in range(3):
-            optimizer.zero_grad()
-            batch = slice(step * 16, (step + 1) * 16)
-            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-            if scaler is None:
-                loss.backward()
-                optimizer.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                sp.apply_decay()
-                scaler.step(optimizer)
-                scaler.update()
-        states.append({k: v.clone() for k, v in model.state_dict().items()})
-    for key in states[0]:
-        assert torch.equal(states[0][key], states[1][key]), key
+    fp32, scaled = sr_decay_states(method, "cuda")
+    for key in fp32:
+        assert torch.equal(fp32[key], scaled[key]), key
 
 
 def test_fp16_resumes_with_its_scaler_state(tmp_path):
@@ -74,7 +51,7 @@ def test_fp16_resumes_with_its_scaler_state(tmp_path):
     model, sp = _model()
     config = TrainConfig(epochs=2, batch_size=64, amp="fp16")
     fit(model, (x, y), None, config, sp, tmp_path / "c.pt", on_epoch=lambda m: None)
-    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    state = load_training_state(tmp_path / "c.pt")
     assert state["scaler"] is not None and state["scaler"]["scale"] > 0
 
 

@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 import nmdeploy
 from nmdeploy.train import TrainConfig, fit
 from tests.sparsity.demo import DemoNet, make_task
+from tests.train.test_streaming import Logged
 
 
 def _worker(rank: int, world: int, init: str, folder: str) -> None:
@@ -38,27 +39,13 @@ def test_two_process_ddp_keeps_ranks_identical(tmp_path):
     assert (tmp_path / "ckpt.pt").is_file()
 
 
-class _Recording(torch.utils.data.Dataset):
-    """Records, per process, every index it reads."""
-
-    def __init__(self, x, y):
-        self.x, self.y, self.read = x, y, []
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        self.read.append(int(i))
-        return self.x[i], int(self.y[i])
-
-
 def _shard_worker(rank: int, world: int, init: str, folder: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         x, y, xt, yt = make_task(0, train=200, test=64)
         torch.manual_seed(0)
         model = DemoNet()
-        train = _Recording(x, y)
+        train = Logged(x, y)
         epochs = []
 
         def mark(metrics):

@@ -12,6 +12,7 @@ import nmdeploy
 from nmdeploy.data import DataConfig, open_data
 from nmdeploy.errors import InputError, TrainingInterrupted
 from nmdeploy.train import TrainConfig, fit
+from nmdeploy.train.checkpoint import load_training_state
 from tests.sparsity.demo import DemoNet, make_task
 
 
@@ -154,17 +155,18 @@ def test_gradient_accumulation_gives_the_update_of_the_whole_batch(method):
         torch.testing.assert_close(models[1].state_dict()[key], value, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["srste", "maxq"])
-def test_the_sr_decay_under_a_grad_scaler_is_the_fp32_update(method):
-    """Deferred, the SR term is added after unscaling: the step equals the one without a scaler, bit for bit."""
+def sr_decay_states(method: str, device: str) -> list[dict[str, torch.Tensor]]:
+    """Three SGD steps of a 2:4 model, in fp32 and under a GradScaler (SR decay deferred), on ``device``:
+    the two final states (the GPU twin calls this with "cuda")."""
     x, y, _, _ = make_task(0, train=64, test=8)
+    x, y = x.to(device), y.to(device)
     states = []
     for scaled in (False, True):
         torch.manual_seed(0)
-        model = Linear()
+        model = Linear().to(device)
         sp = nmdeploy.sparsify(model, "2:4", method=method, end_epoch=1, exclude=(), options={"decay": 0.05})
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**14) if scaled else None
+        scaler = torch.amp.GradScaler(device, init_scale=2.0**14) if scaled else None
         if scaled:
             sp.defer_decay()
         for step in range(3):
@@ -180,8 +182,15 @@ def test_the_sr_decay_under_a_grad_scaler_is_the_fp32_update(method):
                 scaler.step(optimizer)
                 scaler.update()
         states.append({k: v.clone() for k, v in model.state_dict().items()})
-    for key in states[0]:
-        assert torch.equal(states[0][key], states[1][key]), key
+    return states
+
+
+@pytest.mark.parametrize("method", ["srste", "maxq"])
+def test_the_sr_decay_under_a_grad_scaler_is_the_fp32_update(method):
+    """Deferred, the SR term is added after unscaling: the step equals the one without a scaler, bit for bit."""
+    fp32, scaled = sr_decay_states(method, "cpu")
+    for key in fp32:
+        assert torch.equal(fp32[key], scaled[key]), key
 
 
 def test_without_deferral_the_scaler_weakens_the_decay():
@@ -246,7 +255,7 @@ def test_a_bad_sample_in_the_second_epoch_keeps_the_first_epochs_checkpoint(tmp_
     model, sp = _net("maxq")
     with pytest.raises(InputError, match=r"has label 19 but the model has 10 outputs"):
         fit(model, LaterBad(x, y), None, TrainConfig(epochs=2, batch_size=32), sp, tmp_path / "k.pt")
-    state = torch.load(tmp_path / "k.pt", weights_only=False)
+    state = load_training_state(tmp_path / "k.pt")
     assert state["epoch"] == 1 and state["step"] == 0
 
 
