@@ -12,6 +12,7 @@ __all__ = ["require"]
 # Why each optional module may be missing and how to get it; shown in the error message.
 _HINTS = {
     "tensorrt": "install nmdeploy[trt] on a machine with an NVIDIA GPU and TensorRT (on Jetson use JetPack's TensorRT)",
+    "transformers": "hf: models and text data need it: install nmdeploy[hf] (or pip install transformers)",
 }
 
 

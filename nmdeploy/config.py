@@ -65,6 +65,8 @@ def type_name(hint: Any) -> str:
     args = typing.get_args(hint)
     if typing.get_origin(hint) is tuple:
         return f"a list of {type_name(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    if typing.get_origin(hint) is dict:
+        return f"a mapping of {type_name(args[0]).removeprefix('an ').removeprefix('a ')}s to {type_name(args[1]).removeprefix('an ').removeprefix('a ')}"
     return " or ".join(type_name(a) for a in args)
 
 
@@ -82,6 +84,12 @@ def coerce(value: Any, hint: Any, *, widen: bool = True) -> tuple[bool, Any]:
             return False, value
         items = [coerce(v, typing.get_args(hint)[0], widen=widen) for v in value]
         return all(ok for ok, _ in items), tuple(out for _, out in items)
+    if origin is dict:  # stored as a plain dict; keys and values coerced like any field
+        if not isinstance(value, Mapping):
+            return False, value
+        key_hint, value_hint = typing.get_args(hint)
+        pairs = [(coerce(k, key_hint, widen=widen), coerce(v, value_hint, widen=widen)) for k, v in value.items()]
+        return all(k[0] and v[0] for k, v in pairs), {k[1]: v[1] for k, v in pairs}
     if hint is type(None):
         return value is None, value
     if hint is bool:
@@ -134,7 +142,7 @@ def check_types(config: Any, section: str) -> None:
     """
     current = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     for name, value in typed_values(type(config), current, section).items():
-        if isinstance(current[name], list):
+        if isinstance(current[name], (list, dict)):
             object.__setattr__(config, name, value)  # frozen: the tuple is the canonical form
 
 

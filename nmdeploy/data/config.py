@@ -51,6 +51,15 @@ class DataConfig:
         False,
         "Image folders: skip unreadable or corrupt files (counted in the manifest) instead of stopping at the first.",
     )
+    tokenizer: str | None = setting(
+        None,
+        "Text files (`.jsonl`, `.csv`): the folder of the tokenizer (`hf:PATH` or a path); null = the `hf:` "
+        "model's own folder.",
+    )
+    max_length: int = setting(
+        128,
+        "Text files: tokens per text at most; longer texts are truncated, each batch is padded to its longest text.",
+    )
     workers: int | None = setting(
         None,
         f"DataLoader worker processes per training process; 0 = read in the main process; null = "
@@ -90,6 +99,8 @@ class DataConfig:
             raise ConfigError.setting(
                 self.SECTION, f"mean has {len(self.mean)} values but std has {len(self.std)}; give as many", plural=True
             )
+        if self.max_length < 1:
+            raise ConfigError.setting(self.SECTION, f"max_length = {self.max_length} is invalid: use 1 or more tokens")
         if self.workers is not None and self.workers < 0:
             raise ConfigError.setting(self.SECTION, f"workers = {self.workers} is invalid: 0 or more (or null: auto)")
 

@@ -217,7 +217,7 @@ def iterate(loader: Any, source: Source | Stream, what: str) -> Iterator[Any]:
                     source.bad = bad
                 bad.update(part.skipped)
             if len(part):
-                shapes = _shapes(part)
+                shapes = _shapes(part, getattr(source, "dynamic_dims", ()))
                 if first is None:
                     first = shapes
                 elif shapes != first:
@@ -225,9 +225,13 @@ def iterate(loader: Any, source: Source | Stream, what: str) -> Iterator[Any]:
             yield part
 
 
-def _shapes(part: Batch | ArrayData) -> list[tuple[tuple[int, ...], str]]:
+def _shapes(part: Batch | ArrayData, dynamic: tuple[int, ...] = ()) -> list[tuple[tuple[int, ...], str]]:
+    """Each input's sample shape and kind; the ``dynamic`` dims (a text batch's length) count as any size."""
     arrays = part.inputs if isinstance(part, Batch) else list(part.inputs.values())
-    return [(tuple(a.shape[1:]), "f" if _floating(a) else "i") for a in arrays]
+    return [
+        (tuple(-1 if d in dynamic else n for d, n in enumerate(a.shape) if d > 0), "f" if _floating(a) else "i")
+        for a in arrays
+    ]
 
 
 def _floating(array: Any) -> bool:
@@ -389,11 +393,24 @@ def head(data: Source | Stream, count: int, what: str) -> ArrayData:
     return data.take(np.arange(min(count, len(data))))
 
 
+def _padded(arrays: list[np.ndarray], source: Any, name: str) -> np.ndarray:
+    """``arrays`` joined along dim 0; batches of text (padded each to its own longest) are padded to the longest
+    of all first, with the source's pad value for that input (0 where it names none)."""
+    longest = tuple(max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim))
+    if getattr(source, "dynamic_dims", ()) and any(a.shape[1:] != longest for a in arrays):
+        value = getattr(source, "pad_values", {}).get(name, 0)
+        arrays = [
+            np.pad(a, [(0, 0)] + [(0, n - s) for n, s in zip(longest, a.shape[1:])], constant_values=value)
+            for a in arrays
+        ]
+    return np.concatenate(arrays)
+
+
 def concat(parts: list[ArrayData], source: Any) -> ArrayData:
     """Batches read from ``source`` as one :class:`ArrayData`."""
     if not parts:
         raise InputError(f"data {source.source!r} is empty; it needs at least one sample")
-    inputs = {name: np.concatenate([p.inputs[name] for p in parts]) for name in parts[0].inputs}
+    inputs = {name: _padded([p.inputs[name] for p in parts], source, name) for name in parts[0].inputs}
     labelled = [p.labels for p in parts if p.labels is not None]
     labels = np.concatenate(labelled) if len(labelled) == len(parts) else None
     skipped = tuple(i for p in parts for i in p.skipped)

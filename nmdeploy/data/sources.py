@@ -9,8 +9,11 @@ A SPEC is one of
 * an ImageFolder-style directory: one sub-folder per class (sorted names = label order) of
   image files of any size and mode, decoded one per item (:mod:`nmdeploy.data.images`); when
   it has a sub-folder named after the split (``train/``, ``test/``, ``val/``) that one is read;
+* a ``.jsonl`` or ``.csv`` of texts (``text``, optional ``text_pair`` and integer ``label``),
+  tokenised per batch with ``data.tokenizer`` (:mod:`nmdeploy.data.text`);
 * ``package.module:callable``: called with the split, it returns ``x``, ``(x, y)``, a dict
-  of arrays (``y`` = labels, the rest = inputs), a map-style dataset of ``(input, label)``
+  of arrays (``y`` = labels, the rest = inputs), a dict with ``text`` (a list of strings) and
+  optional ``text_pair`` / ``label`` (read like a text file), a map-style dataset of ``(input, label)``
   pairs, an ``IterableDataset`` of them, or a ``(train, val)`` pair of datasets (the split
   picks one). Datasets are used as they are (:mod:`nmdeploy.data.plugins`), never stacked.
 
@@ -59,7 +62,7 @@ def _from_npz(path: Path) -> ArrayData:
     return ArrayData(arrays, labels, str(path), "", "")
 
 
-def _from_result(result: Any, spec: str, split: str) -> Source | Stream:
+def _from_result(result: Any, spec: str, split: str, config: DataConfig | None = None) -> Source | Stream:
     labels = None
     if isinstance(result, tuple) and len(result) == 2 and all(is_dataset(r) or is_stream(r) for r in result):
         result = result[0] if split == "train" else result[1]  # (train_dataset, val_dataset)
@@ -71,6 +74,10 @@ def _from_result(result: Any, spec: str, split: str) -> Source | Stream:
         return as_stream(result, spec, split)
     if isinstance(result, tuple) and len(result) == 2:
         result, labels = result
+    if isinstance(result, Mapping) and "text" in result:
+        from nmdeploy.data.text import text_from_mapping
+
+        return text_from_mapping(result, spec, split, config)
     if isinstance(result, Mapping):
         result = dict(result)
         labels = result.pop(LABELS, labels)
@@ -105,6 +112,10 @@ def open_data(
         from nmdeploy.data.images import ImageFolderSource
 
         return ImageFolderSource(path, split, config, train)
+    if path.suffix in (".jsonl", ".csv"):
+        from nmdeploy.data.text import open_text
+
+        return open_text(path, split, config)
     if path.suffix == ".npz" or path.exists():
         if not path.is_file():
             raise InputError(
@@ -115,7 +126,7 @@ def open_data(
         raise InputError(
             f"data spec {spec!r} is neither a file, a built-in ({', '.join(BUILTIN_DATA)}) nor package.module:callable"
         )
-    return _from_result(call_target(spec, spec, "data", default_split), spec, default_split)
+    return _from_result(call_target(spec, spec, "data", default_split), spec, default_split, config)
 
 
 def load_data(spec: str, default_split: str = "test", config: DataConfig | None = None) -> ArrayData:

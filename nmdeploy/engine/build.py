@@ -204,7 +204,7 @@ def build_engine(
         raise InputError(f"{onnx_path}: no such ONNX file")
     if out.suffix not in (".plan", ".engine"):
         raise ConfigError(f"engine path {out} should end in .plan or .engine")
-    profile = make_profile(onnx_inputs(onnx_path), config.batch, min_shapes, opt_shapes, max_shapes)
+    profile = make_profile(onnx_inputs(onnx_path), config.batch, min_shapes, opt_shapes, max_shapes, config.shapes)
     qdq = has_qdq(onnx_path)
     verify_data = load_verify(verify, onnx_path)
     trt = probe()

@@ -40,6 +40,11 @@ class EngineConfig:
     min_batch: int = setting(1, "Smallest batch of the optimisation profile.")
     opt_batch: int = setting(32, "Batch the engine is tuned for.")
     max_batch: int = setting(256, "Largest batch of the profile.")
+    shapes: dict[str, tuple[int, ...]] | None = setting(
+        None,
+        "min/opt/max of every dynamic dim besides the batch, by the ONNX's dim name, e.g. `{sequence: [1, 128, 256]}`; "
+        "null = a build's text models get `sequence: [1, data.max_length, data.max_length]`.",
+    )
     dense_twin: bool = setting(
         True, "Also build the engine without `SPARSE_WEIGHTS` (`model.dense.plan`) to time against."
     )
@@ -65,6 +70,16 @@ class EngineConfig:
                 plural=True,
                 original=exc,
             ) from None
+        for name, sizes in (self.shapes or {}).items():
+            if len(sizes) != 3 or not 1 <= sizes[0] <= sizes[1] <= sizes[2]:
+                raise ConfigError.setting(
+                    self.SECTION,
+                    f"shapes: {name} = {list(sizes)}: give [min, opt, max] with 1 <= min <= opt <= max",
+                )
+            if name == "batch":
+                raise ConfigError.setting(
+                    self.SECTION, "shapes: batch is set by {section}.min_batch/opt_batch/max_batch; remove it here"
+                )
         if self.hardware_compat not in HARDWARE_COMPAT:
             raise ConfigError.setting(
                 self.SECTION,

@@ -48,7 +48,7 @@ def build_or_bundle(
     if Path(plan).suffix not in (".plan", ".engine"):
         raise ConfigError(f"engine path {plan} should end in .plan or .engine")
     profile = make_profile(
-        onnx_inputs(onnx), config.batch, min_shapes, opt_shapes, max_shapes
+        onnx_inputs(onnx), config.batch, min_shapes, opt_shapes, max_shapes, config.shapes
     )  # bad shapes fail here, anywhere
     verify_data = load_verify(verify, onnx)
     try:

@@ -83,10 +83,25 @@ def make_profile(
     min_shapes: Mapping[str, Shape] | None = None,
     opt_shapes: Mapping[str, Shape] | None = None,
     max_shapes: Mapping[str, Shape] | None = None,
+    dims: Mapping[str, tuple[int, ...]] | None = None,
 ) -> ShapeProfile:
-    """The profile for ``inputs``: explicit shapes where given, else the batch range on dim 0."""
+    """The profile for ``inputs``: explicit shapes where given, else the batch range on dim 0 and
+    ``dims`` (dim name -> min, opt, max; ``engine.shapes``) on the other symbolic dims."""
     explicit = [dict(min_shapes or {}), dict(opt_shapes or {}), dict(max_shapes or {})]
     check_batch(batch)
+    ranges = dict(dims or {})
+    symbols = {d for shape in inputs.values() for d in shape[1:] if isinstance(d, str)}
+    unknown_dims = sorted(set(ranges) - symbols)
+    if unknown_dims:
+        raise ConfigError(
+            f"engine.shapes names {unknown_dims[0]!r}, which is no dynamic dim of the model "
+            f"(its dims besides the batch: {', '.join(sorted(symbols)) or 'none'})"
+        )
+    for name, sizes in ranges.items():
+        if len(sizes) != 3 or not 1 <= sizes[0] <= sizes[1] <= sizes[2]:
+            raise ConfigError(
+                f"engine.shapes: {name} = {list(sizes)}: give [min, opt, max] with 1 <= min <= opt <= max"
+            )
     for given, flag in zip(explicit, ("min", "opt", "max")):
         unknown = sorted(set(given) - set(inputs))
         if unknown:
@@ -101,14 +116,23 @@ def make_profile(
                 raise ConfigError(f"input {name!r} needs all of --min-shapes, --opt-shapes and --max-shapes")
             shapes: tuple[Shape, Shape, Shape] = (named[0], named[1], named[2])  # type: ignore[assignment]
         else:
-            symbolic = [i for i, d in enumerate(dims) if not isinstance(d, int) or d <= 0]
-            if symbolic and symbolic != [0]:
+            shape = inputs[name]
+            missing = [
+                (i, d) for i, d in enumerate(shape) if i > 0 and (not isinstance(d, int) or d <= 0) and d not in ranges
+            ]
+            if missing:
+                i, d = missing[0]
                 raise ConfigError(
-                    f"input {name!r} has dynamic dims {symbolic} besides the batch ({list(dims)}); "
-                    "give --min-shapes/--opt-shapes/--max-shapes NAME:DIMS"
+                    f"input {name!r} has dynamic dim {i} ({d!r}) besides the batch ({list(shape)}); give its range: "
+                    f"engine.shapes {{{d}: [min, opt, max]}} in a recipe, or --min-shapes/--opt-shapes/--max-shapes NAME:DIMS"
                 )
-            rest = tuple(int(d) for d in dims[1:])
-            shapes = tuple((b, *rest) for b in batch) if symbolic else (tuple(dims),) * 3  # type: ignore[assignment]
+            shapes = tuple(  # type: ignore[assignment]
+                tuple(
+                    (batch[k] if i == 0 else ranges[d][k]) if not isinstance(d, int) or d <= 0 else d
+                    for i, d in enumerate(shape)
+                )
+                for k in range(3)
+            )
         for s in shapes:
             if len(s) != len(dims) or any(isinstance(d, int) and d > 0 and d != v for d, v in zip(dims, s)):
                 raise ConfigError(f"shape {format_shape(s)} does not fit input {name!r} {list(dims)}")

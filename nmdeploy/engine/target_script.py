@@ -39,6 +39,20 @@ def _profile(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
+def _profile_shapes(profile: dict, batch: tuple[int, int, int] | None) -> list[dict | None]:
+    """The bundle's min/opt/max shapes per input (its sequence ranges with them), dim 0 set to ``batch`` when given."""
+    out: list[dict | None] = []
+    for k, key in enumerate(("min", "opt", "max")):
+        shapes = {}
+        for name, entry in profile.items():
+            shape = list(entry[key])
+            if batch is not None and shape:
+                shape[0] = batch[k]
+            shapes[name] = tuple(shape)
+        out.append(shapes or None)
+    return out
+
+
 def _parser(settings: dict, engine: object) -> argparse.ArgumentParser:
     """Options default to the bundle's settings (``engine``: its EngineConfig)."""
     parser = argparse.ArgumentParser(
@@ -49,7 +63,11 @@ def _parser(settings: dict, engine: object) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", default=str(HERE / "model.plan"), help="plan to write (default: %(default)s)")
     parser.add_argument(
-        "--batch", type=_profile, default=engine.batch, help="min,opt,max batch of the profile (default: %(default)s)"
+        "--batch",
+        type=_profile,
+        default=None,
+        help=f"min,opt,max batch of the profile (default: {','.join(map(str, engine.batch))}; the other dims "
+        "keep the bundle's profile)",
     )
     parser.add_argument("--no-sparse", action="store_true", help="build without SPARSE_WEIGHTS")
     parser.add_argument(
@@ -124,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from nmdeploy.engine.build import build_engine
 
-        low, opt, high = args.batch
+        low, opt, high = args.batch or bundled.batch
+        shapes = _profile_shapes(settings.get("profile") or {}, args.batch)
         config = dataclasses.replace(
             bundled,
             sparse=bundled.sparse and not args.no_sparse,
@@ -139,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             opt_batch=opt,
             max_batch=high,
         )
-        report = build_engine(args.onnx, args.out, config, verify=verify)
+        report = build_engine(
+            args.onnx, args.out, config, verify=verify, min_shapes=shapes[0], opt_shapes=shapes[1], max_shapes=shapes[2]
+        )
         print(
             f"wrote {report.plan} (TensorRT {report.tensorrt}, flags {', '.join(report.build.builder_flags) or 'none'}, "
             f"{report.seconds:.0f} s) and engine_report.json"

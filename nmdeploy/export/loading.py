@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nmdeploy._hf import is_hf_spec
 from nmdeploy._imports import call_target
 from nmdeploy.errors import InputError, NMDeployError, describe
 
@@ -19,13 +20,18 @@ __all__ = ["BUILTIN_MODELS", "build_model", "check_fits", "load_checkpoint"]
 BUILTIN_MODELS = {"fashion-resnet": "nmdeploy.examples.fashion_mnist.model:FashionResNet"}
 
 
-def build_model(spec: str) -> nn.Module:
-    """``spec``: a built-in example name or ``package.module:callable`` returning an nn.Module."""
+def build_model(spec: str, hf_task: str | None = None) -> nn.Module:
+    """``spec``: a built-in example name, ``hf:PATH`` (a local transformers folder, for ``hf_task``)
+    or ``package.module:callable`` returning an nn.Module."""
+    if is_hf_spec(spec):
+        from nmdeploy.export.hf import load_hf_model
+
+        return load_hf_model(spec, hf_task)
     target = BUILTIN_MODELS.get(spec, spec)
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise InputError(
-            f"model spec {spec!r} is not 'package.module:callable' nor a built-in ({', '.join(BUILTIN_MODELS)})"
+            f"model spec {spec!r} is not 'package.module:callable', hf:PATH nor a built-in ({', '.join(BUILTIN_MODELS)})"
         )
     model = call_target(target, spec, "model")
     if not isinstance(model, nn.Module):

@@ -28,7 +28,17 @@ from nmdeploy.errors import ConfigError, ExportError, describe, first_line
 from nmdeploy.export.config import ExportConfig
 from nmdeploy.sparsity.api import finalize
 
-__all__ = ["ExportReport", "MIN_OPSET", "OutputParity", "check_onnx_path", "check_opset", "export_onnx"]
+__all__ = [
+    "ExportReport",
+    "MIN_OPSET",
+    "OutputParity",
+    "argument_names",
+    "axis_name",
+    "check_onnx_path",
+    "check_opset",
+    "export_onnx",
+    "resolve_axes",
+]
 
 MIN_OPSET = 13  # per-axis Q/DQ, which INT8 for TensorRT needs, came with opset 13
 
@@ -104,6 +114,78 @@ def _parity(
     return names, parity
 
 
+def argument_names(model: nn.Module, count: int) -> tuple[str, ...]:
+    """The names of ``model.forward``'s first ``count`` arguments: what the exporter names the ONNX inputs."""
+    import inspect
+
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = [p.name for p in inspect.signature(model.forward).parameters.values() if p.kind in kinds]
+    params = [p for p in params if p != "self"]
+    return tuple(params[:count]) if len(params) >= count else tuple(f"input_{i}" for i in range(count))
+
+
+def resolve_axes(
+    config: ExportConfig, names: tuple[str, ...], args: tuple[torch.Tensor, ...]
+) -> dict[str, tuple[int, ...]]:
+    """Input name -> its dynamic dims: ``config.dynamic_axes`` or the default (batch; tokens of text inputs)."""
+    if config.dynamic_axes is not None:
+        unknown = sorted(set(config.dynamic_axes) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"export.dynamic_axes names {unknown[0]!r}, which is not an input of the model ({', '.join(names)})"
+            )
+        for name, t in zip(names, args):
+            bad = [d for d in config.dynamic_axes.get(name, ()) if d >= t.ndim]
+            if bad:
+                raise ConfigError(f"export.dynamic_axes: input {name!r} has {t.ndim} dims, no dim {bad[0]}")
+        return {name: tuple(sorted(config.dynamic_axes.get(name, ()))) for name in names}
+    axes = {}
+    for name, t in zip(names, args):
+        dims = [0] if config.dynamic_batch else []
+        if t.ndim == 2 and not t.is_floating_point():
+            dims.append(1)  # token ids and masks: the sequence length varies
+        axes[name] = tuple(dims)
+    return axes
+
+
+def axis_name(dim: int) -> str:
+    """The symbolic name an exported dynamic dim gets (and an engine profile is keyed by)."""
+    return {0: "batch", 1: "sequence"}.get(dim, f"dim{dim}")
+
+
+def _dynamic_shapes(axes: dict[str, tuple[int, ...]], names: tuple[str, ...], model: nn.Module) -> tuple:
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)  # a transformer's longest input
+    dims = {}
+    for dim in sorted({d for ds in axes.values() for d in ds}):
+        top = limit if dim == 1 and isinstance(limit, int) else None
+        dims[dim] = torch.export.Dim(axis_name(dim), min=1, max=top) if top else torch.export.Dim(axis_name(dim), min=1)
+    return tuple({d: dims[d] for d in axes[name]} or None for name in names)
+
+
+def _other_length(
+    axes: dict[str, tuple[int, ...]], names: tuple[str, ...], args: tuple[torch.Tensor, ...], limit: int | None
+) -> tuple[torch.Tensor, ...] | None:
+    """``args`` at another length of every dynamic dim 1, if any is dynamic: half as long again by zero
+    padding (pad tokens, masked out), or cut by that much where the model's longest input forbids it."""
+    dynamic = [name for name in names if 1 in axes[name]]
+    if not dynamic:
+        return None
+    length = dict(zip(names, args))[dynamic[0]].shape[1]
+    step = max(1, length // 2)
+    longer = not (isinstance(limit, int) and length + step > limit)
+    if not longer and length <= 1:
+        return None
+    out = []
+    for name, t in zip(names, args):
+        if 1 in axes[name]:
+            if longer:
+                t = torch.cat([t, torch.zeros((t.shape[0], step, *t.shape[2:]), dtype=t.dtype)], dim=1)
+            else:
+                t = t[:, : length - min(step, length - 1)].contiguous()
+        out.append(t)
+    return tuple(out)
+
+
 def check_onnx_path(path: str | Path) -> Path:
     """``path`` if it can name the ONNX file to write."""
     path = Path(path)
@@ -160,7 +242,14 @@ def export_onnx(
         ) from exc
     size = sum(t.numel() * t.element_size() for t in work.state_dict().values())
     external = size > _SINGLE_FILE_LIMIT
-    dynamic = tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if config.dynamic_batch else None
+    names = argument_names(work, len(args))
+    axes = resolve_axes(config, names, args)
+    dynamic = _dynamic_shapes(axes, names, work) if any(axes.values()) else None
+    checks = [(args, reference)]
+    longer = _other_length(axes, names, args, getattr(getattr(work, "config", None), "max_position_embeddings", None))
+    if longer is not None:  # a second sequence length: the symbolic dim must really be symbolic
+        with torch.no_grad():
+            checks.append((longer, _flatten(work(*longer))))
     log = io.StringIO()
     with atomic_output(path) as tmp:  # published (fsync + rename) only if every check below passes
         target = tmp / path.name
@@ -175,6 +264,7 @@ def export_onnx(
                     dynamic_shapes=dynamic,
                     opset_version=config.opset,
                     external_data=external,
+                    output_names=list(getattr(work, "nm_outputs", ()) or []) or None,
                 )
         except Exception as exc:
             detail = first_line(exc)
@@ -185,14 +275,19 @@ def export_onnx(
             onnx.checker.check_model(str(target))
         except Exception as exc:
             raise ExportError(f"the exported model fails onnx.checker: {first_line(exc)}") from None
-        names, parity = _parity(reference, target, args)
-        for ref, p in zip(reference, parity):
-            limit = config.atol + config.rtol * float(ref.detach().abs().max()) if ref.numel() else config.atol
-            if not p.max_abs_error <= limit:
-                raise ExportError(
-                    f"ONNX output {p.name!r} differs from PyTorch by {p.max_abs_error:.3g} (cosine {p.cosine:.6f}), "
-                    f"above the tolerance {limit:.3g}; nothing was written"
-                )
+        worst: list[OutputParity] = []
+        for sample, expected in checks:
+            names, parity = _parity(expected, target, sample)
+            for ref, p in zip(expected, parity):
+                limit = config.atol + config.rtol * float(ref.detach().abs().max()) if ref.numel() else config.atol
+                if not p.max_abs_error <= limit:
+                    shapes = "x".join(map(str, sample[0].shape))
+                    raise ExportError(
+                        f"ONNX output {p.name!r} differs from PyTorch by {p.max_abs_error:.3g} (cosine {p.cosine:.6f}) "
+                        f"on a {shapes} input, above the tolerance {limit:.3g}; nothing was written"
+                    )
+            worst = parity if not worst else [max(a, b, key=lambda q: q.max_abs_error) for a, b in zip(worst, parity)]
+        parity = worst
         opset_version = next(
             (
                 o.version

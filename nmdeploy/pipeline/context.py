@@ -114,9 +114,38 @@ class BuildContext:
             what=_KEYS[which],
         )
 
+    @property
+    def input_shape(self) -> list[int]:
+        """``model.input_shape``, or (null) the shape of the first validation sample with batch 1."""
+        if self.recipe.model.input_shape is not None:
+            return list(self.recipe.model.input_shape)
+        first = next(iter(self.sample("val").inputs.values()))
+        return [1, *first.shape[1:]]
+
+    def dynamic_dims(self) -> set[str]:
+        """The names of the symbolic dims the export will give the model's inputs besides the batch."""
+        from nmdeploy.export.onnx import axis_name
+
+        export = self.recipe.export
+        arrays = list(self.sample("val").inputs.values())
+        if export.dynamic_axes is not None:
+            dims = {d for ds in export.dynamic_axes.values() for d in ds}
+        else:
+            dims = {1 for a in arrays if a.ndim == 2 and not np.issubdtype(a.dtype, np.floating)}
+        return {axis_name(d) for d in dims if d != 0}
+
+    @property
+    def sequence_length(self) -> int | None:
+        """The longest token axis the engine must take (data.max_length for text files), when it is dynamic."""
+        if "sequence" not in self.dynamic_dims():
+            return None
+        if getattr(self.data("val"), "dynamic_dims", ()):
+            return self.recipe.data.max_length
+        return int(next(iter(self.sample("val").inputs.values())).shape[1])
+
     def new_model(self) -> nn.Module:
         torch.manual_seed(self.recipe.dense.seed)  # the same initial weights on every run and rank
-        return build_model(self.recipe.model.spec)
+        return build_model(self.recipe.model.spec, self.recipe.model.hf_task)
 
     def skipped(self) -> dict[str, Any]:
         """What ``data.skip_bad`` skipped, per data set: the count and the first few items."""
@@ -133,7 +162,7 @@ def check_inputs(ctx: BuildContext) -> None:
     recipe = ctx.recipe
     task = ctx.task
     model = ctx.new_model().eval()
-    shape = list(recipe.model.input_shape)
+    shape = ctx.input_shape
     arrays = list(ctx.sample("val").inputs.values())
     dtypes = [torch.int64 if np.issubdtype(a.dtype, np.integer) else torch.float32 for a in arrays]
     sample = [torch.zeros(shape, dtype=dtypes[0])] + [
@@ -153,6 +182,13 @@ def check_inputs(ctx: BuildContext) -> None:
         raise InputError(
             f"model {recipe.model.spec!r} returns {got}; the classification trainer needs logits [batch, classes]"
         )
+    if recipe.export.dynamic_axes is not None:
+        from nmdeploy.export.onnx import argument_names, resolve_axes
+
+        try:
+            resolve_axes(recipe.export, argument_names(model, len(sample)), tuple(sample))
+        except ConfigError as exc:
+            raise ConfigError(f"recipe key {exc}") from None
     _check_sparsity(recipe, model)  # on the fresh model: a checkpoint may carry masks
     checkpoint = recipe.model.checkpoint
     if checkpoint:
@@ -164,7 +200,7 @@ def check_inputs(ctx: BuildContext) -> None:
     for which in ("train", "val"):
         data = ctx.data(which)
         spec = getattr(recipe.data, which)
-        _check_sample_shape(ctx.sample(which), f"data.{which}", spec, shape)
+        _check_sample_shape(ctx.sample(which), f"data.{which}", spec, shape, getattr(data, "dynamic_dims", ()))
         labels = None if isinstance(data, Stream) else data.known_labels()
         if classify and labels is not None and (labels.min(initial=0) < 0 or labels.max(initial=0) >= logits.shape[1]):
             raise InputError(
@@ -174,6 +210,7 @@ def check_inputs(ctx: BuildContext) -> None:
     _check_batches(ctx)
     _check_calibration(ctx, shape)
     _check_export(recipe)
+    _check_shapes(ctx)
 
 
 def _check_batches(ctx: BuildContext) -> None:
@@ -183,6 +220,8 @@ def _check_batches(ctx: BuildContext) -> None:
     for section in ("dense", "finetune"):
         config = getattr(ctx.recipe, section)
         if section == "dense" and (ctx.recipe.model.checkpoint or ctx.recipe.model.pretrained):
+            continue
+        if config.epochs == 0:  # one-shot: nothing trains
             continue
         if size is None and not config.steps_per_epoch:
             raise InputError(
@@ -196,10 +235,12 @@ def _check_batches(ctx: BuildContext) -> None:
             )
 
 
-def _check_sample_shape(data: ArrayData, key: str, spec: str, shape: list[int]) -> None:
-    """The data's first input must have the model's input shape past the batch dim."""
+def _check_sample_shape(data: ArrayData, key: str, spec: str, shape: list[int], dynamic: tuple[int, ...] = ()) -> None:
+    """The data's first input must have the model's input shape past the batch dim (and its ``dynamic`` dims:
+    the token axis of text, padded per batch)."""
     x = next(iter(data.inputs.values()))
-    if list(x.shape[1:]) != shape[1:]:
+    fixed = [d for d in range(1, max(x.ndim, len(shape))) if d not in dynamic]
+    if x.ndim != len(shape) or [x.shape[d] for d in fixed] != [shape[d] for d in fixed]:
         raise InputError(
             f"{key} = {spec!r} has samples of shape {list(x.shape[1:])} but model.input_shape is {shape}; make them agree"
         )
@@ -240,7 +281,7 @@ def _check_calibration(ctx: BuildContext, shape: list[int]) -> None:
     else:
         data = open_data(q.calibration, "train", ctx.recipe.data)
         first = head(data, 1, f"quantize.calibration = {q.calibration!r}")
-        _check_sample_shape(first, "quantize.calibration", q.calibration, shape)
+        _check_sample_shape(first, "quantize.calibration", q.calibration, shape, getattr(data, "dynamic_dims", ()))
         if isinstance(data, ArrayData) and data.labels is not None:
             data.class_labels()  # the draw is class-balanced: one integer class per sample
         available = None if isinstance(data, Stream) else len(data)
@@ -249,6 +290,20 @@ def _check_calibration(ctx: BuildContext, shape: list[int]) -> None:
             f"quantize.calibration = {q.calibration!r}" if q.calibration else f"data.train = {ctx.recipe.data.train!r}"
         )
         raise InputError(f"quantize.count = {q.count} but {where} has only {available} samples; lower quantize.count")
+
+
+def _check_shapes(ctx: BuildContext) -> None:
+    """``engine.shapes`` must name dims the exported model will have (their min <= opt <= max is the config's)."""
+    shapes = ctx.recipe.engine.shapes
+    if not shapes:
+        return
+    dims = ctx.dynamic_dims()
+    unknown = sorted(set(shapes) - dims)
+    if unknown:
+        raise ConfigError(
+            f"recipe key engine.shapes names {unknown[0]!r}, which is no dynamic dim of the exported model "
+            f"(its dims besides the batch: {', '.join(sorted(dims)) or 'none'}); see export.dynamic_axes"
+        )
 
 
 def _check_export(recipe: Recipe) -> None:

@@ -62,6 +62,16 @@ class Recipe:
         sp = self.sparsity
         if sp.method == "dense":
             raise ConfigError("recipe key sparsity.method = 'dense' makes nothing sparse; use maxq, srste, ste or asp")
+        if self.finetune.epochs == 0 and sp.method != "asp":
+            raise ConfigError(
+                f"recipe key finetune.epochs = 0 (one-shot pruning, no fine-tune) needs sparsity.method = 'asp'; "
+                f"{sp.method} finds its mask while training: give finetune.epochs >= 1 or use asp"
+            )
+        if self.dense.epochs == 0 and not (self.model.checkpoint or self.model.pretrained):
+            raise ConfigError(
+                "recipe key dense.epochs = 0 leaves the dense model untrained: set model.checkpoint or "
+                "model.pretrained: true, or give dense.epochs >= 1"
+            )
         if get_method(sp.method).uses_schedule and sp.end_epoch >= self.finetune.epochs:
             raise ConfigError(
                 f"recipe key sparsity.end_epoch = {sp.end_epoch} must be below finetune.epochs = {self.finetune.epochs}, "
@@ -72,6 +82,8 @@ class Recipe:
                 "recipe key task.spec = 'distillation' needs a trained dense model to learn from: "
                 "set model.checkpoint or model.pretrained: true"
             )
+        if self.data.tokenizer is None and self.model.spec.startswith("hf:"):  # text is read with the model's tokenizer
+            object.__setattr__(self, "data", dataclasses.replace(self.data, tokenizer=self.model.spec))
         for key in ("output", "device"):
             value = getattr(self, key)
             if not isinstance(value, str) or not value:

@@ -146,9 +146,10 @@ def _stage_summary(name: str, record: Mapping[str, Any]) -> str:
     m = record.get("metrics") or {}
     if name in ("dense", "sparse") and m.get("val_score") is not None:
         epochs = len(m.get("history") or [])
-        return f"val {m.get('metric', 'top-1')} {_show(m, m['val_score'])}" + (
-            f" after {epochs} epoch(s)" if epochs else " (pretrained)"
-        )
+        how = f" after {epochs} epoch(s)" if epochs else " (pretrained)"
+        if name == "sparse" and m.get("one_shot"):
+            how = " one-shot: pruned by magnitude, not fine-tuned (finetune.epochs = 0)"
+        return f"val {m.get('metric', 'top-1')} {_show(m, m['val_score'])}" + how
     if name == "export" and "max_abs_error" in m:
         return f"opset {m['opset']}, ONNX Runtime vs PyTorch max abs diff {m['max_abs_error']:.1e}"
     if name == "verify" and "nm_layers" in m:

@@ -26,6 +26,7 @@ from torch import nn
 
 from nmdeploy._atomic import write_atomic
 from nmdeploy.data import open_data
+from nmdeploy.engine.config import EngineConfig
 from nmdeploy.errors import ExportError
 from nmdeploy.export.loading import load_checkpoint
 from nmdeploy.pipeline.context import BuildContext
@@ -180,6 +181,12 @@ def _tensorrt_here() -> str:
 # -- dense ------------------------------------------------------------------------------------------
 
 
+def _hf_key(ctx: BuildContext) -> dict[str, Any]:
+    """An ``hf:`` model's task, where one is set (absent otherwise, so other builds keep their stage keys)."""
+    task = ctx.recipe.model.hf_task
+    return {"model.hf_task": task} if task else {}
+
+
 def _dense_reads(ctx: BuildContext) -> StageInputs:
     model = ctx.recipe.model
     settings = {
@@ -187,6 +194,7 @@ def _dense_reads(ctx: BuildContext) -> StageInputs:
         "data": _data_key(ctx.recipe),
         "task": _as_dict(ctx.recipe.task),
         "model.pretrained": model.pretrained,
+        **_hf_key(ctx),
     }
     if model.checkpoint:
         return StageInputs(settings, {"checkpoint": Path(model.checkpoint)})
@@ -231,6 +239,7 @@ def _sparse_reads(ctx: BuildContext) -> StageInputs:
             "task": _as_dict(r.task),
             "sparsity": _as_dict(r.sparsity),
             "finetune": _as_dict(r.finetune),
+            **_hf_key(ctx),
         },
         {"dense": ctx.out / "dense.pt"},
     )
@@ -246,7 +255,12 @@ def _sparse_run(ctx: BuildContext, key: str) -> StageResult:
         f"sparse: {s.method} {s.pattern} on {len(sp.sparse_layers)} layer(s); "
         f"{len(sp.targets) - len(sp.sparse_layers)} kept dense"
     )
-    history = _train(ctx, "sparse", model, ctx.recipe.finetune, key, sp)
+    one_shot = ctx.recipe.finetune.epochs == 0
+    if one_shot:
+        ctx.say(f"sparse: one-shot {s.method} {s.pattern} (finetune.epochs = 0): pruned by magnitude, not fine-tuned")
+        history: list[dict[str, Any]] = []
+    else:
+        history = _train(ctx, "sparse", model, ctx.recipe.finetune, key, sp)
     finalize(model)
     score = ctx.score(model)
     model.cpu()
@@ -261,6 +275,7 @@ def _sparse_run(ctx: BuildContext, key: str) -> StageResult:
         "metric": ctx.task.metric,
         "history": history,
         "sparse_layers": list(sp.sparse_layers),
+        "one_shot": one_shot,
     }
     return StageResult((path,), {**metrics, **_skipped(ctx)})
 
@@ -271,7 +286,12 @@ def _sparse_run(ctx: BuildContext, key: str) -> StageResult:
 def _export_reads(ctx: BuildContext) -> StageInputs:
     m = ctx.recipe.model
     return StageInputs(
-        {"model.spec": m.spec, "model.input_shape": list(m.input_shape), "export": _as_dict(ctx.recipe.export)},
+        {
+            "model.spec": m.spec,
+            "model.input_shape": ctx.input_shape,
+            "export": _as_dict(ctx.recipe.export),
+            **_hf_key(ctx),
+        },
         {"sparse": ctx.out / "sparse.pt"},
     )
 
@@ -280,7 +300,7 @@ def _export_run(ctx: BuildContext, key: str) -> StageResult:
     from nmdeploy.export.onnx import export_onnx
 
     model = load_checkpoint(ctx.new_model(), ctx.out / "sparse.pt").eval()
-    batch = ctx.recipe.model.input_shape[0]
+    batch = ctx.input_shape[0]
     from nmdeploy.data.loader import to_batch
 
     sample = to_batch(ctx.sample("val", batch)).inputs
@@ -382,9 +402,18 @@ def _engine_source(ctx: BuildContext) -> Path:
     return ctx.out / ("model.int8.onnx" if ctx.recipe.quantize.enabled else "model.onnx")
 
 
+def _engine_config(ctx: BuildContext) -> EngineConfig:
+    """``engine``, with the token axis of a text model ranging over 1..data.max_length where engine.shapes is null."""
+    config = ctx.recipe.engine
+    length = ctx.sequence_length
+    if config.shapes is None and length:
+        config = dataclasses.replace(config, shapes={"sequence": (1, length, length)})
+    return config
+
+
 def _engine_reads(ctx: BuildContext) -> StageInputs:
     return StageInputs(
-        {"engine": _as_dict(ctx.recipe.engine), "tensorrt": _tensorrt_here()},
+        {"engine": _as_dict(_engine_config(ctx)), "tensorrt": _tensorrt_here()},
         {"onnx": _engine_source(ctx), "verify": ctx.out / "verify.json"},
     )
 
@@ -396,7 +425,7 @@ def _engine_run(ctx: BuildContext, key: str) -> StageResult:
         _engine_source(ctx),
         ctx.out / "model.plan",
         ctx.out / BUNDLE,
-        ctx.recipe.engine,
+        _engine_config(ctx),
         verify=ctx.out / "verify.json",
         manifest=ctx.manifest.to_dict(),
     )

@@ -58,7 +58,7 @@ class TrainConfig:
         if isinstance(self.amp, bool):  # the older true/false form
             object.__setattr__(self, "amp", "bf16" if self.amp else "off")
         checks = {
-            "epochs": (int, self.epochs >= 1 if isinstance(self.epochs, int) else False, ">= 1"),
+            "epochs": (int, self.epochs >= 0 if isinstance(self.epochs, int) else False, ">= 0"),
             "batch_size": (int, self.batch_size >= 1 if isinstance(self.batch_size, int) else False, ">= 1"),
             "seed": (int, self.seed >= 0 if isinstance(self.seed, int) else False, ">= 0"),
             "steps_per_epoch": (
@@ -82,7 +82,7 @@ class TrainConfig:
             raise _error(f"optimizer = {self.optimizer!r} is invalid: use one of {', '.join(OPTIMIZERS)}")
         if self.label_smoothing >= 1:
             raise _error(f"label_smoothing = {self.label_smoothing!r} is invalid: use a value in [0, 1)")
-        if self.warmup_epochs >= self.epochs:
+        if self.warmup_epochs >= self.epochs and (self.epochs > 0 or self.warmup_epochs > 0):
             raise _error(f"warmup_epochs = {self.warmup_epochs!r} must be below {{section}}.epochs = {self.epochs}")
         for key in ("nesterov", "channels_last"):
             if not isinstance(getattr(self, key), bool):

@@ -45,7 +45,8 @@ def test_explicit_shapes_and_static_inputs():
         (
             {"ids": ("batch", "seq")},
             ((1, 2, 3),),
-            "input 'ids' has dynamic dims [0, 1] besides the batch (['batch', 'seq']); give --min-shapes",
+            "input 'ids' has dynamic dim 1 ('seq') besides the batch (['batch', 'seq']); give its range: "
+            "engine.shapes {seq: [min, opt, max]} in a recipe, or --min-shapes",
         ),
         ({"x": ("b", 3)}, ((4, 2, 8),), "batch sizes min/opt/max = 4/2/8: need 1 <= min <= opt <= max"),
         ({"x": ("b", 3)}, ((1, 2, 3), {"y": (1, 3)}), "--min-shapes names 'y', which is not an input of the model (x)"),

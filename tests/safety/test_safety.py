@@ -70,7 +70,9 @@ def test_an_npz_with_pickled_objects_is_refused(tmp_path):
 def test_a_spec_without_module_colon_callable_imports_nothing(spec):
     with pytest.raises(InputError, match=f"data spec {spec!r} is neither a file"):
         load_data(spec)
-    with pytest.raises(InputError, match=f"model spec {spec!r} is not 'package.module:callable' nor a built-in"):
+    with pytest.raises(
+        InputError, match=f"model spec {spec!r} is not 'package.module:callable', hf:PATH nor a built-in"
+    ):
         build_model(spec)
 
 

@@ -160,7 +160,7 @@ def test_adamw_without_decay_on_norms_and_biases():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"epochs": 0}, r"train.epochs = 0 is invalid: an integer >= 1"),
+        ({"epochs": -1}, r"train.epochs = -1 is invalid: an integer >= 0"),
         ({"batch_size": 2.5}, r"train.batch_size = 2.5 is invalid: an integer >= 1"),
         ({"lr": 0}, r"train.lr = 0 is invalid: a number > 0"),
         ({"optimizer": "lamb"}, r"train.optimizer = 'lamb' is invalid: use one of sgd, adamw"),
