@@ -44,5 +44,6 @@ def device(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+from tests.hf_models import hf_text  # noqa: E402,F401  (session fixture: a tiny transformers folder and text files)
 from tests.pipeline.tiny import task_files  # noqa: E402,F401  (session fixture shared by pipeline and cli tests)
 from tests.quant.models import cnn_onnx, mlp_onnx  # noqa: E402,F401  (session fixtures shared by quant and cli tests)

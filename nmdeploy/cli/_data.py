@@ -1,6 +1,6 @@
 """The data options of the commands that read a data SPEC (eval, calibrate, quantize).
 
-They are the image-folder and loader settings of the recipe's ``data`` section
+They are the image-folder, text and loader settings of the recipe's ``data`` section
 (:class:`DataConfig`, which checks them), worded for a command line. For ``eval`` and
 ``quantize`` an image folder with no ``--image-size`` takes the model's own input size
 (and channels) when the ONNX model fixes them.
@@ -55,6 +55,18 @@ _OPTIONS = (
     ),
     click.option("--skip-bad", is_flag=True, help="Image folders: skip unreadable files (and count them)."),
     click.option(
+        "--tokenizer",
+        metavar="FOLDER",
+        help="Text files (.jsonl, .csv): the transformers folder whose tokenizer reads them (hf:PATH or a path; "
+        "recipe key data.tokenizer).",
+    ),
+    click.option(
+        "--max-length",
+        type=click.IntRange(1),
+        default=None,
+        help=f"Text files: tokens per text at most; longer texts are truncated.  [default: {DataConfig.max_length}]",
+    ),
+    click.option(
         "--workers",
         type=click.IntRange(0),
         help=f"Processes that read the data; 0 = this one.  [default: 0 for arrays, else one per spare core, "
@@ -83,7 +95,11 @@ def data_config(params: dict[str, Any], spec: str | None, model: Path | None = N
         "std": params.pop("std", None),
         "skip_bad": params.pop("skip_bad", False),
         "workers": params.pop("workers", None),
+        "tokenizer": params.pop("tokenizer", None),
     }
+    length = params.pop("max_length", None)
+    if length is not None:
+        values["max_length"] = length
     if (size is None or channels is None) and model is not None and spec and Path(spec).is_dir():
         from nmdeploy.quant.reader import image_input_shape
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from nmdeploy._hf import HF_TASKS
 from nmdeploy.cli._outputs import FORCE, claim_outputs
 from nmdeploy.cli._settings import config_from, setting_option
 from nmdeploy.export.config import ExportConfig
@@ -34,8 +35,22 @@ _MAX_SAMPLE = 1 << 30  # values in the random sample export checks against PyTor
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", "spec", required=True, help="Built-in example (fashion-resnet) or package.module:callable.")
-@click.option("--input-shape", required=True, help="Sample input shape, e.g. 1x1x28x28 (dim 0 stays dynamic).")
+@click.option(
+    "--model",
+    "spec",
+    required=True,
+    help="Built-in example (fashion-resnet), hf:PATH (a local transformers folder) or package.module:callable.",
+)
+@click.option(
+    "--hf-task",
+    type=click.Choice(HF_TASKS),
+    help="hf: models: what the model returns.  [default: from its config.json]",
+)
+@click.option(
+    "--input-shape",
+    help="Sample input shape, e.g. 1x1x28x28 (dim 0 stays dynamic; and the token axis of text).  "
+    "[default for hf: models: 1x16 tokens, or the config's image size]",
+)
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .onnx file to write."
 )
@@ -50,7 +65,15 @@ _MAX_SAMPLE = 1 << 30  # values in the random sample export checks against PyTor
 @setting_option(ExportConfig, "atol", "--atol")
 @setting_option(ExportConfig, "rtol", "--rtol")
 @FORCE
-def export(checkpoint: Path, spec: str, input_shape: str, output: Path, force: bool, **settings: object) -> None:
+def export(
+    checkpoint: Path,
+    spec: str,
+    hf_task: str | None,
+    input_shape: str | None,
+    output: Path,
+    force: bool,
+    **settings: object,
+) -> None:
     """Export CHECKPOINT (a state_dict, optionally with nmdeploy masks) to ONNX.
 
     The model is finalized (masks folded into exact zeros), BatchNorm folded, written as one
@@ -59,17 +82,28 @@ def export(checkpoint: Path, spec: str, input_shape: str, output: Path, force: b
     """
     import torch
 
+    from nmdeploy.errors import InputError
     from nmdeploy.export.loading import build_model, load_checkpoint
     from nmdeploy.export.onnx import check_onnx_path, check_opset, export_onnx
 
-    dims = _shape(input_shape)
+    hf = spec.startswith("hf:")
+    if input_shape is None and not hf:
+        raise InputError("--input-shape is needed for this model: give a sample batch shape, e.g. 1x1x28x28")
+    if hf_task is not None and not hf:
+        raise InputError(f"--hf-task is for hf:PATH models; --model is {spec!r}: drop --hf-task")
+    dims = _shape(input_shape) if input_shape is not None else None
     config = config_from(ExportConfig, settings)
     check_opset(config.opset)
     check_onnx_path(output)
     external = output.with_name(output.name + ".data")  # written too when the weights pass 2 GB
     claim_outputs([output, external], force, [checkpoint])
-    model = load_checkpoint(build_model(spec), checkpoint)
-    sample = torch.randn(dims, generator=torch.Generator().manual_seed(0))
+    model = load_checkpoint(build_model(spec, hf_task), checkpoint)
+    if hf:
+        from nmdeploy.export.hf import sample_inputs
+
+        sample = sample_inputs(model, dims)
+    else:
+        sample = torch.randn(dims, generator=torch.Generator().manual_seed(0))
     report = export_onnx(model, sample, output, config=config)
     click.echo(
         f"wrote {report.path} (opset {report.opset}, {report.size_bytes / 1e6:.2f} MB"

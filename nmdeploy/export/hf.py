@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from nmdeploy._hf import HF_TASKS, folder_task, import_transformers, read_config, resolve_folder
 from nmdeploy.errors import InputError
 
-__all__ = ["TEXT_INPUTS", "load_hf_model", "model_inputs"]
+__all__ = ["TEXT_INPUTS", "load_hf_model", "model_inputs", "sample_inputs"]
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the argument order of every text model here
 _AUTO = {
@@ -96,6 +96,23 @@ def _make_forward(base: type, task: str, image: bool, pooling: tuple[str, bool])
         return F.normalize(pooled, dim=-1) if normalize else pooled
 
     return forward
+
+
+def sample_inputs(model: nn.Module, shape: tuple[int, ...] | None, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """A random sample batch for an ``hf:`` model: token ids (every token attended) of ``shape``
+    ``[batch, tokens]`` (default 1x16), or images ``[batch, C, H, W]`` (default: the config's size)."""
+    generator = torch.Generator().manual_seed(seed)
+    names = model_inputs(model) or ()
+    if names == ("pixel_values",):
+        shape = shape or (1, *model.nm_image_shape)
+        return (torch.randn(shape, generator=generator),)
+    shape = shape or (1, 16)
+    if len(shape) != 2:
+        raise InputError(f"--input-shape {'x'.join(map(str, shape))}: a text model takes [batch, tokens], e.g. 1x128")
+    vocab = int(getattr(model.config, "vocab_size", 1000))
+    ids = torch.randint(min(1000, vocab - 1), vocab, shape, generator=generator)  # past the special tokens
+    given = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    return tuple(given[name] for name in names)
 
 
 def model_inputs(model: nn.Module) -> tuple[str, ...] | None:

@@ -181,6 +181,30 @@ EXPORT = ("export", "dense.pt", "--model", "fashion-resnet", "--input-shape", "1
 rng = np.random.default_rng(0)
 IMAGES = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)
 
+
+def _bert(folder: Path, fixtures: dict) -> None:
+    from tests.hf_models import text_lines, write_bert, write_jsonl
+
+    write_bert(folder / "bert")
+    write_jsonl(folder / "train.jsonl", text_lines(40))
+    write_jsonl(folder / "val.jsonl", text_lines(12, seed=1))
+
+
+def _bert_weights_only(folder: Path, fixtures: dict) -> None:
+    from tests.hf_models import write_bert
+
+    write_bert(folder / "bert", tokenizer=False)
+
+
+def _config_only(folder: Path, fixtures: dict) -> None:
+    (folder / "bert").mkdir()
+    (folder / "bert" / "config.json").write_text('{"model_type": "bert"}')
+
+
+HF = ("--set", "model.spec=hf:bert", "--set", "data.train=train.jsonl", "--set", "data.val=val.jsonl")
+HF_SMALL = (*HF, "--set", "dense.batch_size=8", "--set", "finetune.batch_size=8", "--set", "quantize.count=16")
+HF_CALIBRATE = ("calibrate", "--tokenizer", "bert", "-o", "calib.npz")
+
 CASES: tuple[Case, ...] = (
     Case(
         "pattern-syntax",
@@ -1320,6 +1344,118 @@ CASES: tuple[Case, ...] = (
         setup=_write("a.plan", "not a plan\n"),
     ),
     # -- the command line itself -----------------------------------------------------------------------------
+    Case(
+        "hf-folder-without-config",
+        "an hf: folder without config.json",
+        ("build", *HF, "--out", "out"),
+        2,
+        ("out",),
+        setup=lambda folder, fx: (folder / "bert").mkdir(),
+    ),
+    Case(
+        "hf-folder-without-weights",
+        "an hf: folder without weights",
+        ("build", *HF, "--out", "out"),
+        2,
+        ("out",),
+        setup=_config_only,
+    ),
+    Case(
+        "hf-task-unsupported",
+        "an hf_task the folder cannot serve",
+        ("build", *HF, "--set", "model.hf_task=image-classification", "--out", "out"),
+        2,
+        ("out",),
+        setup=_bert,
+    ),
+    Case(
+        "hf-task-unknown",
+        "an hf_task nmdeploy does not know",
+        ("build", *HF, "--set", "model.hf_task=translation", "--out", "out"),
+        1,
+        ("out",),
+        setup=_bert,
+    ),
+    Case(
+        "text-without-tokenizer-folder",
+        "text data whose tokenizer folder holds no tokenizer",
+        (*HF_CALIBRATE, "--data", "t.jsonl"),
+        2,
+        ("calib.npz",),
+        setup=_all(_bert_weights_only, _write("t.jsonl", '{"text": "red apple"}\n')),
+    ),
+    Case(
+        "text-without-tokenizer",
+        "text data and no tokenizer",
+        ("calibrate", "--data", "t.jsonl", "-o", "calib.npz"),
+        2,
+        ("calib.npz",),
+        setup=_write("t.jsonl", '{"text": "red apple"}\n'),
+    ),
+    Case(
+        "text-csv-without-text-column",
+        "a .csv of texts without a text column",
+        (*HF_CALIBRATE, "--data", "t.csv"),
+        2,
+        ("calib.npz",),
+        setup=_all(_bert, _write("t.csv", "sentence,label\nred apple,0\n")),
+    ),
+    Case(
+        "text-jsonl-without-text",
+        "a .jsonl record without a text",
+        (*HF_CALIBRATE, "--data", "t.jsonl"),
+        2,
+        ("calib.npz",),
+        setup=_all(_bert, _write("t.jsonl", '{"text": "red apple"}\n{"sentence": "blue sky"}\n')),
+    ),
+    Case(
+        "text-label-not-integer",
+        "text labels that are not integers",
+        (*HF_CALIBRATE, "--data", "t.jsonl"),
+        2,
+        ("calib.npz",),
+        setup=_all(_bert, _write("t.jsonl", '{"text": "red apple", "label": 0}\n{"text": "sky", "label": "blue"}\n')),
+    ),
+    Case(
+        "engine-shapes-unknown-dim",
+        "engine.shapes naming a dim the model lacks",
+        ("build", *HF_SMALL, "--set", "engine.shapes={tokens: [1, 8, 16]}", "--out", "out"),
+        1,
+        ("out",),
+        setup=_bert,
+    ),
+    Case(
+        "engine-shapes-order",
+        "engine.shapes with min > opt",
+        ("build", *HF, "--set", "engine.shapes={sequence: [16, 8, 32]}", "--out", "out"),
+        1,
+        ("out",),
+        setup=_bert,
+    ),
+    Case(
+        "profile-unknown-input",
+        "a shape profile naming an input the model lacks",
+        ("engine", "model.onnx", "--min-shapes", "ids:1x8", "--opt-shapes", "ids:8x8", "--max-shapes", "ids:8x8"),
+        1,
+        ("model.plan", "model-bundle"),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "export-dynamic-axes-unknown-input",
+        "export.dynamic_axes naming an input the model lacks",
+        ("build", *HF, "--set", "export.dynamic_axes={ids: [0, 1]}", "--out", "out"),
+        1,
+        ("out",),
+        setup=_bert,
+    ),
+    Case(
+        "one-shot-needs-asp",
+        "finetune.epochs = 0 with a method that learns its mask",
+        ("build", *DATA, "--set", "finetune.epochs=0", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
+    ),
     Case("unknown-command", "a command that does not exist", ("bild",), 2),
     Case("unknown-global-option", "an option nmdeploy does not have", ("--bogus", "verify", "model.onnx"), 2),
 )

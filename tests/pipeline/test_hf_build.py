@@ -1,0 +1,102 @@
+"""A build of an hf: text classifier on .jsonl files, end to end; a one-shot build; text through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from nmdeploy.cli import cli as main
+from nmdeploy.pipeline.build import build
+from nmdeploy.pipeline.recipe import load_recipe
+
+pytest.importorskip("transformers")
+
+
+def _overrides(hf_text, *extra):
+    return [
+        f"model.spec=hf:{hf_text['model']}",
+        f"data.train={hf_text['train']}",
+        f"data.val={hf_text['val']}",
+        "data.max_length=16",
+        "dense.epochs=4",
+        "dense.batch_size=16",
+        "dense.optimizer=adamw",
+        "dense.lr=0.003",
+        "sparsity.include=[bert.encoder.*]",
+        "sparsity.exclude=[]",
+        "sparsity.end_epoch=0",
+        "finetune.epochs=1",
+        "finetune.batch_size=16",
+        "finetune.optimizer=adamw",
+        "finetune.lr=0.001",
+        "quantize.count=48",
+        "device=cpu",
+        *extra,
+    ]
+
+
+def _dims(path):
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.input}
+
+
+def test_a_text_classifier_builds_end_to_end(hf_text, tmp_path):
+    out = tmp_path / "out"
+    result = build(load_recipe(None, _overrides(hf_text)), out, say=lambda line: None)
+    stages = result.manifest["stages"]
+    assert stages["dense"]["metrics"]["val_score"] > 0.9  # the colour words decide the class
+    assert stages["sparse"]["metrics"]["sparse_layers"][0] == "bert.encoder.layer.0.attention.self.query"
+    assert len(stages["sparse"]["metrics"]["sparse_layers"]) == 12  # 6 Linears in each of 2 layers
+    assert stages["verify"]["metrics"]["nm_layers"] == 12
+    want = {name: ["batch", "sequence"] for name in ("input_ids", "attention_mask", "token_type_ids")}
+    assert _dims(out / "model.onnx") == want and _dims(out / "model.int8.onnx") == want
+    bundle = json.loads((out / "target-bundle" / "bundle.json").read_text())
+    assert bundle["shapes"] == {"sequence": [1, 16, 16]}
+    assert bundle["profile"]["input_ids"] == {"min": [1, 1], "opt": [32, 16], "max": [256, 16]}
+    script = (out / "target-bundle" / "build_engine.sh").read_text()
+    assert "--maxShapes=input_ids:256x16,attention_mask:256x16,token_type_ids:256x16" in script
+    evaluated = CliRunner().invoke(
+        main, ["eval", str(out / "model.int8.onnx"), "--data", str(hf_text["val"]), "--tokenizer",
+               str(hf_text["model"]), "--max-length", "16", "--json", "-"],
+    )  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.output)
+    assert report["samples"] == 60
+    assert report["top1"] == pytest.approx(stages["quantize"]["metrics"]["int8_score"])
+
+
+def test_engine_shapes_set_the_token_range(hf_text, tmp_path):
+    out = tmp_path / "out"
+    overrides = _overrides(hf_text, "engine.shapes={sequence: [4, 8, 16]}", "quantize.enabled=false")
+    build(load_recipe(None, overrides), out, say=lambda line: None)
+    bundle = json.loads((out / "target-bundle" / "bundle.json").read_text())
+    assert bundle["profile"]["attention_mask"] == {"min": [1, 4], "opt": [32, 8], "max": [256, 16]}
+
+
+def test_one_shot_asp_prunes_without_fine_tuning(hf_text, tmp_path):
+    out = tmp_path / "out"
+    overrides = _overrides(hf_text, "sparsity.method=asp", "finetune.epochs=0", "quantize.enabled=false")
+    lines = []
+    result = build(load_recipe(None, overrides), out, say=lines.append)
+    sparse = result.manifest["stages"]["sparse"]["metrics"]
+    assert sparse["one_shot"] is True and sparse["history"] == []
+    assert any("one-shot asp 2:4 (finetune.epochs = 0): pruned by magnitude, not fine-tuned" in line for line in lines)
+    assert "one-shot: pruned by magnitude, not fine-tuned" in (out / "report.md").read_text()
+    assert result.manifest["stages"]["verify"]["metrics"]["nm_layers"] == 12
+
+
+def test_calibrate_draws_text_into_one_padded_set(hf_text, tmp_path):
+    import numpy as np
+
+    result = CliRunner().invoke(
+        main,
+        ["calibrate", "--data", str(hf_text["train"]), "--tokenizer", f"hf:{hf_text['model']}", "--max-length", "12",
+         "-n", "30", "-o", str(tmp_path / "c.npz")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "c.npz") as npz:
+        assert sorted(npz.files) == ["attention_mask", "input_ids", "token_type_ids", "y"]
+        assert npz["input_ids"].shape == (30, 12) and np.bincount(npz["y"]).tolist() == [10, 10, 10]
