@@ -61,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-build", action="store_true", help="only measure an existing build in --out")
     parser.add_argument("--write", action="store_true", help="rewrite this section of benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
-    from examples.minilm.data import lee_similarity, load
-    from examples.minilm.model import pretrained
-    from nmdeploy.export.loading import load_checkpoint
+    from examples.minilm.data import MODEL, lee_similarity, load
+    from nmdeploy.data.config import DataConfig
+    from nmdeploy.data.loader import read_items
+    from nmdeploy.data.text import text_from_mapping
+    from nmdeploy.export.loading import build_model, load_checkpoint
     from nmdeploy.pipeline.build import build
     from nmdeploy.pipeline.recipe import load_recipe
 
@@ -71,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_build:
         build(load_recipe(recipe_path, args.overrides), args.out, say=lambda line: print(line, flush=True))
     wall, epochs = _build_times(args.out)
-    data = load("test")
-    inputs = (torch.from_numpy(data["input_ids"]), torch.from_numpy(data["attention_mask"]))
-    dense_model = pretrained()
-    sparse_model = load_checkpoint(pretrained(), args.out / "sparse.pt").eval()
+    max_length = load_recipe(recipe_path, args.overrides).data.max_length
+    source = text_from_mapping(load("test"), "minilm", "test", DataConfig(tokenizer=MODEL, max_length=max_length))
+    data = dict(read_items(source, np.arange(len(source))).inputs)  # every held-out text, padded to the longest
+    inputs = tuple(torch.from_numpy(data[name]) for name in source.names)
+    dense_model = build_model(MODEL)
+    sparse_model = load_checkpoint(build_model(MODEL), args.out / "sparse.pt").eval()
     with torch.no_grad():
         dense, sparse = dense_model(*inputs).numpy(), sparse_model(*inputs).numpy()
     onnx_fp32 = _onnx_embeddings(args.out / "model.onnx", data)

@@ -6,7 +6,9 @@ from typing import Any
 
 import onnx
 
-__all__ = ["GraphIndex", "attr"]
+__all__ = ["GraphIndex", "SINGLE_FILE_LIMIT", "attr"]
+
+SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf caps a file at 2 GB; above this, weights go to external data
 
 _PASS = ("Cast", "Identity", "Transpose")
 

@@ -33,9 +33,13 @@ CUDA = _cuda_available()
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")
+    nightly = "nightly" in (config.getoption("-m") or "") or os.environ.get("NMDEPLOY_NIGHTLY") == "1"
+    later = pytest.mark.skip(reason="nightly: run with -m nightly or NMDEPLOY_NIGHTLY=1")
     for item in items:
         if "gpu" in item.keywords and not CUDA:
             item.add_marker(skip)
+        if "nightly" in item.keywords and not nightly:
+            item.add_marker(later)
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])

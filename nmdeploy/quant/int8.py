@@ -24,6 +24,7 @@ from typing import Any
 import onnx
 
 from nmdeploy._atomic import atomic_output
+from nmdeploy._onnx import SINGLE_FILE_LIMIT
 from nmdeploy.config import from_arguments
 from nmdeploy.data import ArrayData, DataConfig, Source, Stream, open_data
 from nmdeploy.data.loader import resolve_workers
@@ -193,7 +194,8 @@ def quantize_int8(
 
     with atomic_output(onnx_out) as tmp:  # only the final model is published, after every check passed
         pre, raw, final = (tmp / name for name in ("pre.onnx", "raw.onnx", onnx_out.name))
-        pre_model, adds = _run_ort(onnx_in, pre, raw, bound, config, excluded, progress, Path(tmp))
+        large = needs_external_data(onnx_in)
+        pre_model, adds = _run_ort(onnx_in, pre, raw, bound, config, excluded, progress, Path(tmp), large)
         fp32_check = verify_model(pre_model, pattern, None, str(onnx_in))
         sparse = {layer.node for layer in fp32_check.layers if layer.required and layer.ok}
         quantized = onnx.load(str(raw))
@@ -205,8 +207,6 @@ def quantize_int8(
             drop_output_qdq(graph, sparse, protected)
         prune_unused(graph)
         _drop_unused_opsets(quantized)
-        onnx.save(quantized, str(final))
-
         lint = lint_qdq(quantized, str(onnx_out))
         if not lint.ok:
             raise QuantError(
@@ -220,13 +220,15 @@ def quantize_int8(
             raise QuantError(
                 f"{len(lost)} layer(s) lost their {pattern} zeros in INT8 (first: {lost[0]}); nothing was written"
             )
+        save_onnx(quantized, final, large)  # after the checks: with external data it rewrites the tensors' locations
         done = [n.name for n in graph.node if n.op_type in _QUANTIZED_OPS and n.name not in excluded]
         eval_progress = (lambda k, total: progress("evaluate", k, total)) if progress else None
         accuracy = evaluate_onnx(
             final, evaluation, reference=onnx_in, progress=eval_progress, workers=resolve_workers(wanted, evaluation)
         )
-        for scratch in tmp.iterdir():  # pre-processed and raw models are not artifacts
-            if scratch != final and scratch.is_file():
+        keep = {final, final.with_name(final.name + ".data")}
+        for scratch in tmp.iterdir():  # pre-processed and raw models (and their data) are not artifacts
+            if scratch not in keep and scratch.is_file():
                 scratch.unlink()
     accuracy = dataclasses.replace(accuracy, model=str(onnx_out))
     return QuantReport(
@@ -254,7 +256,25 @@ def quantize_int8(
 _BINS = {"entropy": {"num_bins": 2048, "num_quantized_bins": 128}, "percentile": {"num_bins": 2048}}
 
 
-def _calibrate(pre: Path, tmp: Path, reader: Any, method: str, percentile: float, cache: Path) -> None:
+def needs_external_data(path: Path) -> bool:
+    """Whether a model derived from ``path`` must keep its weights outside the protobuf (2 GB limit)."""
+    from nmdeploy.outputs import onnx_files
+
+    return len(onnx_files(path)) > 1 or path.stat().st_size > SINGLE_FILE_LIMIT
+
+
+def save_onnx(model: onnx.ModelProto, path: Path, large: bool) -> None:
+    """``model`` at ``path``; with ``large``, its weights in one ``<name>.data`` file beside it."""
+    if large:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data", size_threshold=1024)  # fmt: skip
+    else:
+        onnx.save(model, str(path))
+
+
+def _calibrate(
+    pre: Path, tmp: Path, reader: Any, method: str, percentile: float, cache: Path, large: bool = False
+) -> None:
     """Collect activation ranges with onnxruntime's calibrator and save them as its JSON cache."""
     from onnxruntime.quantization import create_calibrator, save_tensors_data
 
@@ -266,6 +286,7 @@ def _calibrate(pre: Path, tmp: Path, reader: Any, method: str, percentile: float
         list(_QUANTIZED_OPS) + ["Add"],
         augmented_model_path=str(tmp / "augmented.onnx"),
         calibrate_method=_calibrate_method(method),
+        use_external_data_format=large,  # the augmented model is as big as the model
         extra_options=options,
     )
     calibrator.collect_data(reader)
@@ -281,6 +302,7 @@ def _run_ort(
     excluded: set[str],
     progress: Any,
     tmp: Path,
+    large: bool = False,
 ) -> tuple[onnx.ModelProto, dict[str, int]]:
     """onnxruntime's pre-processing and quantize_static with TensorRT's settings (docs/design/tensorrt.md §6).
 
@@ -288,14 +310,19 @@ def _run_ort(
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
+    external: dict[str, Any] = (
+        {"save_as_external_data": True, "all_tensors_to_one_file": True, "external_data_location": pre.name + ".data"}
+        if large
+        else {}
+    )
     chatter = io.StringIO()  # onnxruntime prints calibration progress with print()
     try:
         with contextlib.redirect_stdout(chatter):
             try:
-                quant_pre_process(str(onnx_in), str(pre))
+                quant_pre_process(str(onnx_in), str(pre), **external)
             except Exception:  # onnxruntime's symbolic shape inference trips on some exported graphs (an
                 # Expand in a transformer's attention mask); ONNX's own shape inference is enough here
-                quant_pre_process(str(onnx_in), str(pre), skip_symbolic_shape=True)
+                quant_pre_process(str(onnx_in), str(pre), skip_symbolic_shape=True, **external)
     except Exception as exc:
         raise QuantError(f"onnxruntime pre-processing failed on {onnx_in}: {first_line(exc)}") from None
     pre_model = onnx.load(str(pre))
@@ -334,6 +361,7 @@ def _run_ort(
                 calibrate_method=_calibrate_method(config.method),
                 extra_options=extra,
                 calibration_cache_path=str(cache),
+                use_external_data_format=large,
             )
     except (InputError, ConfigError):
         raise
