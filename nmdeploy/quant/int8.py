@@ -345,7 +345,7 @@ def _run_ort(
     try:
         with contextlib.redirect_stdout(chatter):
             ort_logger.setLevel(logging.ERROR)
-            _calibrate(pre, Path(tmp), reader, config.method, config.percentile, cache)
+            _calibrate(pre, Path(tmp), reader, config.method, config.percentile, cache, large)
             quantize_static(
                 str(pre),
                 str(raw),
