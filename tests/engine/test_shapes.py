@@ -79,3 +79,52 @@ def test_not_onnx(tmp_path):
         InputError, match=r"junk.onnx is not a readable ONNX model \(.*\); pass the .onnx from nmdeploy quantize"
     ):
         onnx_inputs(tmp_path / "junk.onnx")
+
+
+def test_named_dims_give_every_input_that_has_them_the_same_range():
+    inputs = {"input_ids": ("batch", "sequence"), "attention_mask": ("batch", "sequence"), "pixel": (1, 3)}
+    profile = make_profile(inputs, (1, 8, 32), dims={"sequence": (4, 64, 128)})
+    for name in ("input_ids", "attention_mask"):
+        assert profile.inputs[name] == ((1, 4), (8, 64), (32, 128))
+    assert profile.inputs["pixel"] == ((1, 3),) * 3
+    assert profile.trtexec_args()[2] == "--maxShapes=input_ids:32x128,attention_mask:32x128,pixel:1x3"
+
+
+@pytest.mark.parametrize(
+    ("dims", "message"),
+    [
+        (
+            {"tokens": (1, 2, 3)},
+            r"engine.shapes names 'tokens', which is no dynamic dim of the model \(its dims besides the batch: sequence\)",
+        ),
+        (
+            {"sequence": (8, 4, 16)},
+            r"engine.shapes: sequence = \[8, 4, 16\]: give \[min, opt, max\] with 1 <= min <= opt <= max",
+        ),
+        ({"sequence": (1, 2)}, r"engine.shapes: sequence = \[1, 2\]: give \[min, opt, max\]"),
+    ],
+)
+def test_bad_dim_ranges(dims, message):
+    with pytest.raises(ConfigError, match=message):
+        make_profile({"ids": ("batch", "sequence")}, (1, 1, 1), dims=dims)
+
+
+def test_engine_config_checks_its_shapes():
+    from nmdeploy.engine.config import EngineConfig
+
+    assert EngineConfig(shapes={"sequence": [1, 64, 128]}).shapes == {"sequence": (1, 64, 128)}
+    with pytest.raises(ConfigError, match=r"engine.shapes: sequence = \[4, 2, 8\]: give \[min, opt, max\]"):
+        EngineConfig(shapes={"sequence": (4, 2, 8)})
+    with pytest.raises(ConfigError, match="engine.shapes: batch is set by engine.min_batch/opt_batch/max_batch"):
+        EngineConfig(shapes={"batch": (1, 2, 3)})
+    with pytest.raises(ConfigError, match="engine.shapes = .* has the wrong type: expected a mapping of strings"):
+        EngineConfig(shapes={"sequence": "1,2,3"})
+
+
+def test_the_target_script_keeps_the_bundles_profile():
+    from nmdeploy.engine.target_script import _profile_shapes
+
+    profile = {"ids": {"min": [1, 4], "opt": [8, 64], "max": [32, 128]}}
+    assert _profile_shapes(profile, None) == [{"ids": (1, 4)}, {"ids": (8, 64)}, {"ids": (32, 128)}]
+    assert _profile_shapes(profile, (2, 4, 16)) == [{"ids": (2, 4)}, {"ids": (4, 64)}, {"ids": (16, 128)}]
+    assert _profile_shapes({}, None) == [None, None, None]
