@@ -23,7 +23,7 @@ import numpy as np
 from nmdeploy import schemas
 from nmdeploy.data import ArrayData
 from nmdeploy.errors import InputError
-from nmdeploy.quant.reader import bind_inputs, ort_session
+from nmdeploy.quant.reader import bind_inputs, fitting_batch, ort_session
 
 __all__ = ["EvalReport", "OutputCosine", "cosine", "cosines", "evaluate_onnx", "onnx_batches", "run_onnx", "top1"]
 
@@ -72,7 +72,8 @@ def onnx_batches(
     session = session or ort_session(str(path))
     metas = session.get_inputs()
     fixed = _static_batch(metas)
-    size = max(1, min(batch_size, fixed or batch_size))
+    # a static batch takes chunks of exactly its size; a dynamic one as many as fit the activation budget
+    size = fixed or fitting_batch(path, batch_size, getattr(data, "max_length", 128))
     ran = False
     tail = None
     for chunk in read_chunks(data, size, workers, f"data {data.source!r}"):

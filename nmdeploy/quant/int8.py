@@ -35,7 +35,7 @@ from nmdeploy.quant.config import METHODS, QuantizeConfig
 from nmdeploy.quant.evaluate import EvalReport, evaluate_onnx
 from nmdeploy.quant.lint import LintReport, lint_qdq
 from nmdeploy.quant.placement import drop_fused_add_qdq, drop_output_qdq, prune_unused, residual_adds
-from nmdeploy.quant.reader import CalibrationReader, bind_inputs, ort_session
+from nmdeploy.quant.reader import CalibrationReader, bind_inputs, fitting_batch, ort_session
 from nmdeploy.sparsity.pattern import parse_pattern
 
 __all__ = ["METHODS", "QuantReport", "quantize_int8", "resolve_data"]
@@ -331,7 +331,8 @@ def _run_ort(
         adds
     )
     on_batch = (lambda done, total: progress("calibrate", done, total)) if progress is not None else None
-    reader = CalibrationReader(bound, config.batch_size, on_batch)
+    tokens = max((a.shape[1] for a in bound.arrays.values() if a.ndim == 2), default=128)
+    reader = CalibrationReader(bound, fitting_batch(pre, config.batch_size, tokens), on_batch)
     extra = {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,

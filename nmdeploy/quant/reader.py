@@ -6,6 +6,7 @@ set or a NaN fails in a second with one line instead of deep inside calibration.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,17 @@ import numpy as np
 from nmdeploy.data import ArrayData
 from nmdeploy.errors import InputError, first_line
 
-__all__ = ["BoundInputs", "CalibrationReader", "bind_inputs", "image_input_shape", "iter_batches", "ort_session"]
+__all__ = [
+    "ACTIVATION_BUDGET",
+    "BoundInputs",
+    "CalibrationReader",
+    "activation_bytes",
+    "bind_inputs",
+    "fitting_batch",
+    "image_input_shape",
+    "iter_batches",
+    "ort_session",
+]
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -27,6 +38,46 @@ _ORT_DTYPES = {
     "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
+
+
+ACTIVATION_BUDGET = 2 << 30  # bytes of activations one batch may take (calibration holds them all at once)
+_BYTES = {1: 4, 2: 1, 3: 1, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}  # ONNX elem_type -> bytes
+
+
+def activation_bytes(path: str | Path, tokens: int = 128) -> int:
+    """Bytes of all of one sample's intermediate tensors, from ONNX shape inference: what onnxruntime's
+    calibrator holds per sample (it keeps a batch's every activation), an upper bound for a plain run.
+
+    The batch dim counts as 1, any other symbolic dim (a text's tokens) as ``tokens``; the weights
+    are not read. Cached per file and modification time.
+    """
+    stat = Path(path).stat()
+    return _activation_bytes(str(path), stat.st_mtime_ns, stat.st_size, tokens)
+
+
+@functools.lru_cache(maxsize=16)
+def _activation_bytes(path: str, mtime: int, size: int, tokens: int) -> int:
+    import onnx
+
+    try:
+        model = onnx.shape_inference.infer_shapes(onnx.load(path, load_external_data=False))
+    except Exception:  # an op shape inference does not know: no estimate, the caller's batch stands
+        return 0
+    batch = {d.dim_param for v in model.graph.input for d in v.type.tensor_type.shape.dim[:1] if d.dim_param}
+    total = 0
+    for value in (*model.graph.value_info, *model.graph.output):
+        kind = value.type.tensor_type
+        count = 1
+        for d in kind.shape.dim:
+            count *= d.dim_value if d.HasField("dim_value") else (1 if d.dim_param in batch else tokens)
+        total += count * _BYTES.get(kind.elem_type, 4)
+    return total
+
+
+def fitting_batch(path: str | Path, most: int, tokens: int = 128, budget: int = ACTIVATION_BUDGET) -> int:
+    """``most``, or fewer samples where a batch's activations would pass ``budget`` bytes (a big model)."""
+    per_sample = activation_bytes(path, tokens)
+    return max(1, min(most, budget // per_sample)) if per_sample else most
 
 
 def ort_session(path: str, threads: int = 0):  # -> onnxruntime.InferenceSession

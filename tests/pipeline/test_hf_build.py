@@ -100,3 +100,31 @@ def test_calibrate_draws_text_into_one_padded_set(hf_text, tmp_path):
     with np.load(tmp_path / "c.npz") as npz:
         assert sorted(npz.files) == ["attention_mask", "input_ids", "token_type_ids", "y"]
         assert npz["input_ids"].shape == (30, 12) and np.bincount(npz["y"]).tolist() == [10, 10, 10]
+
+
+def test_an_image_classifier_folder_builds_one_shot(tmp_path):
+    import numpy as np
+
+    from tests.hf_models import write_resnet
+
+    folder = write_resnet(tmp_path / "resnet")
+    rng = np.random.default_rng(0)
+    for name, count in (("train", 48), ("val", 16)):
+        np.savez(tmp_path / f"{name}.npz", x=rng.standard_normal((count, 3, 32, 32), dtype=np.float32),
+                 y=rng.integers(0, 3, count))  # fmt: skip
+    overrides = [
+        f"model.spec=hf:{folder}",
+        "model.pretrained=true",
+        f"data.train={tmp_path / 'train.npz'}",
+        f"data.val={tmp_path / 'val.npz'}",
+        "sparsity.method=asp",
+        "finetune.epochs=0",
+        "quantize.count=32",
+        "device=cpu",
+    ]
+    out = tmp_path / "out"
+    result = build(load_recipe(None, overrides), out, say=lambda line: None)
+    assert _dims(out / "model.onnx") == {"pixel_values": ["batch", 3, 32, 32]}
+    assert result.manifest["stages"]["verify"]["metrics"]["nm_layers"] >= 4
+    bundle = json.loads((out / "target-bundle" / "bundle.json").read_text())
+    assert bundle["shapes"] is None and bundle["profile"]["pixel_values"]["max"] == [256, 3, 32, 32]

@@ -49,3 +49,26 @@ def test_integer_inputs_are_checked_for_dtype_not_nan():
     data = ArrayData({"ids": np.zeros((2, 8), np.int32)}, None, "tokens")
     with pytest.raises(InputError, match="input 'ids' is int32, the model wants int64"):
         bind_inputs(data, [_input("ids", ["N", 8], "tensor(int64)")])
+
+
+def test_a_batch_is_cut_to_fit_the_activation_budget(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nmdeploy.quant.reader import activation_bytes, fitting_batch
+
+    weight = numpy_helper.from_array(np.ones((8, 16), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("MatMul", ["y", "w"], ["z"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", "sequence", 16])],
+        [weight],
+    )
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert activation_bytes(path, tokens=1) == (8 + 16) * 4  # y and z of one sample; x and w are not activations
+    assert activation_bytes(path, tokens=10) == (8 + 16) * 4 * 10
+    assert fitting_batch(path, 256, tokens=10, budget=960 * 7) == 7
+    assert fitting_batch(path, 4, tokens=10, budget=960 * 7) == 4  # never above what was asked
+    assert fitting_batch(path, 256, tokens=10, budget=10) == 1
