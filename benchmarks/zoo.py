@@ -36,15 +36,18 @@ CALIBRATION = 512
 VALIDATION = 64
 
 
-def _resnet50(folder: Path) -> dict:
+def _resnet50(folder: Path, small: bool = False) -> dict:
     import transformers
 
     config = transformers.ResNetConfig(num_labels=1000)  # the defaults are ResNet-50
+    if small:  # a smoke run of the benchmark itself
+        config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], num_labels=10)
     transformers.ResNetForImageClassification(config).save_pretrained(str(folder / "model"))
     rng = np.random.default_rng(0)
-    for name, count in (("train", CALIBRATION), ("val", VALIDATION)):
-        x = rng.standard_normal((count, 3, 224, 224), dtype=np.float32)
-        np.savez(folder / f"{name}.npz", x=x, y=rng.integers(0, 1000, count))
+    size = 32 if small else 224
+    for name, count in (("train", _count(small)), ("val", _count(small, VALIDATION))):
+        x = rng.standard_normal((count, 3, size, size), dtype=np.float32)
+        np.savez(folder / f"{name}.npz", x=x, y=rng.integers(0, config.num_labels, count))
     return {
         "model": {"spec": f"hf:{folder / 'model'}", "pretrained": True},
         "data": {"train": str(folder / "train.npz"), "val": str(folder / "val.npz")},
@@ -52,17 +55,26 @@ def _resnet50(folder: Path) -> dict:
     }
 
 
-def _bert_base(folder: Path) -> dict:
+def _bert_base(folder: Path, small: bool = False) -> dict:
     import transformers
 
     config = transformers.BertConfig(num_labels=2)  # the defaults are BERT-base: 12 x 768, vocabulary 30,522
+    if small:
+        config = transformers.BertConfig(
+            vocab_size=200,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=2,
+        )
     transformers.BertForSequenceClassification(config).save_pretrained(str(folder / "model"))
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     words = [f"w{i}" for i in range(config.vocab_size - len(special))]
     tokenizer = transformers.BertTokenizerFast(vocab={w: i for i, w in enumerate(special + words)})
     tokenizer.save_pretrained(str(folder / "model"))
     rng = np.random.default_rng(0)
-    for name, count in (("train", CALIBRATION), ("val", VALIDATION)):
+    for name, count in (("train", _count(small)), ("val", _count(small, VALIDATION))):
         with open(folder / f"{name}.jsonl", "w") as fh:
             for i in range(count):  # 100-200 words: most texts fill the 128 tokens, some are shorter
                 text = " ".join(words[j] for j in rng.integers(0, len(words), rng.integers(100, 200)))
@@ -75,6 +87,10 @@ def _bert_base(folder: Path) -> dict:
 
 
 MODELS = {"resnet-50": _resnet50, "bert-base": _bert_base}
+
+
+def _count(small: bool, count: int = CALIBRATION) -> int:
+    return 16 if small else count
 
 
 def _rss_kib(pid: int) -> int:
@@ -92,15 +108,15 @@ def _rss_kib(pid: int) -> int:
     return total
 
 
-def run(name: str, root: Path) -> dict:
+def run(name: str, root: Path, small: bool = False) -> dict:
     folder = root / name
     folder.mkdir()
     began = time.perf_counter()
-    recipe = MODELS[name](folder)
+    recipe = MODELS[name](folder, small)
     made = time.perf_counter() - began
     recipe |= {
         "finetune": {"epochs": 0},
-        "quantize": {"count": CALIBRATION, "method": "minmax"},
+        "quantize": {"count": _count(small), "method": "minmax"},
         "device": "cpu",
     }
     (folder / "recipe.yaml").write_text(json.dumps(recipe))  # JSON is YAML
@@ -202,17 +218,18 @@ def render(results: list[dict]) -> str:
     return "\n".join(lines + ["", *goals])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite this section of benchmarks/RESULTS.md")
     parser.add_argument("--only", help="comma-separated model names: " + ", ".join(MODELS))
-    args = parser.parse_args()
+    parser.add_argument("--small", action="store_true", help="tiny configs and 16 samples: a smoke run (no --write)")
+    args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(MODELS)
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 2))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            results.append(run(name, Path(tmp)))
+            results.append(run(name, Path(tmp), args.small))
             table = Table(title=name)
             for column in ("stage", "seconds", "peak RSS MiB"):
                 table.add_column(column)
@@ -221,10 +238,11 @@ def main() -> None:
             Console().print(table)
     body = render(results)
     print(body)
-    if args.write:
+    if args.write and not args.small:
         write_section("Real-size networks: ResNet-50 and BERT-base (benchmarks/zoo.py)",
                       body + "\n\nCommand: `python -m benchmarks.zoo --write`")  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

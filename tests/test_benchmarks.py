@@ -151,3 +151,17 @@ def test_streaming_benchmark_runs_small(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "3,000" in out and "DataLoader (fit)" in out and "in-memory tensors" in out
     assert "eval" in out and "train" in out and "2 workers" in out
+
+
+def test_zoo_benchmark_runs_small(capsys, monkeypatch):
+    import pytest
+
+    pytest.importorskip("transformers")
+    from benchmarks.zoo import main as zoo
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert zoo(["--small"]) == 0
+    out = capsys.readouterr().out
+    for name in ("resnet-50", "bert-base"):
+        assert f"| **{name}** | **whole chain** |" in out
+        assert f"{name}: peak " in out and "2:4 layer verified: met." in out

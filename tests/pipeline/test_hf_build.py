@@ -128,3 +128,25 @@ def test_an_image_classifier_folder_builds_one_shot(tmp_path):
     assert result.manifest["stages"]["verify"]["metrics"]["nm_layers"] >= 4
     bundle = json.loads((out / "target-bundle" / "bundle.json").read_text())
     assert bundle["shapes"] is None and bundle["profile"]["pixel_values"]["max"] == [256, 3, 32, 32]
+
+
+def test_export_an_hf_checkpoint_from_the_command_line(hf_text, tmp_path):
+    import torch
+
+    from nmdeploy.export.loading import build_model
+
+    torch.save({"model": build_model(f"hf:{hf_text['model']}").state_dict()}, tmp_path / "dense.pt")
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        ["export", str(tmp_path / "dense.pt"), "--model", f"hf:{hf_text['model']}", "-o", str(tmp_path / "m.onnx")],
+    )
+    assert result.exit_code == 0, result.output
+    assert _dims(tmp_path / "m.onnx") == {
+        n: ["batch", "sequence"] for n in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    wrong = runner.invoke(
+        main, ["export", str(tmp_path / "dense.pt"), "--model", "fashion-resnet", "--hf-task", "feature-extraction",
+               "--input-shape", "1x1x28x28", "-o", str(tmp_path / "f.onnx")],
+    )  # fmt: skip
+    assert wrong.exit_code == 2 and "--hf-task is for hf:PATH models; --model is 'fashion-resnet'" in wrong.output
