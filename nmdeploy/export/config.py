@@ -33,6 +33,11 @@ class ModelConfig:
         "`image-classification` (logits); null = what `config.json`'s architectures name.",
         choices=HF_TASKS,
     )
+    hf_config: dict[str, bool | int | float | str] | None = setting(
+        None,
+        "`hf:` models: `config.json` values to override when loading, e.g. `{hidden_dropout_prob: 0.0}` "
+        "(dropout off for distillation).",
+    )
     checkpoint: str | None = setting(
         None,
         'Pretrained dense weights (a state_dict or `{"model": ...}`, loaded with `weights_only=True`); '
@@ -54,6 +59,10 @@ class ModelConfig:
             raise ConfigError.setting(
                 self.SECTION,
                 f"hf_task = {self.hf_task!r} is not a task nmdeploy serves; use one of {', '.join(HF_TASKS)}",
+            )
+        if self.hf_config is not None and not self.spec.startswith("hf:"):
+            raise ConfigError.setting(
+                self.SECTION, f"hf_config is for hf:PATH models; {{section}}.spec is {self.spec!r}: remove hf_config"
             )
         if self.hf_task is not None and not self.spec.startswith("hf:"):
             raise ConfigError.setting(

@@ -120,8 +120,11 @@ def model_inputs(model: nn.Module) -> tuple[str, ...] | None:
     return getattr(model, "nm_inputs", None)
 
 
-def load_hf_model(spec: str, task: str | None = None, key: str = "model.spec") -> nn.Module:
-    """The model in the ``hf:PATH`` folder, for ``task`` (None: from its config), weights loaded offline."""
+def load_hf_model(
+    spec: str, task: str | None = None, key: str = "model.spec", overrides: dict[str, Any] | None = None
+) -> nn.Module:
+    """The model in the ``hf:PATH`` folder, for ``task`` (None: from its config), weights loaded offline;
+    ``overrides`` replace ``config.json`` values (``model.hf_config``)."""
     folder = resolve_folder(spec, key)
     if task is not None and task not in HF_TASKS:
         raise InputError(f"model.hf_task = {task!r} is not one of {', '.join(HF_TASKS)}")
@@ -130,7 +133,13 @@ def load_hf_model(spec: str, task: str | None = None, key: str = "model.spec") -
     transformers = import_transformers()
     auto = getattr(transformers, _AUTO[task])
     try:
-        model = auto.from_pretrained(str(folder), local_files_only=True)
+        unknown = sorted(set(overrides or {}) - set(config))
+        if unknown and not hasattr(transformers.AutoConfig.for_model(config.get("model_type", "")), unknown[0]):
+            raise InputError(
+                f"model.hf_config sets {unknown[0]!r}, which {folder / 'config.json'} does not have; "
+                "check the key (e.g. hidden_dropout_prob)"
+            )
+        model = auto.from_pretrained(str(folder), local_files_only=True, **(overrides or {}))
     except ValueError:  # "Unrecognized configuration class ... for this kind of AutoModel"
         kind = config.get("model_type", "?")
         raise InputError(

@@ -20,13 +20,13 @@ __all__ = ["BUILTIN_MODELS", "build_model", "check_fits", "load_checkpoint"]
 BUILTIN_MODELS = {"fashion-resnet": "nmdeploy.examples.fashion_mnist.model:FashionResNet"}
 
 
-def build_model(spec: str, hf_task: str | None = None) -> nn.Module:
+def build_model(spec: str, hf_task: str | None = None, hf_config: dict | None = None) -> nn.Module:
     """``spec``: a built-in example name, ``hf:PATH`` (a local transformers folder, for ``hf_task``)
     or ``package.module:callable`` returning an nn.Module."""
     if is_hf_spec(spec):
         from nmdeploy.export.hf import load_hf_model
 
-        return load_hf_model(spec, hf_task)
+        return load_hf_model(spec, hf_task, overrides=hf_config)
     target = BUILTIN_MODELS.get(spec, spec)
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:

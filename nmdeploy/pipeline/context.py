@@ -145,7 +145,8 @@ class BuildContext:
 
     def new_model(self) -> nn.Module:
         torch.manual_seed(self.recipe.dense.seed)  # the same initial weights on every run and rank
-        return build_model(self.recipe.model.spec, self.recipe.model.hf_task)
+        m = self.recipe.model
+        return build_model(m.spec, m.hf_task, m.hf_config)
 
     def skipped(self) -> dict[str, Any]:
         """What ``data.skip_bad`` skipped, per data set: the count and the first few items."""

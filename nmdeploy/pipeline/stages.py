@@ -182,9 +182,12 @@ def _tensorrt_here() -> str:
 
 
 def _hf_key(ctx: BuildContext) -> dict[str, Any]:
-    """An ``hf:`` model's task, where one is set (absent otherwise, so other builds keep their stage keys)."""
-    task = ctx.recipe.model.hf_task
-    return {"model.hf_task": task} if task else {}
+    """An ``hf:`` model's task and config overrides, where set (absent otherwise, so other builds keep their stage keys)."""
+    m = ctx.recipe.model
+    return {
+        **({"model.hf_task": m.hf_task} if m.hf_task else {}),
+        **({"model.hf_config": m.hf_config} if m.hf_config else {}),
+    }
 
 
 def _dense_reads(ctx: BuildContext) -> StageInputs:
