@@ -293,6 +293,19 @@ def _calibrate(
     save_tensors_data(calibrator.compute_data(), cache)
 
 
+@contextlib.contextmanager
+def _working_folder(folder: Path):
+    """``os.chdir(folder)`` for a while (process-wide, like onnxruntime's own file writes it contains)."""
+    import os
+
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 def _run_ort(
     onnx_in: Path,
     pre: Path,
@@ -316,8 +329,11 @@ def _run_ort(
         else {}
     )
     chatter = io.StringIO()  # onnxruntime prints calibration progress with print()
+    onnx_in, pre = onnx_in.resolve(), pre.resolve()
     try:
-        with contextlib.redirect_stdout(chatter):
+        # the working folder is the scratch folder meanwhile: onnxruntime's symbolic shape inference saves
+        # the whole model there (sym_shape_infer_temp.onnx + data) when it gives up
+        with contextlib.redirect_stdout(chatter), _working_folder(tmp):
             try:
                 quant_pre_process(str(onnx_in), str(pre), **external)
             except Exception:  # onnxruntime's symbolic shape inference trips on some exported graphs (an

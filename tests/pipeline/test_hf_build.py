@@ -150,3 +150,26 @@ def test_export_an_hf_checkpoint_from_the_command_line(hf_text, tmp_path):
                "--input-shape", "1x1x28x28", "-o", str(tmp_path / "f.onnx")],
     )  # fmt: skip
     assert wrong.exit_code == 2 and "--hf-task is for hf:PATH models; --model is 'fashion-resnet'" in wrong.output
+
+
+def test_quantising_a_transformer_writes_nothing_into_the_working_folder(hf_text, tmp_path, monkeypatch):
+    import torch
+
+    from nmdeploy.data import open_data
+    from nmdeploy.data.config import DataConfig
+    from nmdeploy.export.loading import build_model
+    from nmdeploy.export.onnx import export_onnx
+    from nmdeploy.quant.int8 import quantize_int8
+
+    ids = torch.randint(5, 60, (2, 7))
+    export_onnx(build_model(f"hf:{hf_text['model']}"), (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+                tmp_path / "bert.onnx")  # fmt: skip
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    data = open_data(str(hf_text["train"]), "train", DataConfig(tokenizer=str(hf_text["model"]), max_length=16))
+    from nmdeploy.quant.config import QuantizeConfig
+
+    quantize_int8(tmp_path / "bert.onnx", tmp_path / "bert.int8.onnx", data, config=QuantizeConfig(count=32))
+    # onnxruntime's symbolic shape inference gives up on this graph and saves a copy of it where it runs
+    assert list(here.iterdir()) == [] and (tmp_path / "bert.int8.onnx").is_file()
