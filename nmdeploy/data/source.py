@@ -280,6 +280,8 @@ class Stream:
     random = False
     in_memory = False
     skip_bad = False
+    dynamic_dims: tuple[int, ...] = ()
+    pad_values: Mapping[str, int] = {}
 
     def __init__(self, iterable: Any, source: str, split: str, names: tuple[str, ...] = ("x",)) -> None:
         self.iterable = iterable

@@ -71,7 +71,7 @@ def _from_result(result: Any, spec: str, split: str, config: DataConfig | None =
     if is_stream(result):
         from nmdeploy.data.streams import as_stream
 
-        return as_stream(result, spec, split)
+        return as_stream(result, spec, split, config)
     if isinstance(result, tuple) and len(result) == 2:
         result, labels = result
     if isinstance(result, Mapping) and "text" in result:

@@ -11,7 +11,7 @@ read with ``data.workers: 0``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,8 +25,9 @@ from nmdeploy.errors import InputError, NMDeployError, describe, first_line
 __all__ = ["as_stream", "read_stream", "stream_loader"]
 
 
-def as_stream(value: Any, spec: str, split: str) -> Stream:
-    """A plug-in's iterable dataset as a :class:`Stream` (its first item gives the input names)."""
+def as_stream(value: Any, spec: str, split: str, config: Any = None) -> Stream:
+    """A plug-in's iterable dataset as a :class:`Stream` (its first item gives the input names; records
+    with a ``text`` are tokenised per batch, :class:`~nmdeploy.data.text.TextStream`)."""
     try:
         first = next(iter(value))
     except StopIteration:
@@ -35,6 +36,10 @@ def as_stream(value: Any, spec: str, split: str) -> Stream:
         raise
     except Exception as exc:
         raise InputError(f"data {spec!r}: iterating its dataset raised {describe(exc)}") from exc
+    if isinstance(first, Mapping) and isinstance(first.get("text"), str):
+        from nmdeploy.data.text import TextStream
+
+        return TextStream(value, spec, split, config)
     return Stream(value, spec, split, input_names(first))
 
 
@@ -50,7 +55,8 @@ class _StreamBatches(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         info = torch.utils.data.get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        source = _Listed(self.stream)
+        reader = getattr(self.stream, "batch_reader", None)
+        source = reader() if reader is not None else _Listed(self.stream)
         samples = self.stream.iterate()
         expect = None
         for step in itertools.count() if self.steps is None else range(self.steps):
@@ -69,7 +75,7 @@ class _StreamBatches(torch.utils.data.IterableDataset):
             if self.steps is not None and len(items) < self.batch_size:
                 yield Failure(self._short(step * self.batch_size + len(items)))
                 return
-            if expect is None:
+            if expect is None and not self.stream.dynamic_dims:  # text is checked as it is tokenised
                 expect = signature(items[0][0])
             done = step - self.skip  # a resumed epoch reads (it must) but does not return the done steps
             if done < 0 or done % self.eval_world != self.eval_rank:

@@ -22,10 +22,10 @@ import numpy as np
 
 from nmdeploy._hf import is_hf_spec, load_tokenizer, resolve_folder
 from nmdeploy.data.config import DataConfig
-from nmdeploy.data.source import ArrayData, Sample, Source
+from nmdeploy.data.source import ArrayData, Sample, Source, Stream
 from nmdeploy.errors import InputError
 
-__all__ = ["TEXT_SUFFIXES", "TextSource", "read_records"]
+__all__ = ["TEXT_SUFFIXES", "TextSource", "TextStream", "read_records"]
 
 TEXT_SUFFIXES = (".jsonl", ".csv")
 _ORDER = ("input_ids", "attention_mask", "token_type_ids")
@@ -209,3 +209,52 @@ def text_from_mapping(result: Mapping[str, Any], spec: str, split: str, config: 
     rows = [(i, {k: result[k][i] for k in ("text", "text_pair", "label") if k in result}) for i in range(n)]
     texts, pairs, labels = _columns(f"data {spec!r}", rows, "record")
     return TextSource(texts, pairs, labels, spec, split, config or DataConfig())
+
+
+class TextStream(Stream):
+    """A plug-in's ``IterableDataset`` of ``{"text": ..., "label": ...}`` records: read in order like any
+    stream, tokenised a batch at a time like a text file."""
+
+    def __init__(self, iterable: Any, source: str, split: str, config: DataConfig | None) -> None:
+        self.encoder = TextSource([""], None, None, source, split, config or DataConfig())
+        super().__init__(iterable, source, split, self.encoder.names)
+        self.preprocessing = self.encoder.preprocessing
+        self.dynamic_dims, self.pad_values = self.encoder.dynamic_dims, self.encoder.pad_values
+
+    def iterate(self):
+        for position, item in enumerate(self.iterable):  # records whole: tokens are made per batch
+            if not isinstance(item, Mapping):
+                raise InputError(
+                    f"data {self.source!r}: stream item {position} is {type(item).__name__}, not a record like the "
+                    "first one; yield {'text': ..., 'label': ...} dicts"
+                )
+            yield item, position
+
+    def batch_reader(self) -> _StreamedText:
+        return _StreamedText(self)
+
+
+class _StreamedText(Source):
+    """One batch of a text stream's records, as a source whose ``read_batch`` tokenises them together."""
+
+    def __init__(self, stream: TextStream) -> None:
+        self.stream = stream
+        self.source, self.split, self.names = stream.source, stream.split, stream.names
+        self.dynamic_dims, self.pad_values = stream.dynamic_dims, stream.pad_values
+        self.items: list[Any] = []
+        self.positions: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def item_name(self, index: int) -> str:
+        return f"stream item {self.positions[index]}"
+
+    def read_batch(self, indices, rngs=None, expect=None) -> ArrayData:
+        rows = [(position + 1, record) for record, position in (self.items[int(i)] for i in indices)]
+        texts, pairs, labels = _columns(f"data {self.source!r}", rows, "stream item")
+        encoder = self.stream.encoder
+        encoder.texts, encoder.pairs, encoder.labels = texts, pairs, labels
+        batch = encoder.read_batch(range(len(texts)))
+        index = tuple(int(i) for i in indices)
+        return ArrayData(batch.inputs, batch.labels, self.source, self.split, encoder.preprocessing, (), index)

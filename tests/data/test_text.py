@@ -96,3 +96,29 @@ def test_max_length_must_be_positive():
 
     with pytest.raises(ConfigError, match="data.max_length = 0 is invalid: use 1 or more tokens"):
         DataConfig(max_length=0)
+
+
+def test_a_stream_of_records_is_tokenised_per_batch(monkeypatch, tmp_path, config, hf_text):
+    from nmdeploy.data.loader import head, read_chunks
+    from nmdeploy.data.source import Stream
+    from nmdeploy.data.streams import read_stream
+
+    (tmp_path / "mystream.py").write_text(
+        "import torch\n"
+        "class Records(torch.utils.data.IterableDataset):\n"
+        "    def __iter__(self):\n"
+        "        for i in range(10):\n"
+        "            yield {'text': ' '.join(['red'] * (i + 1)), 'label': i % 3}\n"
+        "def load(split):\n    return Records()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = open_data("mystream:load", "train", config)
+    assert isinstance(data, Stream) and data.names == ("input_ids", "attention_mask", "token_type_ids")
+    chunks = list(read_chunks(data, 4))
+    assert [c.inputs["input_ids"].shape for c in chunks] == [(4, 6), (4, 8), (2, 8)]  # each batch its longest
+    assert [c.labels.tolist() for c in chunks] == [[0, 1, 2, 0], [1, 2, 0, 1], [2, 0]]
+    whole = read_stream(data, None)
+    assert (
+        whole.inputs["input_ids"].shape == (10, 8) and whole.inputs["attention_mask"][0].tolist() == [1] * 3 + [0] * 5
+    )
+    assert head(data, 3, "data").inputs["input_ids"].shape[0] == 3

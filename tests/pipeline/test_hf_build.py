@@ -173,3 +173,23 @@ def test_quantising_a_transformer_writes_nothing_into_the_working_folder(hf_text
     quantize_int8(tmp_path / "bert.onnx", tmp_path / "bert.int8.onnx", data, config=QuantizeConfig(count=32))
     # onnxruntime's symbolic shape inference gives up on this graph and saves a copy of it where it runs
     assert list(here.iterdir()) == [] and (tmp_path / "bert.int8.onnx").is_file()
+
+
+def test_a_text_stream_trains_and_calibrates(hf_text, tmp_path, monkeypatch):
+    (tmp_path / "textstream.py").write_text(
+        "import json, torch\n"
+        "class Records(torch.utils.data.IterableDataset):\n"
+        "    def __init__(self, path):\n        self.path = path\n"
+        "    def __iter__(self):\n"
+        "        with open(self.path) as f:\n"
+        "            for line in f:\n                yield json.loads(line)\n"
+        f"def load(split):\n    return Records({str(hf_text['train'])!r})\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    overrides = _overrides(hf_text, "data.train=textstream:load", "dense.steps_per_epoch=4",
+                           "finetune.steps_per_epoch=4", "quantize.count=32")  # fmt: skip
+    result = build(load_recipe(None, overrides), tmp_path / "out", say=lambda line: None)
+    stages = result.manifest["stages"]
+    assert (
+        len(stages["dense"]["metrics"]["history"]) == 4 and stages["quantize"]["metrics"]["calibration_samples"] == 32
+    )
