@@ -166,3 +166,21 @@ def test_the_export_sample_of_an_hf_model(hf_text, tmp_path):
     assert torch.equal(mask, torch.ones_like(ids)) and torch.equal(types, torch.zeros_like(ids))
     with pytest.raises(InputError, match="a text model takes \\[batch, tokens\\]"):
         sample_inputs(model, (1, 3, 4))
+
+
+def test_config_overrides_reach_the_model_and_unknown_keys_are_refused(hf_text):
+    model = build_model(f"hf:{hf_text['model']}", hf_config={"hidden_dropout_prob": 0.0})
+    assert model.config.hidden_dropout_prob == 0.0
+    assert build_model(f"hf:{hf_text['model']}").config.hidden_dropout_prob == 0.1
+    with pytest.raises(InputError, match="model.hf_config sets 'hiden_dropout', which .*config.json does not have"):
+        build_model(f"hf:{hf_text['model']}", hf_config={"hiden_dropout": 0.0})
+
+
+def test_hf_settings_need_an_hf_spec():
+    from nmdeploy.errors import ConfigError
+    from nmdeploy.export.config import ModelConfig
+
+    with pytest.raises(ConfigError, match="model.hf_config is for hf:PATH models; model.spec is 'fashion-resnet'"):
+        ModelConfig(hf_config={"hidden_dropout_prob": 0.0})
+    with pytest.raises(ConfigError, match="model.hf_task is for hf:PATH models"):
+        ModelConfig(hf_task="feature-extraction")
