@@ -38,6 +38,7 @@ __all__ = [
     "check_onnx_path",
     "check_opset",
     "export_onnx",
+    "exported_dims",
     "resolve_axes",
 ]
 
@@ -138,13 +139,20 @@ def resolve_axes(
             if bad:
                 raise ConfigError(f"export.dynamic_axes: input {name!r} has {t.ndim} dims, no dim {bad[0]}")
         return {name: tuple(sorted(config.dynamic_axes.get(name, ()))) for name in names}
-    axes = {}
-    for name, t in zip(names, args):
-        dims = [0] if config.dynamic_batch else []
-        if t.ndim == 2 and not t.is_floating_point():
-            dims.append(1)  # token ids and masks: the sequence length varies
-        axes[name] = tuple(dims)
-    return axes
+    return {name: _default_dims(config, t) for name, t in zip(names, args)}
+
+
+def _default_dims(config: ExportConfig, t: torch.Tensor) -> tuple[int, ...]:
+    """The dynamic dims of an input with no ``export.dynamic_axes``: the batch, and the tokens of text."""
+    tokens = t.ndim == 2 and not t.is_floating_point()  # token ids and masks: the sequence length varies
+    return (*((0,) if config.dynamic_batch else ()), *((1,) if tokens else ()))
+
+
+def exported_dims(config: ExportConfig, args: tuple[torch.Tensor, ...]) -> set[int]:
+    """Every dim the export makes dynamic in some input (what an engine profile must give a range)."""
+    if config.dynamic_axes is not None:
+        return {d for dims in config.dynamic_axes.values() for d in dims}
+    return {d for t in args for d in _default_dims(config, t)}
 
 
 def axis_name(dim: int) -> str:
@@ -152,11 +160,16 @@ def axis_name(dim: int) -> str:
     return {0: "batch", 1: "sequence"}.get(dim, f"dim{dim}")
 
 
-def _dynamic_shapes(axes: dict[str, tuple[int, ...]], names: tuple[str, ...], model: nn.Module) -> tuple:
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)  # a transformer's longest input
+def _longest_input(model: nn.Module) -> int | None:
+    """A transformer's longest input (``max_position_embeddings``), the cap of its token axis; None for others."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return limit if isinstance(limit, int) else None
+
+
+def _dynamic_shapes(axes: dict[str, tuple[int, ...]], names: tuple[str, ...], limit: int | None) -> tuple:
     dims = {}
     for dim in sorted({d for ds in axes.values() for d in ds}):
-        top = limit if dim == 1 and isinstance(limit, int) else None
+        top = limit if dim == 1 else None
         dims[dim] = torch.export.Dim(axis_name(dim), min=1, max=top) if top else torch.export.Dim(axis_name(dim), min=1)
     return tuple({d: dims[d] for d in axes[name]} or None for name in names)
 
@@ -171,7 +184,7 @@ def _other_length(
         return None
     length = dict(zip(names, args))[dynamic[0]].shape[1]
     step = max(1, length // 2)
-    longer = not (isinstance(limit, int) and length + step > limit)
+    longer = limit is None or length + step <= limit
     if not longer and length <= 1:
         return None
     out = []
@@ -243,9 +256,10 @@ def export_onnx(
     external = size > SINGLE_FILE_LIMIT
     names = argument_names(work, len(args))
     axes = resolve_axes(config, names, args)
-    dynamic = _dynamic_shapes(axes, names, work) if any(axes.values()) else None
+    limit = _longest_input(work)
+    dynamic = _dynamic_shapes(axes, names, limit) if any(axes.values()) else None
     checks = [(args, reference)]
-    longer = _other_length(axes, names, args, getattr(getattr(work, "config", None), "max_position_embeddings", None))
+    longer = _other_length(axes, names, args, limit)
     if longer is not None:  # a second sequence length: the symbolic dim must really be symbolic
         with torch.no_grad():
             checks.append((longer, _flatten(work(*longer))))

@@ -124,15 +124,10 @@ class BuildContext:
 
     def dynamic_dims(self) -> set[str]:
         """The names of the symbolic dims the export will give the model's inputs besides the batch."""
-        from nmdeploy.export.onnx import axis_name
+        from nmdeploy.export.onnx import axis_name, exported_dims
 
-        export = self.recipe.export
-        arrays = list(self.sample("val").inputs.values())
-        if export.dynamic_axes is not None:
-            dims = {d for ds in export.dynamic_axes.values() for d in ds}
-        else:
-            dims = {1 for a in arrays if a.ndim == 2 and not np.issubdtype(a.dtype, np.floating)}
-        return {axis_name(d) for d in dims if d != 0}
+        arrays = tuple(torch.from_numpy(a) for a in self.sample("val").inputs.values())
+        return {axis_name(d) for d in exported_dims(self.recipe.export, arrays) if d != 0}
 
     @property
     def sequence_length(self) -> int | None:
