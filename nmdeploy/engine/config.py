@@ -7,13 +7,14 @@ settings a target bundle carries (``bundle.json``). Standard library only: the b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 from nmdeploy.config import check_types, setting
 from nmdeploy.errors import ConfigError
 
-__all__ = ["EngineConfig", "HARDWARE_COMPAT", "check_batch"]
+__all__ = ["EngineConfig", "HARDWARE_COMPAT", "check_batch", "check_shapes"]
 
 # recipe / CLI spelling -> trt.HardwareCompatibilityLevel member
 HARDWARE_COMPAT = {"none": "NONE", "ampere_plus": "AMPERE_PLUS", "same_cc": "SAME_COMPUTE_CAPABILITY"}
@@ -23,6 +24,21 @@ def check_batch(batch: tuple[int, int, int]) -> None:
     """Raise unless the profile's batch sizes are ``1 <= min <= opt <= max``."""
     if not 1 <= batch[0] <= batch[1] <= batch[2]:
         raise ConfigError(f"batch sizes min/opt/max = {'/'.join(map(str, batch))}: need 1 <= min <= opt <= max")
+
+
+def check_shapes(shapes: Mapping[str, tuple[int, ...]] | None) -> None:
+    """Raise unless every ``engine.shapes`` range is ``[min, opt, max]`` with ``1 <= min <= opt <= max``
+    and none is the batch (which min/opt/max_batch set)."""
+    for name, sizes in (shapes or {}).items():
+        if len(sizes) != 3 or not 1 <= sizes[0] <= sizes[1] <= sizes[2]:
+            raise ConfigError.setting(
+                EngineConfig.SECTION,
+                f"shapes: {name} = {list(sizes)}: give [min, opt, max] with 1 <= min <= opt <= max",
+            )
+        if name == "batch":
+            raise ConfigError.setting(
+                EngineConfig.SECTION, "shapes: batch is set by {section}.min_batch/opt_batch/max_batch; remove it here"
+            )
 
 
 @dataclass(frozen=True)
@@ -70,16 +86,7 @@ class EngineConfig:
                 plural=True,
                 original=exc,
             ) from None
-        for name, sizes in (self.shapes or {}).items():
-            if len(sizes) != 3 or not 1 <= sizes[0] <= sizes[1] <= sizes[2]:
-                raise ConfigError.setting(
-                    self.SECTION,
-                    f"shapes: {name} = {list(sizes)}: give [min, opt, max] with 1 <= min <= opt <= max",
-                )
-            if name == "batch":
-                raise ConfigError.setting(
-                    self.SECTION, "shapes: batch is set by {section}.min_batch/opt_batch/max_batch; remove it here"
-                )
+        check_shapes(self.shapes)
         if self.hardware_compat not in HARDWARE_COMPAT:
             raise ConfigError.setting(
                 self.SECTION,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmdeploy.engine.config import check_batch
+from nmdeploy.engine.config import check_batch, check_shapes
 from nmdeploy.errors import ConfigError, InputError
 
 __all__ = ["ShapeProfile", "make_profile", "onnx_inputs", "parse_shapes", "format_shape"]
@@ -97,11 +97,7 @@ def make_profile(
             f"engine.shapes names {unknown_dims[0]!r}, which is no dynamic dim of the model "
             f"(its dims besides the batch: {', '.join(sorted(symbols)) or 'none'})"
         )
-    for name, sizes in ranges.items():
-        if len(sizes) != 3 or not 1 <= sizes[0] <= sizes[1] <= sizes[2]:
-            raise ConfigError(
-                f"engine.shapes: {name} = {list(sizes)}: give [min, opt, max] with 1 <= min <= opt <= max"
-            )
+    check_shapes(ranges)
     for given, flag in zip(explicit, ("min", "opt", "max")):
         unknown = sorted(set(given) - set(inputs))
         if unknown:
