@@ -217,7 +217,7 @@ def iterate(loader: Any, source: Source | Stream, what: str) -> Iterator[Any]:
                     source.bad = bad
                 bad.update(part.skipped)
             if len(part):
-                shapes = _shapes(part, getattr(source, "dynamic_dims", ()))
+                shapes = _shapes(part, source.dynamic_dims)
                 if first is None:
                     first = shapes
                 elif shapes != first:
@@ -393,12 +393,12 @@ def head(data: Source | Stream, count: int, what: str) -> ArrayData:
     return data.take(np.arange(min(count, len(data))))
 
 
-def _padded(arrays: list[np.ndarray], source: Any, name: str) -> np.ndarray:
+def _padded(arrays: list[np.ndarray], source: Source | Stream, name: str) -> np.ndarray:
     """``arrays`` joined along dim 0; batches of text (padded each to its own longest) are padded to the longest
     of all first, with the source's pad value for that input (0 where it names none)."""
     longest = tuple(max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim))
-    if getattr(source, "dynamic_dims", ()) and any(a.shape[1:] != longest for a in arrays):
-        value = getattr(source, "pad_values", {}).get(name, 0)
+    if source.dynamic_dims and any(a.shape[1:] != longest for a in arrays):
+        value = source.pad_values.get(name, 0)
         arrays = [
             np.pad(a, [(0, 0)] + [(0, n - s) for n, s in zip(longest, a.shape[1:])], constant_values=value)
             for a in arrays
@@ -406,7 +406,7 @@ def _padded(arrays: list[np.ndarray], source: Any, name: str) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-def concat(parts: list[ArrayData], source: Any) -> ArrayData:
+def concat(parts: list[ArrayData], source: Source | Stream) -> ArrayData:
     """Batches read from ``source`` as one :class:`ArrayData`."""
     if not parts:
         raise InputError(f"data {source.source!r} is empty; it needs at least one sample")

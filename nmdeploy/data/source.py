@@ -19,7 +19,7 @@ import numpy as np
 
 from nmdeploy.errors import InputError
 
-__all__ = ["ArrayData", "BadSample", "Sample", "Source", "SubsetSource", "Stream"]
+__all__ = ["ArrayData", "BadSample", "ListedItems", "Sample", "Source", "SubsetSource", "Stream"]
 
 LABELS = "y"
 Sample = tuple[tuple[np.ndarray, ...], Any]  # (one array per model input, the label or None)
@@ -293,8 +293,32 @@ class Stream:
     def item_name(self, index: int) -> str:
         return f"stream item {index}"
 
+    def batch_reader(self) -> ListedItems:
+        """The source that turns one batch of this stream's items into arrays (set its ``items`` and
+        ``positions``, then :meth:`Source.read_batch`, with its checks)."""
+        return ListedItems(self)
+
     def iterate(self):
         from nmdeploy.data.plugins import as_sample
 
         for position, item in enumerate(self.iterable):
             yield as_sample(item, self.source, f"stream item {position}")
+
+
+class ListedItems(Source):
+    """Samples already read from a stream, as a source (for :meth:`Source.read_batch`'s checks)."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.source, self.split, self.names = stream.source, stream.split, stream.names
+        self.dynamic_dims, self.pad_values = stream.dynamic_dims, stream.pad_values
+        self.items: list[Any] = []
+        self.positions: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def read(self, index: int, rng: Any = None) -> Any:
+        return self.items[index]
+
+    def item_name(self, index: int) -> str:
+        return f"stream item {self.positions[index]}"

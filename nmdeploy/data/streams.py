@@ -19,7 +19,7 @@ import torch
 
 from nmdeploy.data.loader import Failure, concat, identity, iterate, make_loader, to_batch
 from nmdeploy.data.plugins import input_names
-from nmdeploy.data.source import ArrayData, Source, Stream, signature
+from nmdeploy.data.source import ArrayData, Stream, signature
 from nmdeploy.errors import InputError, NMDeployError, describe, first_line
 
 __all__ = ["as_stream", "read_stream", "stream_loader"]
@@ -55,8 +55,7 @@ class _StreamBatches(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         info = torch.utils.data.get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        reader = getattr(self.stream, "batch_reader", None)
-        source = reader() if reader is not None else _Listed(self.stream)
+        source = self.stream.batch_reader()
         samples = self.stream.iterate()
         expect = None
         for step in itertools.count() if self.steps is None else range(self.steps):
@@ -100,24 +99,6 @@ class _StreamBatches(torch.utils.data.IterableDataset):
             f"data {self.stream.source!r}: the stream ended after {count} samples, but an epoch of "
             f"{self.steps} steps of {self.batch_size} needs {self.steps * self.batch_size}; lower steps_per_epoch"
         )
-
-
-class _Listed(Source):
-    """Samples already read from a stream, as a source (for :meth:`Source.read_batch`'s checks)."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.source, self.split, self.names = stream.source, stream.split, stream.names
-        self.items: list[Any] = []
-        self.positions: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def read(self, index: int, rng: Any = None) -> Any:
-        return self.items[index]
-
-    def item_name(self, index: int) -> str:
-        return f"stream item {self.positions[index]}"
 
 
 def stream_loader(stream: Stream, batch_size: int, steps: int | None, rank: int, world: int, accum: int,

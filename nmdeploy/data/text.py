@@ -22,7 +22,7 @@ import numpy as np
 
 from nmdeploy._hf import is_hf_spec, load_tokenizer, resolve_folder
 from nmdeploy.data.config import DataConfig
-from nmdeploy.data.source import ArrayData, Sample, Source, Stream
+from nmdeploy.data.source import ArrayData, ListedItems, Sample, Source, Stream
 from nmdeploy.errors import InputError
 
 __all__ = ["TEXT_SUFFIXES", "TextSource", "TextStream", "read_records"]
@@ -164,9 +164,12 @@ class TextSource(Source):
         return f"text {index}"
 
     def encode(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
-        """Tokens of the texts at ``indices``: truncated to ``max_length``, padded to the longest of them."""
-        texts = [self.texts[i] for i in indices]
+        """Tokens of the texts at ``indices`` (see :meth:`encode_texts`)."""
         pairs = [self.pairs[i] for i in indices] if self.pairs is not None else None
+        return self.encode_texts([self.texts[i] for i in indices], pairs)
+
+    def encode_texts(self, texts: list[str], pairs: list[str] | None) -> dict[str, np.ndarray]:
+        """Tokens of ``texts`` (and their ``pairs``): truncated to ``max_length``, padded to the longest of them."""
         encoded = self.tokenizer(
             texts,
             pairs,
@@ -234,27 +237,16 @@ class TextStream(Stream):
         return _StreamedText(self)
 
 
-class _StreamedText(Source):
+class _StreamedText(ListedItems):
     """One batch of a text stream's records, as a source whose ``read_batch`` tokenises them together."""
 
     def __init__(self, stream: TextStream) -> None:
-        self.stream = stream
-        self.source, self.split, self.names = stream.source, stream.split, stream.names
-        self.dynamic_dims, self.pad_values = stream.dynamic_dims, stream.pad_values
-        self.items: list[Any] = []
-        self.positions: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def item_name(self, index: int) -> str:
-        return f"stream item {self.positions[index]}"
+        super().__init__(stream)
+        self.encoder = stream.encoder
 
     def read_batch(self, indices, rngs=None, expect=None) -> ArrayData:
         rows = [(position + 1, record) for record, position in (self.items[int(i)] for i in indices)]
         texts, pairs, labels = _columns(f"data {self.source!r}", rows, "stream item")
-        encoder = self.stream.encoder
-        encoder.texts, encoder.pairs, encoder.labels = texts, pairs, labels
-        batch = encoder.read_batch(range(len(texts)))
+        inputs = self.encoder.encode_texts(texts, pairs)
         index = tuple(int(i) for i in indices)
-        return ArrayData(batch.inputs, batch.labels, self.source, self.split, encoder.preprocessing, (), index)
+        return ArrayData(inputs, labels, self.source, self.split, self.encoder.preprocessing, (), index)

@@ -134,7 +134,7 @@ class BuildContext:
         """The longest token axis the engine must take (data.max_length for text files), when it is dynamic."""
         if "sequence" not in self.dynamic_dims():
             return None
-        if getattr(self.data("val"), "dynamic_dims", ()):
+        if self.data("val").dynamic_dims:
             return self.recipe.data.max_length
         return int(next(iter(self.sample("val").inputs.values())).shape[1])
 
@@ -196,7 +196,7 @@ def check_inputs(ctx: BuildContext) -> None:
     for which in ("train", "val"):
         data = ctx.data(which)
         spec = getattr(recipe.data, which)
-        _check_sample_shape(ctx.sample(which), f"data.{which}", spec, shape, getattr(data, "dynamic_dims", ()))
+        _check_sample_shape(ctx.sample(which), f"data.{which}", spec, shape, data.dynamic_dims)
         labels = None if isinstance(data, Stream) else data.known_labels()
         if classify and labels is not None and (labels.min(initial=0) < 0 or labels.max(initial=0) >= logits.shape[1]):
             raise InputError(
@@ -277,7 +277,7 @@ def _check_calibration(ctx: BuildContext, shape: list[int]) -> None:
     else:
         data = open_data(q.calibration, "train", ctx.recipe.data)
         first = head(data, 1, f"quantize.calibration = {q.calibration!r}")
-        _check_sample_shape(first, "quantize.calibration", q.calibration, shape, getattr(data, "dynamic_dims", ()))
+        _check_sample_shape(first, "quantize.calibration", q.calibration, shape, data.dynamic_dims)
         if isinstance(data, ArrayData) and data.labels is not None:
             data.class_labels()  # the draw is class-balanced: one integer class per sample
         available = None if isinstance(data, Stream) else len(data)
