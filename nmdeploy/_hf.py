@@ -25,6 +25,7 @@ __all__ = [
     "HF_PREFIX",
     "HF_TASKS",
     "check_tokenizer",
+    "find_folder",
     "folder_task",
     "import_transformers",
     "is_hf_spec",
@@ -56,8 +57,8 @@ def import_transformers() -> Any:
     return transformers
 
 
-def resolve_folder(spec: str, key: str = "model.spec") -> Path:
-    """The folder an ``hf:PATH`` spec names, checked to hold a ``config.json`` and weights."""
+def find_folder(spec: str, key: str) -> Path:
+    """The folder ``hf:PATH`` (or a bare PATH) names: a directory, or ``package/sub/folder`` in an installed package."""
     text = spec[len(HF_PREFIX) :] if is_hf_spec(spec) else spec
     if not text:
         raise InputError(f"{key} = {spec!r} names no folder; give hf:PATH, a local transformers model folder")
@@ -72,6 +73,12 @@ def resolve_folder(spec: str, key: str = "model.spec") -> Path:
             f"{key} = {spec!r}: no such folder; give hf:PATH, a local transformers model folder "
             "(or package/sub/folder inside an installed package)"
         )
+    return folder
+
+
+def resolve_folder(spec: str, key: str = "model.spec") -> Path:
+    """The model folder an ``hf:PATH`` spec names, checked to hold a ``config.json`` and weights."""
+    folder = find_folder(spec, key)
     if not (folder / "config.json").is_file():
         raise InputError(f"{key} = {spec!r}: {folder} has no config.json; give the folder that save_pretrained() wrote")
     if not any((folder / name).is_file() for name in _WEIGHTS):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nmdeploy._hf import HF_TASKS
+from nmdeploy._hf import HF_TASKS, is_hf_spec
 from nmdeploy.cli._outputs import FORCE, claim_outputs
 from nmdeploy.cli._settings import config_from, setting_option
 from nmdeploy.export.config import ExportConfig
@@ -86,7 +86,7 @@ def export(
     from nmdeploy.export.loading import build_model, load_checkpoint
     from nmdeploy.export.onnx import check_onnx_path, check_opset, export_onnx
 
-    hf = spec.startswith("hf:")
+    hf = is_hf_spec(spec)
     if input_shape is None and not hf:
         raise InputError("--input-shape is needed for this model: give a sample batch shape, e.g. 1x1x28x28")
     if hf_task is not None and not hf:

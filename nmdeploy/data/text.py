@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from nmdeploy._hf import is_hf_spec, load_tokenizer, resolve_folder
+from nmdeploy._hf import find_folder, load_tokenizer
 from nmdeploy.data.config import DataConfig
 from nmdeploy.data.source import ArrayData, ListedItems, Sample, Source, Stream
 from nmdeploy.errors import InputError
@@ -110,11 +110,7 @@ def tokenizer_folder(config: DataConfig, what: str) -> Path:
             f"{what} is text and needs a tokenizer: use an hf:PATH model, or set data.tokenizer "
             "(--tokenizer) to the model folder"
         )
-    spec = config.tokenizer
-    folder = Path(spec[3:] if is_hf_spec(spec) else spec)
-    if folder.is_dir():
-        return folder
-    return resolve_folder(spec if is_hf_spec(spec) else "hf:" + spec, "data.tokenizer")
+    return find_folder(config.tokenizer, "data.tokenizer")  # a tokenizer needs no weights beside it
 
 
 class TextSource(Source):

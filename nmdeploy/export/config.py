@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nmdeploy._hf import HF_TASKS
+from nmdeploy._hf import HF_TASKS, is_hf_spec
 from nmdeploy.config import check_types, setting
 from nmdeploy.errors import ConfigError
 
@@ -60,11 +60,11 @@ class ModelConfig:
                 self.SECTION,
                 f"hf_task = {self.hf_task!r} is not a task nmdeploy serves; use one of {', '.join(HF_TASKS)}",
             )
-        if self.hf_config is not None and not self.spec.startswith("hf:"):
+        if self.hf_config is not None and not is_hf_spec(self.spec):
             raise ConfigError.setting(
                 self.SECTION, f"hf_config is for hf:PATH models; {{section}}.spec is {self.spec!r}: remove hf_config"
             )
-        if self.hf_task is not None and not self.spec.startswith("hf:"):
+        if self.hf_task is not None and not is_hf_spec(self.spec):
             raise ConfigError.setting(
                 self.SECTION, f"hf_task is for hf:PATH models; {{section}}.spec is {self.spec!r}: remove hf_task"
             )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nmdeploy._hf import is_hf_spec
 from nmdeploy.config import parse_yaml, setting, type_name, typed_values, unknown_keys
 from nmdeploy.data.config import DataConfig
 from nmdeploy.engine.config import EngineConfig
@@ -82,7 +83,7 @@ class Recipe:
                 "recipe key task.spec = 'distillation' needs a trained dense model to learn from: "
                 "set model.checkpoint or model.pretrained: true"
             )
-        if self.data.tokenizer is None and self.model.spec.startswith("hf:"):  # text is read with the model's tokenizer
+        if self.data.tokenizer is None and is_hf_spec(self.model.spec):  # text is read with the model's tokenizer
             object.__setattr__(self, "data", dataclasses.replace(self.data, tokenizer=self.model.spec))
         for key in ("output", "device"):
             value = getattr(self, key)
