@@ -176,7 +176,8 @@ def quantize_int8(
         raise ConfigError(f"output path {onnx_out} should end in .onnx")
     if onnx_out.resolve() == onnx_in.resolve():
         raise ConfigError(f"output {onnx_out} is the input model; write the INT8 model to a new file")
-    model = load_onnx(onnx_in)
+    model = load_onnx(onnx_in, external_data=False)  # the graph is what is checked here; weights stay on disk
+    large = needs_external_data(model, onnx_in)
     already = sorted({n.op_type for n in model.graph.node if n.op_type in _ALREADY or n.op_type.startswith("QLinear")})
     if already:
         raise InputError(f"{onnx_in} is already quantised (it has {', '.join(already)}); pass the FP32 model")
@@ -194,7 +195,6 @@ def quantize_int8(
 
     with atomic_output(onnx_out) as tmp:  # only the final model is published, after every check passed
         pre, raw, final = (tmp / name for name in ("pre.onnx", "raw.onnx", onnx_out.name))
-        large = needs_external_data(onnx_in)
         pre_model, adds = _run_ort(onnx_in, pre, raw, bound, config, excluded, progress, Path(tmp), large)
         fp32_check = verify_model(pre_model, pattern, None, str(onnx_in))
         sparse = {layer.node for layer in fp32_check.layers if layer.required and layer.ok}
@@ -256,11 +256,12 @@ def quantize_int8(
 _BINS = {"entropy": {"num_bins": 2048, "num_quantized_bins": 128}, "percentile": {"num_bins": 2048}}
 
 
-def needs_external_data(path: Path) -> bool:
-    """Whether a model derived from ``path`` must keep its weights outside the protobuf (2 GB limit)."""
-    from nmdeploy.outputs import onnx_files
+def needs_external_data(model: onnx.ModelProto, path: Path) -> bool:
+    """Whether a model derived from ``model`` (read from ``path``) must keep its weights outside the protobuf
+    (2 GB limit): it does so already, or its file is near the limit."""
+    from onnx.external_data_helper import uses_external_data
 
-    return len(onnx_files(path)) > 1 or path.stat().st_size > SINGLE_FILE_LIMIT
+    return any(uses_external_data(t) for t in model.graph.initializer) or path.stat().st_size > SINGLE_FILE_LIMIT
 
 
 def save_onnx(model: onnx.ModelProto, path: Path, large: bool) -> None:
