@@ -50,6 +50,7 @@ class BuildContext:
     _data: dict[str, Source | Stream] = field(default_factory=dict)
     _sizes: dict[str, int | None] = field(default_factory=dict)  # samples of each split before its subset
     _teacher: nn.Module | None = None
+    _samples: dict[tuple[str, int], ArrayData] = field(default_factory=dict)
 
     @property
     def main(self) -> bool:
@@ -98,9 +99,12 @@ class BuildContext:
         return self._teacher
 
     def sample(self, which: str, count: int = 1) -> ArrayData:
-        """The first ``count`` samples of a data set, as arrays (a shape check, the export's sample batch)."""
-        data = self.data(which)
-        return head(data, count, f"{_KEYS[which]} = {data.source!r}")
+        """The first ``count`` samples of a data set, as arrays (a shape check, the export's sample batch);
+        read once (the input shape, the export's dims and the engine's ranges all ask for them)."""
+        if (which, count) not in self._samples:
+            data = self.data(which)
+            self._samples[which, count] = head(data, count, f"{_KEYS[which]} = {data.source!r}")
+        return self._samples[which, count]
 
     def score(self, model: nn.Module, which: str = "val") -> float:
         """The task's score of ``model`` on a data set, streamed (each process scores its share)."""
