@@ -52,10 +52,10 @@ def _data(split_seed: int = 0, subset: int = 0) -> dict[str, tuple[torch.Tensor,
     return {"train": as_t(x[train], y[train]), "val": as_t(x[held], y[held]), "test": as_t(xt, yt)}
 
 
-def _model() -> torch.nn.Module:
+def _model(init_seed: int = 0) -> torch.nn.Module:
     from nmdeploy.examples.fashion_mnist.model import FashionResNet
 
-    torch.manual_seed(0)
+    torch.manual_seed(init_seed)
     return FashionResNet()
 
 
@@ -129,11 +129,15 @@ def run_one(
     options: dict | None = None,
     scratch: bool = False,
     lr: float = 0.02,
+    init_seed: int = 0,
+    distill: object = None,
 ) -> dict:
     """Fine-tune the dense model with ``method`` at ``pattern``; resumable through its checkpoint.
 
     ``options`` go to the method (e.g. ``{"tau": 1e-3}``); ``scratch`` starts from the untrained
-    model instead of the converged dense one (the setting of the MaxQ and SR-STE papers).
+    model drawn from ``init_seed`` instead of the converged dense one (the setting of the MaxQ and
+    SR-STE papers). ``distill`` (a :class:`nmdeploy.train.Distill`) trains towards the dense
+    start's logits as well as the labels.
     """
     import nmdeploy
 
@@ -141,7 +145,7 @@ def run_one(
     record = runs / f"{name}.json"
     if record.is_file():
         return json.loads(record.read_text())
-    model = _model()
+    model = _model(init_seed if scratch else 0)
     if not scratch:
         model.load_state_dict(torch.load(runs / "dense.pt", weights_only=True)["model"])
     end = round((end_fraction if end_fraction is not None else 0.75 if pattern == "1:16" else 0.25) * epochs)

@@ -29,7 +29,7 @@ from nmdeploy.pipeline.manifest import Manifest
 from nmdeploy.pipeline.recipe import Recipe
 from nmdeploy.quant.calibset import draw_indices
 from nmdeploy.train.scoring import evaluate
-from nmdeploy.train.tasks import Classification, Task, make_task
+from nmdeploy.train.tasks import Classification, Distill, Task, make_distill, make_task
 
 __all__ = ["BuildContext", "Progress", "check_inputs"]
 
@@ -90,9 +90,17 @@ class BuildContext:
             self._data[which] = data
         return self._data[which]
 
+    @property
+    def distill(self) -> Distill | None:
+        """The logit distillation of the sparse fine-tune (``task.distill``), or None."""
+        return make_distill(self.recipe.task)
+
     def teacher(self) -> nn.Module | None:
-        """The dense model, for a task that trains towards its outputs (loaded once); None for classification."""
-        if isinstance(self.task, Classification):
+        """The dense model (loaded once): a distillation task's targets, or the teacher of ``task.distill``.
+
+        None for a classification build without distillation.
+        """
+        if isinstance(self.task, Classification) and self.distill is None:
             return None
         if self._teacher is None:
             self._teacher = load_checkpoint(self.new_model(), self.out / "dense.pt").to(self.device).eval()
@@ -112,7 +120,7 @@ class BuildContext:
             model.to(self.device),
             self.data(which),
             task=self.task,
-            teacher=self.teacher(),
+            teacher=None if isinstance(self.task, Classification) else self.teacher(),  # labels score it
             workers=self.recipe.data.workers,
             shard=self.world > 1,
             what=_KEYS[which],

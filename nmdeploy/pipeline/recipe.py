@@ -83,6 +83,16 @@ class Recipe:
                 "recipe key task.spec = 'distillation' needs a trained dense model to learn from: "
                 "set model.checkpoint or model.pretrained: true"
             )
+        if self.task.distill is True and self.task.spec != "classification":
+            raise ConfigError(
+                f"recipe key task.distill = true distils a classifier's logits, but task.spec = {self.task.spec!r}; "
+                "use task.spec: classification, or task.distill: false"
+                + (
+                    " (the distillation task already learns from the dense model)"
+                    if self.task.spec == "distillation"
+                    else ""
+                )
+            )
         if self.data.tokenizer is None and is_hf_spec(self.model.spec):  # text is read with the model's tokenizer
             object.__setattr__(self, "data", dataclasses.replace(self.data, tokenizer=self.model.spec))
         for key in ("output", "device"):

@@ -229,6 +229,23 @@ def write_report(out: Path, manifest: Mapping[str, Any], verify: Mapping[str, An
     ):
         if plots[name] is not None:
             lines += ["", f"![{title}]({name})"]
+    permutation = (stages.get("sparse", {}).get("metrics") or {}).get("permutation")
+    if permutation:
+        lines += ["", "## Channel permutation (share of weight magnitude the N:M mask keeps)", ""]
+        lines += _table(
+            ["layer", "permuted", "kept before", "kept after", "gain", "why not"],
+            [
+                [
+                    r["layer"],
+                    "yes" if r["permuted"] else "no",
+                    f"{100 * r['kept_before']:.2f}%",
+                    f"{100 * r['kept_after']:.2f}%",
+                    f"{100 * r['gain']:+.2f}%" if r["permuted"] else "–",
+                    r["reason"] or "",
+                ]
+                for r in permutation
+            ],
+        )
     if verify and verify.get("layers"):
         lines += ["", f"## Layers of model.onnx ({verify.get('pattern')} verifier)", ""]
         lines += _table(

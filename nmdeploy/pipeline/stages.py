@@ -108,6 +108,7 @@ def _train(
         on_step=(lambda done, total: ctx.progress(label, done, total)) if ctx.progress else None,
         task=task,
         teacher=ctx.teacher() if stage != "dense" else None,
+        distill=ctx.distill if stage != "dense" else None,
         workers=ctx.recipe.data.workers,
         names=("data.train", "data.val"),
     )
@@ -195,7 +196,9 @@ def _dense_reads(ctx: BuildContext) -> StageInputs:
     settings = {
         "model.spec": model.spec,
         "data": _data_key(ctx.recipe),
-        "task": _as_dict(ctx.recipe.task),
+        "task": {
+            k: v for k, v in _as_dict(ctx.recipe.task).items() if not k.startswith("distill")
+        },  # the teacher's own
         "model.pretrained": model.pretrained,
         **_hf_key(ctx),
     }
@@ -253,16 +256,24 @@ def _sparse_run(ctx: BuildContext, key: str) -> StageResult:
 
     s = ctx.recipe.sparsity
     model = load_checkpoint(ctx.new_model(), ctx.out / "dense.pt")
-    sp = sparsify(model, config=s)
+    examples = tuple(torch.from_numpy(a) for a in ctx.sample("val", 8).inputs.values()) if s.permute else None
+    sp = sparsify(model, config=s, example_inputs=examples)
     ctx.say(
         f"sparse: {s.method} {s.pattern} on {len(sp.sparse_layers)} layer(s); "
         f"{len(sp.targets) - len(sp.sparse_layers)} kept dense"
     )
+    if sp.permutation is not None:
+        ctx.say(f"sparse: {_permutation_line(sp.permutation)}")
     one_shot = ctx.recipe.finetune.epochs == 0
     if one_shot:
         ctx.say(f"sparse: one-shot {s.method} {s.pattern} (finetune.epochs = 0): pruned by magnitude, not fine-tuned")
         history: list[dict[str, Any]] = []
     else:
+        if ctx.distill is not None:
+            d = ctx.distill
+            ctx.say(
+                f"sparse: learning from the dense model's logits too (weight {d.weight:g}, temperature {d.temperature:g})"
+            )
         history = _train(ctx, "sparse", model, ctx.recipe.finetune, key, sp)
     finalize(model)
     score = ctx.score(model)
@@ -279,8 +290,17 @@ def _sparse_run(ctx: BuildContext, key: str) -> StageResult:
         "history": history,
         "sparse_layers": list(sp.sparse_layers),
         "one_shot": one_shot,
+        "permutation": sp.permutation.to_dicts() if sp.permutation is not None else None,
+        "distill": dataclasses.asdict(ctx.distill) if ctx.distill is not None and not one_shot else None,
     }
     return StageResult((path,), {**metrics, **_skipped(ctx)})
+
+
+def _permutation_line(report: Any) -> str:
+    """One line on what channel permutation did: how many layers, and the mean gain in kept magnitude."""
+    gains = [r.gain for r in report if r.permuted]
+    mean = f", kept magnitude {sum(gains) / len(gains):+.2%} on average" if gains else ""
+    return f"channel permutation on {len(gains)} of {len(report.rows)} sparse layer(s){mean} ({report.seconds:.1f} s)"
 
 
 # -- export and verify ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from nmdeploy.sparsity.config import SparsityConfig
 from nmdeploy.sparsity.methods.base import NMParametrization
 from nmdeploy.sparsity.methods.registry import get_method
 from nmdeploy.sparsity.pattern import Pattern, parse_pattern
+from nmdeploy.sparsity.permute import PermutationReport
 from nmdeploy.sparsity.report import LayerReport, SparsityReport
 from nmdeploy.sparsity.schedule import preserve_rate
 from nmdeploy.sparsity.targets import LayerTarget, check_selection, normalise_patterns, select_layers
@@ -60,6 +61,7 @@ class Sparsifier:
         self.targets = tuple(targets)
         self.options = asdict(config.method_options())
         self.epoch = 0
+        self.permutation: PermutationReport | None = None  # what permute=True did, layer by layer
         self._sad_reference: dict[str, torch.Tensor] = {}
 
     # -- layers -----------------------------------------------------------------------------
@@ -152,6 +154,7 @@ class Sparsifier:
             "schedule": self.schedule,
             "start_epoch": self.start_epoch,
             "end_epoch": self.end_epoch,
+            "permute": self.config.permute,
             "epoch": self.epoch,
             "layers": list(self.sparse_layers),
             "options": dict(self.options),
@@ -168,7 +171,8 @@ class Sparsifier:
         if state.get("method") == self.method and isinstance(state.get("options"), Mapping):
             # saved as given or as the method's full options: compare what they mean
             theirs["options"] = asdict(get_method(self.method).make_config(state["options"]))
-        for key in ("pattern", "method", "schedule", "start_epoch", "end_epoch", "layers", "options"):
+        theirs.setdefault("permute", False)  # saved before permutation existed
+        for key in ("pattern", "method", "schedule", "start_epoch", "end_epoch", "permute", "layers", "options"):
             if theirs.get(key) != mine[key]:
                 shown = "differ" if key == "layers" else f"{theirs.get(key)!r} vs {mine[key]!r}"
                 raise SparsityStateError(
@@ -196,6 +200,8 @@ def sparsify(
     *,
     options: Mapping[str, Any] | None = None,
     config: SparsityConfig | None = None,
+    permute: bool = SparsityConfig.permute,
+    example_inputs: Any = None,
 ) -> Sparsifier:
     """Make ``model``'s eligible layers N:M sparse with ``method``, in place.
 
@@ -214,6 +220,11 @@ def sparsify(
         options: method options, e.g. ``{"decay": 1e-4}`` for srste/maxq or ``{"tau": 2e-2}``.
         config: all of the above as one :class:`SparsityConfig` (a recipe's ``sparsity``
             section); when given, the other arguments are not used.
+        permute: before the first mask, reorder each sparse layer's input channels, and the
+            producing layer's outputs, so that the mask keeps more magnitude
+            (:mod:`nmdeploy.sparsity.permute`); the report is ``Sparsifier.permutation``.
+        example_inputs: a batch (a tensor or a tuple of the model's inputs), needed by
+            ``permute`` to trace the model and to check its outputs are unchanged.
 
     Returns:
         A :class:`Sparsifier`; call ``set_epoch(epoch)`` at the start of every epoch.
@@ -230,6 +241,7 @@ def sparsify(
             end_epoch=end_epoch,
             include=normalise_patterns(include, "include") if include is not None else None,
             exclude=exclude if exclude == "auto" else normalise_patterns(exclude, "exclude"),
+            permute=permute,
             **asdict(chosen),
         )
     if not isinstance(model, nn.Module):
@@ -251,6 +263,7 @@ def sparsify(
             NotAcceleratedWarning,
             stacklevel=2,
         )
+    permutation = _permute(model, targets, nm, config, example_inputs) if config.permute else None
     options = config.method_options()
     for target in targets:
         if not target.eligible:
@@ -263,8 +276,27 @@ def sparsify(
     if spec.rebuilds_masks:
         attach_batching(model)
     sp = Sparsifier(model, config, targets)
+    sp.permutation = permutation
     sp.set_epoch(0)
     return sp
+
+
+def _permute(
+    model: nn.Module, targets: list[LayerTarget], nm: Pattern, config: SparsityConfig, example_inputs: Any
+) -> PermutationReport:
+    """Channel permutation of the eligible layers, on the model as it is (before any mask)."""
+    from nmdeploy.sparsity.permute import permute_channels
+
+    if example_inputs is None:
+        raise ConfigError(
+            "sparsity.permute needs example inputs to trace the model: pass example_inputs=(a batch of its inputs) "
+            "to sparsify(), or permute=False"
+        )
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    device = next(model.parameters()).device
+    inputs = tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs)
+    layers = [(t.name, getattr(t.module, t.param_name)) for t in targets if t.eligible]
+    return permute_channels(model, layers, nm.n, nm.m, inputs)
 
 
 def _has_nm_parametrization(module: nn.Module) -> bool:

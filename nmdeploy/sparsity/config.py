@@ -38,6 +38,13 @@ class SparsityConfig:
         "MaxQ: before training, scale each output row so that the multipliers keep its norm; "
         "for pretrained networks without BatchNorm after their layers (transformers).",
     )
+    permute: bool = setting(
+        False,
+        "Before the first mask, reorder each sparse layer's input channels (and the outputs of the layer "
+        "that makes them) so that the N:M mask keeps more weight magnitude; the model computes the same "
+        "function. Layers whose channels cannot be carried back (residual adds, concatenations, shared "
+        "inputs) keep their order; the report says why.",
+    )
     include: tuple[str, ...] | None = setting(None, "Globs on module names to sparsify (none: every eligible layer).")
     exclude: str | tuple[str, ...] = setting(
         "auto", "`auto` keeps the first and last weighted layer dense; a list of globs (may hold `auto`); `[]` = none."
@@ -65,6 +72,12 @@ class SparsityConfig:
                 spec = get_method(name)
                 if key in spec.option_names:
                     _checked(key, spec.make_config, {key: getattr(self, key)})
+        if self.permute and not get_method(self.method).makes_mask:
+            raise ConfigError.setting(
+                self.SECTION,
+                f"permute = true does nothing with method = {self.method!r}, which makes no mask; "
+                "set permute: false or use a method that masks (asp, ste, srste, maxq)",
+            )
         if isinstance(self.exclude, str) and self.exclude != "auto":
             raise ConfigError.setting(
                 self.SECTION, f"exclude = {self.exclude!r}: use 'auto' or a list of globs ([] = none)"

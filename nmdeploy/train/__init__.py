@@ -18,6 +18,7 @@ _LAZY = {
     "evaluate": "nmdeploy.train.loop",
     "Task": "nmdeploy.train.tasks",
     "Classification": "nmdeploy.train.tasks",
+    "Distill": "nmdeploy.train.tasks",
     "Distillation": "nmdeploy.train.tasks",
     "load_task": "nmdeploy.train.tasks",
     "make_task": "nmdeploy.train.tasks",

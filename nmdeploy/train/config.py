@@ -112,8 +112,30 @@ class TaskConfig:
         "1 − cosine + MSE; scored by cosine), or `package.module:callable` returning a task.",
     )
     mse_weight: float = setting(1.0, "Distillation: weight of the MSE term.")
+    distill: str | bool = setting(
+        "auto",
+        "Classification fine-tune: also learn the dense model's softened logits (KL divergence, "
+        "mixed with the label loss). `auto` = on wherever a build has a dense model to learn from; "
+        "`true`, `false`.",
+    )
+    distill_weight: float = setting(
+        0.5, "Share of the distillation term in the loss: (1 − w)·label loss + w·T²·KL; in (0, 1]."
+    )
+    distill_temperature: float = setting(4.0, "T: the softmax temperature of both models' logits; > 0.")
 
     def __post_init__(self) -> None:
         check_types(self, self.SECTION)
         if self.mse_weight < 0:
             raise ConfigError.setting(self.SECTION, f"mse_weight = {self.mse_weight}: use a number >= 0")
+        if isinstance(self.distill, str) and self.distill != "auto":
+            raise ConfigError.setting(self.SECTION, f"distill = {self.distill!r} is invalid: use auto, true or false")
+        if not 0 < self.distill_weight <= 1:
+            raise ConfigError.setting(
+                self.SECTION,
+                f"distill_weight = {self.distill_weight} is invalid: a share in (0, 1], e.g. 0.5 "
+                "(turn distillation off with task.distill: false)",
+            )
+        if self.distill_temperature <= 0:
+            raise ConfigError.setting(
+                self.SECTION, f"distill_temperature = {self.distill_temperature} is invalid: a number > 0, e.g. 4"
+            )

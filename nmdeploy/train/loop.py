@@ -44,7 +44,7 @@ from nmdeploy.errors import InputError, TrainingInterrupted, first_line
 from nmdeploy.train.checkpoint import load_training_state, save_training_state
 from nmdeploy.train.config import TrainConfig
 from nmdeploy.train.scoring import as_data, check_labels, distributed, evaluate, top1_accuracy
-from nmdeploy.train.tasks import Classification, Task
+from nmdeploy.train.tasks import Classification, Distill, Task
 
 __all__ = ["EpochMetrics", "TrainResult", "evaluate", "fit", "top1_accuracy"]
 
@@ -141,6 +141,7 @@ def fit(
     task: Task | None = None,
     *,
     teacher: nn.Module | None = None,
+    distill: Distill | None = None,
     workers: int | None = None,
     names: tuple[str, str] = ("training data", "validation data"),
 ) -> TrainResult:
@@ -149,13 +150,17 @@ def fit(
     ``train`` and ``val`` are sources (:func:`nmdeploy.data.open_data`), datasets of
     ``(input, label)`` pairs, or ``(inputs, targets)`` tensors (see :func:`scoring.as_data`);
     ``val`` may be None. ``task`` says what the outputs train towards (classification by
-    default); ``teacher`` gives a distillation task its targets, batch by batch.
+    default); ``teacher`` gives a distillation task its targets, batch by batch. ``distill``
+    mixes the divergence from ``teacher``'s logits into the task's loss on every training batch
+    (the teacher runs frozen, in eval mode; evaluation still scores the task alone).
     ``sparsifier``: the handle :func:`nmdeploy.sparsify` returned for ``model`` (or None).
     ``workers``: DataLoader worker processes (None: automatic). ``on_step(done, total)``
     (optimizer steps over the whole run, resumed ones included) and ``on_epoch(metrics)``
     drive progress displays; ``names`` word the errors about the two data sets.
     """
     task = task or Classification()
+    if distill is not None:
+        _check_teacher(teacher, model)
     source = as_data(train, names[0], "train")
     val_source = None if val is None else as_data(val, names[1], "test")
     device = next(model.parameters()).device
@@ -209,7 +214,7 @@ def fit(
     start, skip, partial = 0, 0, (0.0, 0.0)
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.is_file():
-        start, history, skip, partial = _resume(path, model, optimizer, schedule, sparsifier, config, scaler)
+        start, history, skip, partial = _resume(path, model, optimizer, schedule, sparsifier, config, scaler, distill)
     resumed = (start, skip)
 
     def save(epoch_done: int, step: int = 0, sums: tuple[float, float] = (0.0, 0.0)) -> None:
@@ -221,6 +226,7 @@ def fit(
                     "step": step,
                     "partial": list(sums),
                     "config": asdict(config),
+                    "distill": asdict(distill) if distill is not None else None,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
@@ -249,6 +255,10 @@ def fit(
                     outputs = net(*moved.inputs)
                     check_labels(task, outputs, batch, source, names[0])
                     loss = task.loss(outputs, targets, config.label_smoothing)
+                    if distill is not None:
+                        with torch.no_grad():
+                            taught = teacher(*moved.inputs)  # type: ignore[misc]
+                        loss = distill.mix(loss, outputs, taught)
                 part = loss if len(micro) == 1 else loss * (len(batch) / share)  # the mean over the share
                 (scaler.scale(part) if scaler is not None else part).backward()
             sums[0] += float(loss.detach()) * len(batch)
@@ -346,16 +356,36 @@ def fit(
     return TrainResult(tuple(history), resumed[0], task.metric, resumed[1])
 
 
+def _check_teacher(teacher: nn.Module | None, model: nn.Module) -> None:
+    """Distillation needs a teacher, in eval mode, that is not the student itself."""
+    if teacher is None:
+        raise InputError(
+            "task.distill needs the dense model as teacher, and none is available: pass teacher= "
+            "(the model before sparsify()), or turn distillation off (task.distill: false)"
+        )
+    if teacher is model:
+        raise InputError("task.distill: the teacher is the model being trained; pass a frozen copy of the dense model")
+    teacher.eval()  # its outputs are taken under no_grad, so it needs no requires_grad changes (a copy stays trainable)
+
+
 def _resume(
-    path: Path, model: nn.Module, optimizer: Any, schedule: Any, sparsifier: Any, config: TrainConfig, scaler: Any
+    path: Path,
+    model: nn.Module,
+    optimizer: Any,
+    schedule: Any,
+    sparsifier: Any,
+    config: TrainConfig,
+    scaler: Any,
+    distill: Distill | None,
 ) -> tuple[int, list[EpochMetrics], int, tuple[float, float]]:
     state = load_training_state(path)
-    saved = state.get("config", {})
-    changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v)
+    saved = {**state.get("config", {}), "distill": state.get("distill")}
+    current = {**asdict(config), "distill": asdict(distill) if distill is not None else None}
+    changed = sorted(k for k, v in current.items() if saved.get(k) != v)
     if changed:
         key = changed[0]
         raise InputError(
-            f"{path} was written with other training settings ({key}: {saved.get(key)!r} there, {getattr(config, key)!r} now); "
+            f"{path} was written with other training settings ({key}: {saved.get(key)!r} there, {current[key]!r} now); "
             "delete it to start over or restore the settings to resume"
         )
     if (state["sparsifier"] is None) != (sparsifier is None):

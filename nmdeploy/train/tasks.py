@@ -6,6 +6,11 @@ trains a student to reproduce a teacher's outputs (e.g. sentence embeddings), wi
 ``(1 - cosine) + mse_weight * MSE``, and scores the mean cosine to the teacher. The trainer
 asks :meth:`Task.targets` for every batch (the teacher runs on the batch, in eval mode). A plug-in is
 ``package.module:callable`` returning an object with the same methods.
+
+:class:`Distill` is knowledge distillation on top of a task (Hinton et al., 2015): the student's
+loss becomes ``(1 - weight) * task loss + weight * T² * KL(teacher ‖ student)`` on logits softened
+by the temperature ``T``; the dense model before sparsification is the teacher. It is what
+``task.distill`` turns on for a classification fine-tune.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ from torch.nn import functional as F
 from nmdeploy.errors import ConfigError, InputError
 from nmdeploy.train.config import TaskConfig
 
-__all__ = ["BUILTIN_TASKS", "Classification", "Distillation", "Task", "load_task", "make_task", "run_batched"]
+__all__ = [
+    "BUILTIN_TASKS",
+    "Classification",
+    "Distill",
+    "Distillation",
+    "Task",
+    "load_task",
+    "make_task",
+    "run_batched",
+]
 
 
 class Task(Protocol):
@@ -97,6 +111,38 @@ class Distillation:
         return float(F.cosine_similarity(outputs.float().flatten(1), targets.flatten(1), dim=1).sum())
 
 
+@dataclass(frozen=True)
+class Distill:
+    """Distillation of softened logits, mixed with the task's own loss.
+
+    ``T²`` keeps the term's gradients the size of the label loss's whatever the temperature (the
+    softened probabilities' gradients shrink as ``1 / T²``). The teacher's logits carry what the
+    dense model learnt about how classes resemble each other, which a label alone does not;
+    that is what a sparse student loses first.
+    """
+
+    weight: float = 0.5
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.weight <= 1:
+            raise ConfigError(f"distill weight = {self.weight} is invalid: a share in (0, 1]")
+        if not self.temperature > 0:
+            raise ConfigError(f"distill temperature = {self.temperature} is invalid: a number > 0")
+
+    def divergence(self, outputs: torch.Tensor, teacher_outputs: torch.Tensor) -> torch.Tensor:
+        """``T² · KL(softmax(teacher / T) ‖ softmax(student / T))``, the batch mean over the last axis."""
+        t = self.temperature
+        student = F.log_softmax(outputs.float().flatten(0, -2) / t, dim=-1)
+        teacher = F.log_softmax(teacher_outputs.float().flatten(0, -2) / t, dim=-1)
+        return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * (t * t)
+
+    def mix(self, task_loss: torch.Tensor, outputs: torch.Tensor, teacher_outputs: torch.Tensor) -> torch.Tensor:
+        """The training loss: the task's loss and the divergence, weighted."""
+        kd = self.divergence(outputs, teacher_outputs)
+        return kd if self.weight == 1 else (1 - self.weight) * task_loss + self.weight * kd
+
+
 BUILTIN_TASKS: dict[str, Any] = {"classification": Classification, "distillation": Distillation}
 
 
@@ -118,6 +164,16 @@ def load_task(spec: str) -> Task:
             "see nmdeploy.train.tasks.Task"
         )
     return task
+
+
+def make_distill(config: TaskConfig) -> Distill | None:
+    """The logit distillation ``config`` asks of a fine-tune, or None.
+
+    ``auto`` means on for the built-in classification task, the one whose outputs are logits;
+    a recipe checks beforehand that ``true`` comes with that task.
+    """
+    on = config.spec == "classification" if config.distill == "auto" else config.distill
+    return Distill(config.distill_weight, config.distill_temperature) if on else None
 
 
 def make_task(config: TaskConfig) -> Task:

@@ -1456,6 +1456,38 @@ CASES: tuple[Case, ...] = (
         ("out",),
         setup=TINY,
     ),
+    Case(
+        "distill-temperature",
+        "task.distill_temperature <= 0",
+        ("build", "--set", "task.distill_temperature=0", "--out", "out"),
+        1,
+        ("out",),
+    ),
+    Case(
+        "distill-weight",
+        "task.distill_weight outside (0, 1]",
+        ("build", "--set", "task.distill_weight=0", "--out", "out"),
+        1,
+        ("out",),
+    ),
+    Case(
+        "distill-not-classification",
+        "task.distill: true with a task whose outputs are not logits",
+        (
+            "build",
+            *("--set", "task.spec=distillation", "--set", "task.distill=true", "--set", "model.pretrained=true"),
+            *("--out", "out"),
+        ),
+        1,
+        ("out",),
+    ),
+    Case(
+        "permute-without-mask",
+        "sparsity.permute with a method that makes no mask",
+        ("build", "--set", "sparsity.method=dense", "--set", "sparsity.permute=true", "--out", "out"),
+        1,
+        ("out",),
+    ),
     Case("unknown-command", "a command that does not exist", ("bild",), 2),
     Case("unknown-global-option", "an option nmdeploy does not have", ("--bogus", "verify", "model.onnx"), 2),
 )

@@ -92,6 +92,10 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
         "recipe:task",
     }
     assert [m["epoch"] for m in stages["sparse"]["metrics"]["history"]] == [1, 2]
+    # distillation from the dense model is on by default for a classifier
+    assert stages["sparse"]["metrics"]["distill"] == {"weight": 0.5, "temperature": 4.0}
+    assert "sparse: learning from the dense model's logits too (weight 0.5, temperature 4)" in lines
+    assert stages["sparse"]["metrics"]["permutation"] is None  # sparsity.permute is off by default
     accuracy = manifest["accuracy"]
     assert list(accuracy) == ["metric", "dense", "sparse", "sparse_onnx", "int8"] and accuracy["metric"] == "top-1"
     assert accuracy["sparse_onnx"] == accuracy["sparse"]  # the ONNX model computes what PyTorch does
@@ -166,6 +170,37 @@ def test_a_changed_key_redoes_only_the_stages_after_it(built, tmp_path):
         "skipped",
     ]
     assert file_sha256(out / "model.onnx") == onnx_hash
+
+
+def test_a_distillation_setting_redoes_the_fine_tune_but_not_the_dense_model(built, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(built[0], out)
+    result, _ = _build(out, *_task(built), "task.distill=false")
+    stages = result.manifest["stages"]
+    assert [stages[s]["status"] for s in STAGES[:2]] == ["skipped", "done"]
+    assert stages["sparse"]["metrics"]["distill"] is None
+
+
+def test_a_permuted_one_shot_build_reports_each_layer(tmp_path, task_files):
+    out = tmp_path / "out"
+    result, lines = _build(
+        out, task_files, "sparsity.method=asp", "sparsity.permute=true", "finetune.epochs=0", "dense.epochs=1"
+    )
+    rows = {r["layer"]: r for r in result.manifest["stages"]["sparse"]["metrics"]["permutation"]}
+    assert sorted(rows) == sorted(SPARSE_CONVS)
+    permuted = sorted(name for name, r in rows.items() if r["permuted"])
+    assert permuted == ["blocks.0.conv2", "blocks.1.conv2", "blocks.2.conv2"]
+    assert all(rows[n]["kept_after"] > rows[n]["kept_before"] for n in permuted)
+    assert any(
+        line.startswith("sparse: channel permutation on 3 of 8 sparse layer(s), kept magnitude +") for line in lines
+    )
+    report = (out / "report.md").read_text()
+    assert "## Channel permutation (share of weight magnitude the N:M mask keeps)" in report
+    assert (
+        "| blocks.0.conv1 | no | " in report
+        and " | – | its input is also read by another op (the producer's output is shared) |" in report
+    )
+    assert json.loads((out / "verify.json").read_text())["ok"]  # still 2:4 where TensorRT wants it
 
 
 def _task(built):

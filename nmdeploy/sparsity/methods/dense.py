@@ -15,6 +15,6 @@ class DenseConfig:
     """The dense baseline has no options."""
 
 
-@register("dense", DenseConfig)
+@register("dense", DenseConfig, makes_mask=False)
 def make_dense(n: int, m: int, weight: object, config: DenseConfig) -> None:
     return None

@@ -38,7 +38,8 @@ class MethodSpec:
     parametrization; ``uses_schedule``: it follows MaxQ's incremental schedule (the dense
     share per epoch), so a build must end the schedule before the last epoch;
     ``rebuilds_masks``: masks are recomputed from the weights in every forward, so they are
-    built in one batched pass at the start of the model's forward.
+    built in one batched pass at the start of the model's forward; ``makes_mask``: the method
+    masks its layers at all (channel permutation has nothing to improve otherwise).
     """
 
     name: str
@@ -46,6 +47,7 @@ class MethodSpec:
     factory: Factory
     uses_schedule: bool = False
     rebuilds_masks: bool = False
+    makes_mask: bool = True  # False: layers are left as they are (``dense``), so nothing to permute for
 
     @property
     def option_names(self) -> tuple[str, ...]:
@@ -59,12 +61,16 @@ _REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register(
-    name: str, config_class: type, uses_schedule: bool = False, rebuilds_masks: bool = False
+    name: str,
+    config_class: type,
+    uses_schedule: bool = False,
+    rebuilds_masks: bool = False,
+    makes_mask: bool = True,
 ) -> Callable[[Factory], Factory]:
     """Decorator: make ``factory`` the way to build method ``name``'s parametrizations."""
 
     def decorate(factory: Factory) -> Factory:
-        _REGISTRY[name] = MethodSpec(name, config_class, factory, uses_schedule, rebuilds_masks)
+        _REGISTRY[name] = MethodSpec(name, config_class, factory, uses_schedule, rebuilds_masks, makes_mask)
         return factory
 
     return decorate
