@@ -20,6 +20,7 @@ re-run skips finished runs, so the sweep can be stopped and resumed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -155,6 +156,10 @@ def run_one(
     elif method != "dense":
         sp = nmdeploy.sparsify(model, pattern, method, "linear", 0, end, options=options)
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
+    teacher = None
+    if distill is not None:
+        teacher = _model()
+        teacher.load_state_dict(torch.load(runs / "dense.pt", weights_only=True)["model"])
     began = time.perf_counter()
     result = fit(
         model,
@@ -164,6 +169,8 @@ def run_one(
         sp,
         runs / f"{name}.ckpt",
         on_epoch=lambda m: print(f"{name} epoch {m.epoch}/{epochs}: val {m.val_score:.2%}", flush=True),
+        teacher=teacher,
+        distill=distill,  # type: ignore[arg-type]
     )
     if method == "modelopt":
         import modelopt.torch.sparsity as mts
@@ -183,6 +190,7 @@ def run_one(
         "end_epoch": end if sp else None,
         **({"options": options} if options else {}),
         **({"scratch": True, "lr": lr} if scratch else {}),
+        **({"distill": dataclasses.asdict(distill)} if distill is not None else {}),  # type: ignore[call-overload]
         "fp32_top1": fp32,
         "onnx_top1": onnx_top1,
         "int8_top1": int8_top1,

@@ -79,7 +79,11 @@ def _without_multipliers():
 
 def _prepare(name: str) -> Path:
     """The ablation's run folder, holding the sweep's dense start."""
-    folder = ROOT / name
+    return prepare(ROOT / name)
+
+
+def prepare(folder: Path) -> Path:
+    """``folder``, holding a copy of the accuracy sweep's dense start (its JSON and weights)."""
     folder.mkdir(parents=True, exist_ok=True)
     for file in ("dense.json", "dense.pt"):
         source = accuracy.RUNS / file

@@ -165,3 +165,38 @@ def test_zoo_benchmark_runs_small(capsys, monkeypatch):
     for name in ("resnet-50", "bert-base"):
         assert f"| **{name}** | **whole chain** |" in out
         assert f"{name}: peak " in out and "2:4 layer verified: met." in out
+
+
+def test_the_scratch_verdict_needs_the_margin_and_every_pair_positive():
+    from benchmarks.scratch import summarise, verdict
+
+    assert verdict([0.6, 0.7, 0.5, 0.9]).endswith("holds") and "mean +0.68 pt over 4 pair(s), 4 positive" in verdict(
+        [0.6, 0.7, 0.5, 0.9]
+    )
+    assert verdict([2.0, 1.0, 0.5, -0.1]).endswith("does NOT hold")  # the mean is not enough
+    assert verdict([0.3, 0.4]).endswith("does NOT hold") and verdict([]) == "no paired runs yet"
+    table = summarise(["1:16"], 4)  # the committed runs
+    assert table.startswith("Runs recorded: ") and "| 1:16 | srste |" in table
+
+
+def test_distillation_and_permutation_benchmarks_run_small(tmp_path, capsys):
+    import pytest
+
+    from tests.data.test_sources import INSTALLED
+
+    if not INSTALLED:
+        pytest.skip("needs dataset-fashion-mnist")
+    from benchmarks import accuracy
+    from benchmarks.distill import summarise
+    from benchmarks.permutation import FashionMLP, measure
+    from nmdeploy.train import Distill
+
+    data = accuracy._data(subset=512)
+    accuracy.train_dense(data, tmp_path, 1)
+    run = accuracy.run_one(data, tmp_path, "srste", "2:4", 0, 1, distill=Distill(0.5, 4.0))
+    assert run["distill"] == {"weight": 0.5, "temperature": 4.0} and 0 < run["int8_top1"] <= 1
+    assert summarise(["default"], ["1:16"])[0].startswith("| arm | what | pattern |")  # the committed runs
+    x, y = data["val"]
+    row = measure("mlp", FashionMLP(), (x[:8],), "2:4", (x, y))
+    assert row["permuted_layers"] == 2 and row["layers"] == 2 and row["permuted_kept"] > row["plain_kept"]
+    assert 0 <= row["plain_top1"] <= 1 and 0 <= row["permuted_top1"] <= 1

@@ -48,7 +48,9 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     dense: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.1))
-    sparsity: SparsityConfig = field(default_factory=lambda: SparsityConfig(end_epoch=3))
+    # The schedule ends at a third of the fine-tune and λ/weight decay is 4 (the references' ratio):
+    # both measured better than the paper's values on Fashion-MNIST (benchmarks/RESULTS.md, distillation).
+    sparsity: SparsityConfig = field(default_factory=lambda: SparsityConfig(end_epoch=2, decay=2e-3))
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=0.02))
     export: ExportConfig = field(default_factory=ExportConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)

@@ -75,7 +75,7 @@ def test_build_from_a_recipe_file(tmp_path, task_files):
         (
             ["--set", "sparsity.lambda=1"],
             "Error: unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, "
-            "start_epoch, end_epoch, decay, tau, rescale, include, exclude\n",
+            "start_epoch, end_epoch, decay, tau, rescale, permute, include, exclude\n",
             1,
         ),
         (

@@ -62,7 +62,7 @@ def test_yaml_loader_stays_safe():
         ),
         (
             {"sparsity": {"lambda": 1}},
-            "unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, start_epoch, end_epoch, decay, tau, rescale, include, exclude",
+            "unknown recipe key sparsity.lambda; sparsity has: pattern, method, schedule, start_epoch, end_epoch, decay, tau, rescale, permute, include, exclude",
         ),
         ({"finetune": {"epochs": "3"}}, "recipe key finetune.epochs = '3' has the wrong type: expected an integer"),
         ({"finetune": {"epochs": True}}, "recipe key finetune.epochs = True has the wrong type: expected an integer"),
