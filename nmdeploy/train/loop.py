@@ -195,6 +195,8 @@ def fit(
     channels_last = config.channels_last and cuda
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if distill is not None:  # the teacher reads the batches as the student does: same device and layout
+        teacher.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)  # type: ignore[union-attr]
     net: nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel

@@ -79,3 +79,38 @@ def test_batches_come_pinned_from_workers_and_train_on_cuda():
     result = fit(model, source, (xt, yt), TrainConfig(epochs=2, batch_size=64), sp, workers=2)
     assert result.history[-1].val_score > 0.5
     assert np.isfinite(result.history[-1].train_loss)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_distillation_moves_the_teacher_to_the_students_device_and_layout(amp):
+    from nmdeploy.train import Distill
+
+    x, y, xt, yt = make_task(0, train=1024, test=256)
+    torch.manual_seed(0)
+    teacher = DemoNet()  # on the CPU: fit puts it beside the student
+    fit(teacher, (x, y), None, TrainConfig(epochs=2, batch_size=64))
+    model, sp = _model("srste")
+    config = TrainConfig(epochs=2, batch_size=64, amp=amp, channels_last=True)
+    result = fit(model, (x, y), (xt, yt), config, sp, teacher=teacher, distill=Distill(0.5, 4.0))
+    assert next(teacher.parameters()).device.type == "cuda" and not teacher.training
+    assert teacher.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert result.history[-1].val_score > 0.5 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_channel_permutation_on_the_gpu_keeps_the_function():
+    from nmdeploy.examples.fashion_mnist.model import FashionResNet
+    from nmdeploy.sparsity import permute_channels, select_layers
+
+    torch.manual_seed(0)
+    model = FashionResNet().to(CUDA).eval()
+    x = torch.randn(8, 1, 28, 28, device=CUDA)
+    with torch.no_grad():
+        before = model(x)
+    sp = nmdeploy.sparsify(model, "2:4", "asp", permute=True, example_inputs=x.cpu())
+    assert len(sp.permutation.permuted) == 3
+    torch.manual_seed(0)
+    reference = FashionResNet().to(CUDA).eval()  # the same weights, permuted with no mask after
+    layers = [(t.name, t.module.weight) for t in select_layers(reference, 4) if t.eligible]
+    permute_channels(reference, layers, 2, 4, (x,))
+    with torch.no_grad():
+        assert float((reference(x) - before).abs().max()) <= 1e-4 * max(1.0, float(before.abs().max()))
