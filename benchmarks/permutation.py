@@ -121,7 +121,7 @@ def _row(r: dict) -> str:
     return (
         f"| {r['model']} | {r['pattern']} | {r['permuted_layers']} of {r['layers']} | "
         f"{100 * r['plain_kept']:.2f} | {100 * r['permuted_kept']:.2f} | {100 * gain:+.2f}% | "
-        f"{100 * r['mean_gain']:+.2f}% | {top1} | {r['permuted_seconds']:.1f} |"
+        f"{100 * r['mean_gain']:+.2f}% | {top1} | {r['permuted_seconds']:.2f} |"
     )
 
 

@@ -231,6 +231,11 @@ def permute_channels(
             if link.reason is not None:
                 rows[name] = PermutationRow(name, False, link.reason, before, before)
                 continue
+            if weight.shape[1] < 2 * m:
+                rows[name] = PermutationRow(
+                    name, False, f"one group of {m} input channels: nothing to swap", before, before
+                )
+                continue
             order = find_permutation(weight, n, m, seed=seed)
             after = kept_magnitude(weight, n, m, order)
             if after <= before:

@@ -223,3 +223,11 @@ def test_permute_needs_inputs_and_a_method_that_masks():
         ConfigError, match=r"^sparsity.permute = true does nothing with method = 'dense', which makes no mask"
     ):
         SparsityConfig(method="dense", permute=True)
+
+
+def test_a_layer_with_one_group_has_nothing_to_swap():
+    torch.manual_seed(0)
+    model = FashionResNet()
+    report = _check_function(model, torch.randn(2, 1, 28, 28), m=16, n=1)
+    assert report["blocks.0.conv2"].reason == "one group of 16 input channels: nothing to swap"
+    assert report.permuted == ("blocks.1.conv2", "blocks.2.conv2")
