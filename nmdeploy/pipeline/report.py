@@ -149,6 +149,9 @@ def _stage_summary(name: str, record: Mapping[str, Any]) -> str:
         how = f" after {epochs} epoch(s)" if epochs else " (pretrained)"
         if name == "sparse" and m.get("one_shot"):
             how = " one-shot: pruned by magnitude, not fine-tuned (finetune.epochs = 0)"
+        elif name == "sparse" and m.get("distill"):
+            d = m["distill"]
+            how += f", distilled from the dense model (weight {d['weight']:g}, temperature {d['temperature']:g})"
         return f"val {m.get('metric', 'top-1')} {_show(m, m['val_score'])}" + how
     if name == "export" and "max_abs_error" in m:
         return f"opset {m['opset']}, ONNX Runtime vs PyTorch max abs diff {m['max_abs_error']:.1e}"

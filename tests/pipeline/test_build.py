@@ -119,6 +119,7 @@ def test_the_artifacts_are_sparse_where_they_should_be(built):
         assert f"]({plot})" in report and (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| blocks.2.conv2.weight | Conv | 64x64x3x3 | 50.0% | verified | yes |" in report
     assert "| quantize | done |" in report
+    assert "after 2 epoch(s), distilled from the dense model (weight 0.5, temperature 4) |" in report
     assert ("| engine | bundled |" if NO_TRT else "| engine | done |") in report
 
 
