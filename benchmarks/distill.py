@@ -39,6 +39,11 @@ def _arms() -> dict[str, tuple[str, dict, str]]:
     """name: (method, keyword arguments of accuracy.run_one besides distill, what it is)."""
     arms: dict[str, tuple[str, dict, str]] = {
         "default": ("maxq", {"end_fraction": 0.25, "options": {"decay": 2e-3}}, "the build's new default"),
+        "default-w0.9": (
+            "maxq",
+            {"end_fraction": 0.25, "options": {"decay": 2e-3}, "kd": (0.9, 4.0)},
+            "the default with distillation weight 0.9",
+        ),
     }
     for method in accuracy.METHODS:
         arms[f"{method}+kd"] = (method, {}, f"{method}, sweep settings, + distillation")
