@@ -7,6 +7,8 @@ loss ``(1 - w)·CE + w·T²·KL`` (``task.distill``). Arms:
 - ``<method>+kd``: the sweep's method with its sweep settings, plus distillation (w 0.5, T 4);
 - ``default``: what ``nmdeploy build`` now does for a classifier: MaxQ with distillation, the
   schedule ending at 25 % of the budget and λ = 2e-3 (λ/wd = 4, the references' ratio);
+  ``default-w0.9`` the same with distillation weight 0.9; ``srste-tuned`` SR-STE given the same
+  λ and distillation, so that the baseline is not left behind by the tuning;
 - ``kd-w<w>-t<T>``: SR-STE at other distillation settings, the sweep that chose them.
 
 Each arm's numbers sit next to the sweep's own run of the method without distillation (same
@@ -47,6 +49,7 @@ def _arms() -> dict[str, tuple[str, dict, str]]:
     }
     for method in accuracy.METHODS:
         arms[f"{method}+kd"] = (method, {}, f"{method}, sweep settings, + distillation")
+    arms["srste-tuned"] = ("srste", {"options": {"decay": 2e-3}}, "srste with the default's λ = 2e-3, + distillation")
     for w, t in ((0.9, 4.0), (0.5, 2.0), (0.9, 1.0)):
         arms[f"kd-w{w:g}-t{t:g}"] = ("srste", {"kd": (w, t)}, f"srste + distillation w {w:g}, T {t:g}")
     return arms

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from nmdeploy.sparsity.trace import find_producer, trace_forward
+from nmdeploy.sparsity.trace import Link, find_producer, trace_forward
 
 __all__ = ["PermutationReport", "PermutationRow", "find_permutation", "kept_magnitude", "permute_channels"]
 
@@ -228,6 +228,8 @@ def permute_channels(
         for name, weight in layers:
             before = kept_magnitude(weight, n, m)
             link = find_producer(trace, weight)
+            if not reference:  # nothing to prove the function unchanged with
+                link = Link(reason="the model's outputs hold no tensor to check the permutation against")
             if link.reason is not None:
                 rows[name] = PermutationRow(name, False, link.reason, before, before)
                 continue

@@ -231,3 +231,21 @@ def test_a_layer_with_one_group_has_nothing_to_swap():
     report = _check_function(model, torch.randn(2, 1, 28, 28), m=16, n=1)
     assert report["blocks.0.conv2"].reason == "one group of 16 input channels: nothing to swap"
     assert report.permuted == ("blocks.1.conv2", "blocks.2.conv2")
+
+
+class Silent(nn.Module):
+    """Returns no tensor, so nothing could show a wrong reorder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.seen: list[float] = []
+
+    def forward(self, x: torch.Tensor) -> None:
+        self.seen.append(float(self.fc2(torch.relu(self.fc1(x))).sum()))
+
+
+def test_a_model_without_tensor_outputs_is_left_as_it_is():
+    model = Silent()
+    report = permute_channels(model, [("fc2", model.fc2.weight)], 2, 4, (torch.randn(2, 8),))
+    assert report["fc2"].reason == "the model's outputs hold no tensor to check the permutation against"
