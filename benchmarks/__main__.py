@@ -2,7 +2,8 @@
 
 Runs each benchmark with ``--write`` in turn: training overhead, verify speed, streaming data, INT8 accuracy and
 CPU latency, the default ``nmdeploy build``, the MaxQ/baseline accuracy sweep (resumes from
-``benchmarks/runs/accuracy``), the MaxQ ablations, the MiniLM fidelity, and ResNet-50/BERT-base through the chain. The sweep includes the ModelOpt peer
+``benchmarks/runs/accuracy``), the MaxQ ablations, distillation from the dense model (and the build's
+defaults it chose), MaxQ against SR-STE from scratch with paired seeds, channel permutation, the MiniLM fidelity, and ResNet-50/BERT-base through the chain. The sweep includes the ModelOpt peer
 when ``nvidia-modelopt`` is importable, which it is only in a separate benchmark venv:
 
     python3.11 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 && \\
@@ -11,7 +12,7 @@ when ``nvidia-modelopt`` is importable, which it is only in a separate benchmark
       .venv-bench/bin/python -m benchmarks
 
 ``--only NAME[,NAME]`` runs a subset (names: overhead, verify_speed, streaming, int8_accuracy, build_example,
-accuracy, maxq_ablations, minilm, zoo).
+accuracy, maxq_ablations, distill, scratch, permutation, minilm, zoo).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ ORDER = (
     "build_example",
     "accuracy",
     "maxq_ablations",
+    "distill",
+    "scratch",
+    "permutation",
     "minilm",
     "zoo",
 )
