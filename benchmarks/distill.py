@@ -46,6 +46,11 @@ def _arms() -> dict[str, tuple[str, dict, str]]:
             {"end_fraction": 0.25, "options": {"decay": 2e-3}, "kd": (0.9, 4.0)},
             "the default with distillation weight 0.9",
         ),
+        "default-decay5e-3": (
+            "maxq",
+            {"end_fraction": 0.25, "options": {"decay": 5e-3}},
+            "the default with λ = 5e-3 (10x the weight decay)",
+        ),
     }
     for method in accuracy.METHODS:
         arms[f"{method}+kd"] = (method, {}, f"{method}, sweep settings, + distillation")
