@@ -41,6 +41,11 @@ def _arms() -> dict[str, tuple[str, dict, str]]:
     """name: (method, keyword arguments of accuracy.run_one besides distill, what it is)."""
     arms: dict[str, tuple[str, dict, str]] = {
         "default": ("maxq", {"end_fraction": 0.25, "options": {"decay": 2e-3}}, "the build's new default"),
+        "default-nokd": (
+            "maxq",
+            {"end_fraction": 0.25, "options": {"decay": 2e-3}, "kd": None},
+            "the default without distillation",
+        ),
         "default-w0.9": (
             "maxq",
             {"end_fraction": 0.25, "options": {"decay": 2e-3}, "kd": (0.9, 4.0)},
@@ -68,9 +73,9 @@ def run_arm(data, arm: str, pattern: str, seed: int) -> dict:
 
     method, kwargs, _ = ARMS[arm]
     kwargs = dict(kwargs)
-    w, t = kwargs.pop("kd", DEFAULT_KD)
+    kd = kwargs.pop("kd", DEFAULT_KD)
     folder = prepare(ROOT / arm)
-    return accuracy.run_one(data, folder, method, pattern, seed, 12, distill=Distill(w, t), **kwargs)
+    return accuracy.run_one(data, folder, method, pattern, seed, 12, distill=kd and Distill(*kd), **kwargs)
 
 
 def _recorded(folder: Path, method: str, pattern: str) -> dict[int, dict]:
