@@ -222,8 +222,8 @@ def permute_channels(
     was_training = model.training
     model.eval()
     try:
-        reference = _outputs(model, example_inputs)
         trace = trace_forward(model, example_inputs)
+        reference = [t.detach().clone() for t in trace.returned]  # the outputs to keep, from the traced forward
         plans, rows = [], {}
         for name, weight in layers:
             before = kept_magnitude(weight, n, m)

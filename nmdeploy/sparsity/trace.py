@@ -83,6 +83,7 @@ class Trace:
     readers: dict[Key, list[int]] = field(default_factory=dict)
     by_param: dict[int, list[int]] = field(default_factory=dict)  # id(Parameter) -> ops that read it
     outputs: set[Key] = field(default_factory=set)  # what the model returned
+    returned: list[torch.Tensor] = field(default_factory=list)  # those tensors, in order
     keep: list[torch.Tensor] = field(default_factory=list)  # every tensor seen, alive so ids stay unique
 
 
@@ -133,7 +134,8 @@ def trace_forward(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
             out = model(*inputs)
     finally:
         model.train(was_training)
-    trace.outputs = {_key(t) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)}
+    trace.returned = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    trace.outputs = {_key(t) for t in trace.returned}
     return trace
 
 
