@@ -7,7 +7,8 @@ loss ``(1 - w)·CE + w·T²·KL`` (``task.distill``). Arms:
 - ``<method>+kd``: the sweep's method with its sweep settings, plus distillation (w 0.5, T 4);
 - ``default``: what ``nmdeploy build`` now does for a classifier: MaxQ with distillation, the
   schedule ending at 25 % of the budget and λ = 2e-3 (λ/wd = 4, the references' ratio);
-  ``default-w0.9`` the same with distillation weight 0.9; ``srste-tuned`` SR-STE given the same
+  ``default-w0.9`` / ``default-t2`` / ``default-decay5e-3`` the same with distillation weight
+  0.9, temperature 2, or λ = 5e-3; ``srste-tuned`` SR-STE given the same
   λ and distillation, so that the baseline is not left behind by the tuning;
 - ``kd-w<w>-t<T>``: SR-STE at other distillation settings, the sweep that chose them.
 
@@ -55,6 +56,11 @@ def _arms() -> dict[str, tuple[str, dict, str]]:
             "maxq",
             {"end_fraction": 0.25, "options": {"decay": 5e-3}},
             "the default with λ = 5e-3 (10x the weight decay)",
+        ),
+        "default-t2": (
+            "maxq",
+            {"end_fraction": 0.25, "options": {"decay": 2e-3}, "kd": (0.5, 2.0)},
+            "the default with distillation temperature 2",
         ),
     }
     for method in accuracy.METHODS:

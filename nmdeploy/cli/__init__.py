@@ -122,9 +122,10 @@ def _register() -> None:
     from nmdeploy.cli.evaluate import evaluate
     from nmdeploy.cli.export import export
     from nmdeploy.cli.quantize import quantize
+    from nmdeploy.cli.triton import triton
     from nmdeploy.cli.verify import verify
 
-    for command in (build, finetune, export, verify, calibrate, quantize, evaluate, engine, bench):
+    for command in (build, finetune, export, verify, calibrate, quantize, evaluate, engine, bench, triton):
         command.params += _global_options()
         cli.add_command(command)
 

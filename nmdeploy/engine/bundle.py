@@ -44,6 +44,7 @@ BUNDLED_CODE = (
     "engine/layers.py",
     "engine/build.py",
     "engine/bench.py",
+    "engine/triton.py",
 )
 MARKER = "bundle.json"  # the settings file every bundle holds: what tells a bundle folder from any other
 _TRTEXEC_LEVEL = {"none": None, "ampere_plus": "ampere+", "same_cc": "sameComputeCapability"}

@@ -7,6 +7,7 @@ dense twin also needs ``polygraphy``. Settings default to the bundle's ``bundle.
     python build_engine.py                          # model.plan + engine_report.json (+ dense twin timing)
     python build_engine.py --batch 1,8,64 --no-dense-twin
     python build_engine.py --from-trtexec layers.json build.log   # report for an engine built by build_engine.sh
+    python build_engine.py --triton ../triton       # also put the plan into the build's Triton repository
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def _parser(settings: dict, engine: object) -> argparse.ArgumentParser:
         "--iterations", type=int, default=200, help="timed runs per engine and batch (default: %(default)s)"
     )
     parser.add_argument(
+        "--triton",
+        metavar="REPO",
+        help="also put the plan into this Triton model repository (the build's triton/ folder), where its model waits",
+    )
+    parser.add_argument(
         "--from-trtexec",
         nargs=2,
         metavar=("LAYERS_JSON", "BUILD_LOG"),
@@ -125,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     args = _parser(settings, bundled).parse_args(argv)
 
+    if args.triton:
+        from nmdeploy.engine.triton import pending_configs
+
+        try:
+            pending_configs(args.triton)  # before minutes of engine build
+        except NMDeployError as exc:
+            print(f"error: --triton: {exc}", file=sys.stderr)
+            return exc.exit_code
     verify = json.loads((HERE / "verify.json").read_text()) if (HERE / "verify.json").is_file() else {"layers": []}
     try:
         if args.from_trtexec:
@@ -139,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             }
             write_atomic(HERE / "engine_report.json", json.dumps(report, indent=2) + "\n")
             print(format_rows(rows))
+            if args.triton:
+                from nmdeploy.engine.triton import install_plan
+
+                for path in install_plan(args.triton, HERE / "model.plan"):
+                    print(f"wrote {path}")
             return 0
         from nmdeploy.engine.build import build_engine
 
@@ -166,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{report.seconds:.0f} s) and engine_report.json"
         )
         print(format_rows(list(report.layers)))
+        if args.triton:
+            from nmdeploy.engine.triton import install_plan
+
+            for path in install_plan(args.triton, report.plan):
+                print(f"wrote {path}")
         if report.dense_twin:
             from nmdeploy.engine.bench import bench_engines
             from nmdeploy.errors import EngineUnavailable

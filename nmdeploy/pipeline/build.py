@@ -19,7 +19,7 @@ from typing import Any
 from nmdeploy._atomic import check_writable
 from nmdeploy.errors import ConfigError, OutputError
 from nmdeploy.pipeline.recipe import Recipe
-from nmdeploy.pipeline.stages import BUNDLE, STAGES, run_stages, stage_names
+from nmdeploy.pipeline.stages import BUNDLE, STAGES, TRITON, run_stages, stage_names
 
 __all__ = ["ALL_STAGES", "ARTIFACTS", "BuildResult", "build"]
 
@@ -32,17 +32,20 @@ def _claim(out: Path, recipe: Recipe) -> None:
     """The build writes only its own artifacts in ``out``: none of them may be a file it reads.
 
     An earlier build's artifacts are replaced (that is how a build updates its folder), but a
-    ``target-bundle`` folder is replaced only if it is one (it holds ``bundle.json``).
+    ``target-bundle`` folder is replaced only if it is one (it holds ``bundle.json``), and a
+    ``triton`` folder only if nmdeploy wrote it (it holds ``client.py``).
     """
     from nmdeploy.engine.bundle import MARKER
+    from nmdeploy.engine.repository import MARKER as REPOSITORY_MARKER
     from nmdeploy.outputs import Output, claim_outputs
     from nmdeploy.pipeline.report import PLOTS
 
     check_writable(out, is_folder=True)  # the folder first, so that an error names it
-    files = [out / name for name in (*ARTIFACTS, *PLOTS) if name != BUNDLE]
+    files = [out / name for name in (*ARTIFACTS, *PLOTS) if name not in (BUNDLE, TRITON)]
     outputs = [
         *files,
         Output(out / BUNDLE, folder=True, named=False, marker=MARKER),
+        Output(out / TRITON, folder=True, named=False, marker=REPOSITORY_MARKER),
         Output(out / ".work", folder=True),
     ]
     if recipe.engine.timing_cache:

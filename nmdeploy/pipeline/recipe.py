@@ -3,7 +3,7 @@
 A recipe is a mapping of sections plus two top-level keys (``output``, ``device``). Each
 section *is* its stage's config class: ``model`` and ``export`` (:mod:`nmdeploy.export.config`),
 ``data``, ``task``, ``dense`` and ``finetune`` (both :class:`~nmdeploy.train.config.TrainConfig`),
-``sparsity``, ``quantize`` and ``engine``; every value is checked by that class. Every key has
+``sparsity``, ``quantize``, ``engine`` and ``serve``; every value is checked by that class. Every key has
 a default, and the defaults *are* the built-in Fashion-MNIST example, so ``nmdeploy build``
 with no recipe runs it. What this module adds is the YAML reading (``yaml.safe_load`` rules
 only), turning YAML values into the declared types, recipe wording of the errors, and the
@@ -23,6 +23,7 @@ from nmdeploy._hf import is_hf_spec
 from nmdeploy.config import parse_yaml, setting, type_name, typed_values, unknown_keys
 from nmdeploy.data.config import DataConfig
 from nmdeploy.engine.config import EngineConfig
+from nmdeploy.engine.triton import ServeConfig
 from nmdeploy.errors import ConfigError, InputError
 from nmdeploy.export.config import ExportConfig, ModelConfig
 from nmdeploy.quant.config import QuantizeConfig
@@ -55,6 +56,7 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     output: str = setting("build", "Output directory (`--out` overrides it).")
     device: str = setting("auto", "`auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`.")
 
@@ -97,6 +99,17 @@ class Recipe:
             )
         if self.data.tokenizer is None and is_hf_spec(self.model.spec):  # text is read with the model's tokenizer
             object.__setattr__(self, "data", dataclasses.replace(self.data, tokenizer=self.model.spec))
+        if self.serve.triton and self.engine.enabled:
+            if self.serve.max_batch is not None and self.serve.max_batch > self.engine.max_batch:
+                raise ConfigError(
+                    f"recipe key serve.max_batch = {self.serve.max_batch} exceeds engine.max_batch = "
+                    f"{self.engine.max_batch}, the largest batch the plan takes; lower serve.max_batch or raise engine.max_batch"
+                )
+            if self.engine.min_batch > 1:
+                raise ConfigError(
+                    f"recipe key engine.min_batch = {self.engine.min_batch}: Triton sends batches from 1 up, which the "
+                    "plan would refuse; set engine.min_batch: 1, or serve.triton: false"
+                )
         for key in ("output", "device"):
             value = getattr(self, key)
             if not isinstance(value, str) or not value:

@@ -172,6 +172,9 @@ def _stage_summary(name: str, record: Mapping[str, Any]) -> str:
             f"model.plan with TensorRT {m['tensorrt']} ({', '.join(m['flags'])}); sparse kernels picked for "
             f"{m['picked_layers']} of {m['eligible_layers']} eligible layer(s), see engine_report.json"
         )
+    if name == "serve" and m.get("models"):
+        waits = f"; `{m['pending']}` waits for its plan from the target bundle" if m.get("pending") else ""
+        return f"Triton model repository `{m['repository']}/`: {', '.join(f'`{x}`' for x in m['models'])}{waits}"
     return record.get("note", "")
 
 

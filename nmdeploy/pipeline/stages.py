@@ -1,4 +1,4 @@
-"""The build's stages, in order: dense, sparse, export, verify, quantize, engine.
+"""The build's stages, in order: dense, sparse, export, verify, quantize, engine, serve.
 
 Each stage is a :class:`Stage`: its name, what it reads (the recipe parts and artifacts
 whose hashes decide whether it must run again), the artifacts it may write, and ``run``,
@@ -482,6 +482,71 @@ def _engine_run(ctx: BuildContext, key: str) -> StageResult:
     )
 
 
+# -- serve ------------------------------------------------------------------------------------------
+
+TRITON = "triton"
+
+
+def _plan_state(ctx: BuildContext) -> str:
+    """``built`` (model.plan is here), ``bundled`` (the target builds it) or ``none`` (engine stage off)."""
+    if not ctx.recipe.engine.enabled:
+        return "none"
+    record = ctx.manifest.stages.get("engine")
+    status = record.status if record is not None else (ctx.manifest.previous.get("engine") or {}).get("status")
+    if status in ("done", "skipped") and (ctx.out / "model.plan").is_file():
+        return "built"
+    return "bundled" if (ctx.out / BUNDLE / "bundle.json").is_file() else "none"
+
+
+def _serve_name(ctx: BuildContext) -> str:
+    from nmdeploy.engine.repository import default_name
+
+    return ctx.recipe.serve.name or default_name(ctx.out.resolve())
+
+
+def _serve_reads(ctx: BuildContext) -> StageInputs:
+    files = {"onnx": _engine_source(ctx)}
+    state = _plan_state(ctx)
+    if state == "built":
+        files.update(plan=ctx.out / "model.plan", report=ctx.out / "engine_report.json")
+    return StageInputs(
+        {
+            "serve": _as_dict(ctx.recipe.serve),
+            "engine": _as_dict(_engine_config(ctx)),
+            "name": _serve_name(ctx),
+            "plan": state,
+        },
+        files,
+    )
+
+
+def _serve_run(ctx: BuildContext, key: str) -> StageResult:
+    from nmdeploy.engine.repository import write_repository
+
+    state = _plan_state(ctx)
+    sp, engine = ctx.recipe.sparsity, ctx.manifest.stages.get("engine")
+    facts = {"sparsity": f"{sp.pattern} ({sp.method})", "INT8": "yes" if ctx.recipe.quantize.enabled else "no"}
+    if engine is not None and engine.metrics.get("tensorrt"):
+        facts["TensorRT"] = engine.metrics["tensorrt"]
+    repo = write_repository(
+        ctx.out / TRITON,
+        _engine_source(ctx),
+        ctx.recipe.serve,
+        _engine_config(ctx),
+        name=_serve_name(ctx),
+        plan=ctx.out / "model.plan" if state == "built" else None,
+        pending_plan=state == "bundled",
+        facts=facts,
+    )
+    waits = (
+        f"; {repo.pending} waits for its plan (python3 {BUNDLE}/build_engine.py --triton {TRITON})"
+        if repo.pending
+        else ""
+    )
+    ctx.say(f"serve: Triton model repository {TRITON}/ with {', '.join(repo.models)}{waits}")
+    return StageResult(repo.files, {"repository": TRITON, "models": list(repo.models), "pending": repo.pending})
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("dense", _dense_reads, ("dense.pt",), _dense_run, training=True),
     Stage("sparse", _sparse_reads, ("sparse.pt",), _sparse_run, training=True),
@@ -495,6 +560,7 @@ STAGES: tuple[Stage, ...] = (
         _engine_run,
         enabled=lambda r: r.engine.enabled,
     ),
+    Stage("serve", _serve_reads, (TRITON,), _serve_run, enabled=lambda r: r.serve.triton),
 )
 
 

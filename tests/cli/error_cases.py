@@ -144,6 +144,15 @@ def _bundle_folder(name: str) -> Callable[[Path, dict], None]:
     return make
 
 
+def _fixed_batch_onnx(folder: Path, fixtures: dict) -> None:
+    import onnx
+
+    model = onnx.load(str(fixtures["cnn_onnx"]))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    onnx.save(model, str(folder / "model.onnx"))
+
+
 def _folder(name: str, *files: str) -> Callable[[Path, dict], None]:
     def make(folder: Path, fixtures: dict) -> None:
         (folder / name).mkdir()
@@ -1297,6 +1306,70 @@ CASES: tuple[Case, ...] = (
         1,
         ("e.plan", "e-bundle"),
         setup=_all(_copy("cnn_onnx", "model.onnx"), _write("engine_report.json", "{}\n")),
+    ),
+    # -- triton ------------------------------------------------------------------------------------------------
+    Case(
+        "triton-plan-mismatch",
+        "a Triton plan whose inputs do not match the ONNX",
+        ("triton", "model.onnx", "--plan", "model.plan"),
+        2,
+        ("triton",),
+        setup=_all(
+            _copy("cnn_onnx", "model.onnx"),
+            _write("model.plan", "a plan\n"),
+            _write(
+                "engine_report.json",
+                '{"plan": "model.plan", "profile": {"input": {"min": [1, 1, 28, 28], "opt": [8, 1, 28, 28], "max": [64, 1, 28, 28]}}}\n',
+            ),
+        ),
+    ),
+    Case(
+        "triton-plan-unchecked",
+        "a Triton plan that cannot be checked here (no TensorRT, no engine report)",
+        ("triton", "model.onnx", "--plan", "model.plan"),
+        3,
+        ("triton",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _write("model.plan", "a plan\n")),
+    ),
+    Case(
+        "triton-name",
+        "a model name Triton would reject",
+        ("triton", "model.onnx", "--name", "../models"),
+        1,
+        ("triton",),
+        setup=_copy("cnn_onnx", "model.onnx"),
+    ),
+    Case(
+        "triton-exists",
+        "a Triton repository that already exists (no --force)",
+        ("triton", "model.onnx", "-o", "repo"),
+        1,
+        ("repo/model_onnx",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _folder("repo", "client.py")),
+    ),
+    Case(
+        "triton-foreign",
+        "a default Triton repository folder that nmdeploy did not write",
+        ("triton", "model.onnx", "--force"),
+        1,
+        ("triton/model_onnx",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _folder("triton", "notes.txt")),
+    ),
+    Case(
+        "triton-fixed-batch",
+        "Triton batching for a model exported with a fixed batch",
+        ("triton", "model.onnx", "--max-batch", "8"),
+        1,
+        ("triton",),
+        setup=_fixed_batch_onnx,
+    ),
+    Case(
+        "serve-max-batch",
+        "a Triton max batch above the engine's",
+        ("build", *DATA, "--set", "serve.max_batch=512", "--out", "out"),
+        1,
+        ("out",),
+        setup=TINY,
     ),
     Case(
         "engine-plan-suffix",

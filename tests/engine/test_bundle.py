@@ -151,3 +151,26 @@ def test_report_from_trtexec_output(tmp_path, cnn_onnx):
     report = json.loads((dest / "engine_report.json").read_text())
     assert report["inspector_schema"] == "11.x" and [row["status"] for row in report["layers"]] == STATUSES
     assert "2:4 verified, eligible, sparse kernel picked" in ran.stdout
+
+
+def test_the_target_puts_its_plan_into_the_build_s_triton_repository(tmp_path, cnn_onnx):
+    from nmdeploy.engine.repository import write_repository
+    from nmdeploy.engine.triton import PENDING_SUFFIX, ServeConfig
+
+    dest, _ = _bundle(tmp_path, cnn_onnx)
+    repo = write_repository(tmp_path / "triton", cnn_onnx, ServeConfig(), name="cnn", pending_plan=True).path
+    missing = _run_in_bundle(dest, "--triton", str(tmp_path / "nowhere"))  # refused before any build
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr == (
+        f"error: --triton: {tmp_path / 'nowhere'}: no such Triton model repository; pass the triton/ folder nmdeploy wrote\n"
+    )
+    shutil.copyfile(SAMPLES / "engine_info_11x.json", dest / "layers.json")
+    shutil.copyfile(SAMPLES / "build_trtexec.log", dest / "build.log")
+    (dest / "model.plan").write_bytes(b"the plan trtexec wrote")  # build_engine.sh's --saveEngine
+    ran = _run_in_bundle(
+        dest, "--from-trtexec", str(dest / "layers.json"), str(dest / "build.log"), "--triton", str(repo)
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.endswith(f"wrote {repo / 'cnn/config.pbtxt'}\nwrote {repo / 'cnn/1/model.plan'}\n")
+    assert (repo / "cnn/1/model.plan").read_bytes() == b"the plan trtexec wrote"
+    assert not (repo / f"cnn{PENDING_SUFFIX}").exists() and (repo / "cnn/config.pbtxt").is_file()

@@ -67,7 +67,7 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
     assert {"nmdeploy", "torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
     assert manifest["recipe"]["finetune"]["epochs"] == 2 and manifest["recipe"]["sparsity"]["method"] == "maxq"
     stages = manifest["stages"]
-    assert list(stages) == [*STAGES, "engine"]
+    assert list(stages) == [*STAGES, "engine", "serve"]
     assert all(stages[s]["status"] == "done" and stages[s]["seconds"] > 0 for s in STAGES)
     if NO_TRT:
         engine = stages["engine"]
@@ -101,7 +101,27 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
     assert accuracy["sparse_onnx"] == accuracy["sparse"]  # the ONNX model computes what PyTorch does
     assert accuracy["int8"] > 0.8 and abs(accuracy["int8"] - accuracy["sparse"]) <= 0.02
     assert any(line.startswith("sparse epoch 2/2: loss ") for line in lines)
-    assert lines[-1].startswith("engine: bundled for target in target-bundle/" if NO_TRT else "engine: model.plan")
+    assert lines[-2].startswith("engine: bundled for target in target-bundle/" if NO_TRT else "engine: model.plan")
+    if NO_TRT:  # the repository's plan model waits for the target bundle to build its plan
+        assert lines[-1] == (
+            "serve: Triton model repository triton/ with out, out_onnx; out waits for its plan "
+            "(python3 target-bundle/build_engine.py --triton triton)"
+        )
+        assert stages["serve"]["metrics"] == {"repository": "triton", "models": ["out", "out_onnx"], "pending": "out"}
+        assert set(stages["serve"]["inputs"]) == {
+            "file:model.int8.onnx",
+            "recipe:engine",
+            "recipe:name",
+            "recipe:plan",
+            "recipe:serve",
+        }
+    assert sorted(stages["serve"]["outputs"]) == [
+        "triton/README.md",
+        "triton/client.py",
+        *(["triton/out.tensorrt_plan.pbtxt"] if NO_TRT else ["triton/out/1/model.plan", "triton/out/config.pbtxt"]),
+        "triton/out_onnx/1/model.onnx",
+        "triton/out_onnx/config.pbtxt",
+    ]
 
 
 def test_the_artifacts_are_sparse_where_they_should_be(built):
@@ -131,7 +151,7 @@ def test_a_rerun_keeps_every_stage(built, tmp_path):
     stages = result.manifest["stages"]
     assert [stages[s]["status"] for s in STAGES] == ["skipped"] * 5
     assert stages["dense"]["note"].startswith("built in ")
-    assert lines == [f"{s}: inputs unchanged since the last build, kept" for s in (*STAGES, "engine")]
+    assert lines == [f"{s}: inputs unchanged since the last build, kept" for s in (*STAGES, "engine", "serve")]
     if NO_TRT:
         assert (
             stages["engine"]["status"] == "bundled"
