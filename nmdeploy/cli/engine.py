@@ -1,4 +1,5 @@
-"""``nmdeploy engine`` (ONNX -> sparse TensorRT plan, or a target bundle) and ``nmdeploy bench``."""
+"""``nmdeploy engine`` (ONNX -> sparse TensorRT plan, or a target bundle) and ``nmdeploy bench`` (plans on
+TensorRT, or ONNX models on onnxruntime)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import click
 from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
 from nmdeploy.cli._settings import config_from, setting_option
 from nmdeploy.engine.config import EngineConfig
+from nmdeploy.quant.providers import PROVIDERS
 
 
 def _batch(value: str, count: int, option: str) -> tuple[int, ...]:
@@ -141,6 +143,19 @@ def engine(
 @click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--batch", default="1,32", show_default=True, help="Batch sizes to time (within the engines' profile).")
 @click.option(
+    "--provider",
+    type=click.Choice(PROVIDERS),
+    help="Time ONNX models on onnxruntime with this execution provider instead of plans on TensorRT.  "
+    "[default: cpu for .onnx files]",
+)
+@click.option(
+    "--length",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="ONNX models: the size of dynamic dims besides the batch (a text model's tokens).",
+)
+@click.option(
     "--warmup", type=click.IntRange(0), default=20, show_default=True, help="Untimed runs per engine and batch."
 )
 @click.option(
@@ -151,24 +166,47 @@ def engine(
 )
 @FORCE
 def bench(
-    plans: tuple[Path, ...], batch: str, warmup: int, iterations: int, json_path: Path | None, force: bool
+    plans: tuple[Path, ...],
+    batch: str,
+    provider: str | None,
+    length: int,
+    warmup: int,
+    iterations: int,
+    json_path: Path | None,
+    force: bool,
 ) -> None:
     """Time PLANS side by side (interleaved, one process): latency p50/p90/p99, throughput.
 
-    With two plans (e.g. the sparse engine and its --dense-twin) it prints the latency
-    ratio of the second to the first. Needs TensorRT, polygraphy and a GPU (exit 3 without).
+    PLANS are TensorRT plans (needs TensorRT, polygraphy and a GPU; exit 3 without), or ONNX
+    models, timed on onnxruntime with --provider cpu|cuda|tensorrt (a provider that cannot
+    start here exits 3). With two (e.g. the sparse engine and its --dense-twin) it prints the
+    latency ratio of the second to the first.
     """
     import json
 
     from nmdeploy._atomic import write_atomic
-    from nmdeploy.engine.bench import bench_engines
+    from nmdeploy.errors import ConfigError
 
     sizes = _batch(batch, 0, "--batch")
+    onnx = [p.suffix == ".onnx" for p in plans]
+    if any(onnx) and not all(onnx):
+        raise ConfigError("bench times TensorRT plans or ONNX models, not both at once; give one kind")
+    if provider is not None and not all(onnx):
+        raise ConfigError(
+            f"--provider {provider} runs ONNX models on onnxruntime; plans run on TensorRT: drop --provider"
+        )
     claim_outputs([json_path], force, plans)
     names = {}
     for path in plans:
         names[path.stem if path.stem not in names else str(path)] = path
-    rows = bench_engines(names, sizes, warmup, iterations)
+    if all(onnx):
+        from nmdeploy.quant.timing import bench_onnx
+
+        rows = bench_onnx(names, provider or "cpu", sizes, warmup, iterations, length)
+    else:
+        from nmdeploy.engine.bench import bench_engines
+
+        rows = bench_engines(names, sizes, warmup, iterations)
     click.echo(f"{'engine':<28} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'samples/s':>11}")
     for r in rows:
         click.echo(

@@ -35,6 +35,7 @@ BUNDLED_CODE = (
     "errors.py",
     "config.py",
     "schemas.py",
+    "timing.py",
     "_atomic.py",
     "engine/__init__.py",
     "engine/config.py",

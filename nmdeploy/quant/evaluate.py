@@ -1,4 +1,4 @@
-"""Accuracy of an ONNX model on onnxruntime (CPU): top-1 for classifiers, cosine to a reference.
+"""Accuracy of an ONNX model on onnxruntime (the CPU, or ``--provider cuda|tensorrt``): top-1 for classifiers, cosine to a reference.
 
 The data is read chunk by chunk (:func:`onnx_batches`), so an evaluation set of any size
 streams through; only the running counts are kept.
@@ -44,6 +44,7 @@ class EvalReport:
     reference: str | None = None
     reference_top1: float | None = None
     cosine: tuple[OutputCosine, ...] = field(default=())
+    provider: str = "cpu"  # the onnxruntime execution provider both models ran on
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": schemas.EVAL, **asdict(self)}
@@ -177,11 +178,13 @@ def evaluate_onnx(
     batch_size: int = 256,
     progress: Any = None,
     workers: int = 0,
+    provider: str = "cpu",
 ) -> EvalReport:
     """Top-1 of ``path`` on ``data`` (any source, read chunk by chunk) and, with a ``reference``
     ONNX, its top-1 and the per-output cosine to it.
 
     ``progress(done, total)`` counts samples over both runs (``total`` is 0 for a stream).
+    ``provider``: ``cpu``, ``cuda`` or ``tensorrt`` (:mod:`nmdeploy.quant.providers`); both models run there.
     """
     from nmdeploy.data.source import Stream
 
@@ -193,8 +196,8 @@ def evaluate_onnx(
         progress(done[0], total)
 
     tally = _Tally()
-    ref_session = None if reference is None else ort_session(str(reference))
-    session = ort_session(str(path))
+    ref_session = None if reference is None else ort_session(str(reference), provider=provider)
+    session = ort_session(str(path), provider=provider)
     names = [o.name for o in session.get_outputs()]
     for chunk, outputs in onnx_batches(path, data, batch_size, workers, advance if progress else None, session):
         tally.samples += len(chunk)
@@ -212,10 +215,17 @@ def evaluate_onnx(
         tally.add_top1("reference", ref_outputs[0], chunk.labels)
         tally.add_cosines(outputs, ref_outputs)
     if reference is None:
-        return EvalReport(str(path), data.source, tally.samples, tally.top1("model"))
+        return EvalReport(str(path), data.source, tally.samples, tally.top1("model"), provider=provider)
     cos = tuple(OutputCosine(n, s / max(1, tally.samples), m) for n, s, m in zip(names, tally.cos_sum, tally.cos_min))
     return EvalReport(
-        str(path), data.source, tally.samples, tally.top1("model"), str(reference), tally.top1("reference"), cos
+        str(path),
+        data.source,
+        tally.samples,
+        tally.top1("model"),
+        str(reference),
+        tally.top1("reference"),
+        cos,
+        provider,
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nmdeploy.data import ArrayData
-from nmdeploy.errors import InputError, first_line
+from nmdeploy.errors import InputError
 
 __all__ = [
     "ACTIVATION_BUDGET",
@@ -80,18 +80,11 @@ def fitting_batch(path: str | Path, most: int, tokens: int = 128, budget: int = 
     return max(1, min(most, budget // per_sample)) if per_sample else most
 
 
-def ort_session(path: str, threads: int = 0):  # -> onnxruntime.InferenceSession
-    """A CPU onnxruntime session (the GPU build runs on CPU too; TensorRT is the GPU path)."""
-    import onnxruntime as ort
+def ort_session(path: str, threads: int = 0, provider: str = "cpu"):  # -> onnxruntime.InferenceSession
+    """An onnxruntime session on ``provider`` (the CPU by default: the GPU build runs there too)."""
+    from nmdeploy.quant.providers import start_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise InputError(f"{path}: onnxruntime cannot load it ({first_line(exc)})") from None
+    return start_session(path, provider, threads)
 
 
 @dataclass(frozen=True)

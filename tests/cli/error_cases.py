@@ -516,6 +516,28 @@ CASES: tuple[Case, ...] = (
         setup=_copy("cnn_onnx", "model.onnx"),
     ),
     Case(
+        "eval-provider-missing",
+        "an onnxruntime provider that cannot start here (--provider tensorrt without its libraries or a GPU)",
+        ("eval", "model.onnx", "--data", "d.npz", "--provider", "tensorrt", "--json", "e.json"),
+        3,
+        ("e.json",),
+        setup=_all(_copy("cnn_onnx", "model.onnx"), _npz("d.npz", IMAGES, np.zeros(len(IMAGES), dtype=np.int64))),
+    ),
+    Case(
+        "bench-provider-plan",
+        "an onnxruntime provider for TensorRT plans",
+        ("bench", "model.plan", "--provider", "cuda"),
+        1,
+        setup=_write("model.plan", "not a plan\n"),
+    ),
+    Case(
+        "bench-mixed",
+        "plans and ONNX models timed together",
+        ("bench", "model.plan", "model.onnx"),
+        1,
+        setup=_all(_write("model.plan", "not a plan\n"), _copy("cnn_onnx", "model.onnx")),
+    ),
+    Case(
         "bench-no-tensorrt",
         "timing engines where TensorRT is not installed",
         ("bench", "model.plan"),

@@ -24,7 +24,7 @@ def test_engine_without_tensorrt_writes_the_bundle(tmp_path, cnn_onnx):
     assert result.output == (
         "Error: TensorRT is not importable here (No module named 'tensorrt'); pip install 'nmdeploy[trt]' (the tensorrt wheel) "
         "on an x86_64/SBSA server with an NVIDIA GPU, or use the TensorRT that JetPack ships on Jetson Orin. "
-        f"Wrote the target bundle {bundle}/ (20 files); on the target GPU run: python3 {bundle}/build_engine.py\n"
+        f"Wrote the target bundle {bundle}/ (22 files); on the target GPU run: python3 {bundle}/build_engine.py\n"
     )
     assert (bundle / "build_engine.py").is_file() and not (tmp_path / "cnn.plan").exists()
     assert '"batch": [\n    1,\n    4,\n    16\n  ]' in (bundle / "bundle.json").read_text()
@@ -81,3 +81,67 @@ def test_bench_without_tensorrt(tmp_path):
         1,
         "Error: --batch '0' is invalid: give comma-separated positive integers, e.g. 1,32\n",
     )
+
+
+def test_triton_writes_a_repository_beside_the_model(tmp_path, cnn_onnx):
+    import shutil
+
+    from tests.engine.triton_schema import parse_config
+
+    model = tmp_path / "model.int8.onnx"
+    shutil.copyfile(cnn_onnx, model)
+    result = _run("triton", str(model), "--max-batch", "64", "--preferred-batch", "8", "--preferred-batch", "16")
+    repo = tmp_path / "triton"
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        f"wrote {repo}/: model_onnx (4 files)\n"
+        f"serve: tritonserver --model-repository={repo}   check: python3 {repo}/client.py --dry-run\n"
+    )
+    config = parse_config(repo / "model_onnx" / "config.pbtxt")
+    assert config.max_batch_size == 64 and list(config.dynamic_batching.preferred_batch_size) == [8, 16]
+    again = _run("triton", str(model), "--force", "--name", "fashion", "--no-dynamic-batching", "--instances", "2")
+    assert again.exit_code == 0 and sorted(p.name for p in repo.iterdir()) == ["README.md", "client.py", "fashion_onnx"]
+    config = parse_config(repo / "fashion_onnx" / "config.pbtxt")
+    assert not config.HasField("dynamic_batching") and config.instance_group[0].count == 2
+
+
+def test_bench_times_onnx_models_on_onnxruntime(tmp_path, cnn_onnx, mlp_onnx):
+    import json
+
+    result = _run(
+        "bench",
+        str(cnn_onnx),
+        str(mlp_onnx),
+        "--batch",
+        "2",
+        "--iterations",
+        "3",
+        "--warmup",
+        "0",
+        "--json",
+        str(tmp_path / "t.json"),
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["engine", "batch", "p50", "ms", "p90", "ms", "p99", "ms", "samples/s"]
+    assert [line.split()[:2] for line in lines[1:3]] == [["cnn", "2"], ["mlp", "2"]]
+    assert lines[3].startswith("batch 2: mlp / cnn p50 latency = ")
+    assert [(r["engine"], r["batch"]) for r in json.loads((tmp_path / "t.json").read_text())] == [
+        ("cnn", 2),
+        ("mlp", 2),
+    ]
+
+
+def test_eval_records_its_provider(tmp_path, cnn_onnx):
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "d.npz", x=rng.standard_normal((8, 1, 28, 28)).astype(np.float32), y=np.zeros(8, dtype=np.int64)
+    )
+    result = _run("eval", str(cnn_onnx), "--data", str(tmp_path / "d.npz"), "--provider", "cpu", "--json", "-")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["provider"] == "cpu" and report["samples"] == 8
