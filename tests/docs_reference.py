@@ -28,6 +28,7 @@ COMMANDS = (
     ["eval"],
     ["engine"],
     ["bench"],
+    ["triton"],
 )
 CLI_MARKERS = ("<!-- cli:start -->", "<!-- cli:end -->")
 RECIPE_MARKERS = ("<!-- recipe:start -->", "<!-- recipe:end -->")

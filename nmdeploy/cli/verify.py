@@ -80,11 +80,23 @@ def verify(
         click.echo(f"{model}: no Conv/ConvTranspose/Gemm/MatMul with a constant weight; nothing to check")
         return _exit(ok)
     table = Table(title=f"{model}: {report.pattern} along the axis TensorRT reduces over")
-    for col in ("weight", "op", "shape", "axis", "pattern", "zeros", "bad groups", "first bad", "2:4 hw", "required"):
+    for col in (
+        "weight",
+        "op",
+        "shape",
+        "axis",
+        "pattern",
+        "zeros",
+        "bad groups",
+        "first bad",
+        "2:4 hw",
+        "required",
+        "likely to pay",
+    ):
         table.add_column(col, overflow="fold")
     for r in report.layers:
         table.add_row(
-            r.weight + (" *" if r.note else ""),
+            r.weight,
             r.op,
             "x".join(map(str, r.shape)),
             str(r.axis),
@@ -94,12 +106,19 @@ def verify(
             "" if r.first_violation is None else ",".join(map(str, r.first_violation)),
             "yes" if r.hw_2of4 else "no",
             "yes" if r.required else "no",
+            r.likely_to_pay,
             style=None if r.ok or not r.required else "red",
         )
     console.print(table)
-    notes = [r for r in report.layers if r.note]
-    for r in notes:
-        click.echo(f"* {r.weight}: {r.note}")
+    judged = [r for r in report.layers if r.hw_2of4 and r.required]
+    if judged:
+        counts = {k: sum(r.likely_to_pay == k for r in judged) for k in ("yes", "maybe", "no")}
+        click.echo(
+            f"likely to pay (a rule from each layer's GEMM shape; the reasons are in --json): {counts['yes']} yes, "
+            f"{counts['maybe']} maybe, {counts['no']} no of {len(judged)} 2:4 layer(s)"
+        )
+        for r in (r for r in judged if r.likely_to_pay != "no"):
+            click.echo(f"  {r.likely_to_pay}: {r.weight} ({r.gemm}): {r.pay_reason}")
     for s in report.skipped:
         click.echo(f"skipped {s.node} ({s.op}) input {s.input}: {s.reason}")
     failed = report.failures

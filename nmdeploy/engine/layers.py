@@ -21,7 +21,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["EngineLayer", "LayerRow", "SparsityLog", "format_rows", "join_layers", "parse_build_log", "parse_inspector"]
+__all__ = [
+    "EngineLayer",
+    "LayerRow",
+    "SparsityLog",
+    "format_rows",
+    "join_layers",
+    "parse_build_log",
+    "parse_inspector",
+    "rule_agreement",
+]
 
 _ELIGIBLE = re.compile(r"\(Sparsity\) Layers eligible for sparse math:\s*(.*?)\s*$")
 _PICKED = re.compile(r"\(Sparsity\) TRT inference plan picked sparse implementation for layers:\s*(.*?)\s*$")
@@ -140,6 +149,8 @@ class LayerRow:
     eligible: bool | None
     picked: bool | None
     status: str
+    likely_to_pay: str = ""  # the rule's guess from verify.json (yes / maybe / no), beside what TensorRT picked
+    pay_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,14 +208,43 @@ def join_layers(verify: Mapping[str, Any], layers: list[EngineLayer], log: Spars
                 eligible,
                 picked,
                 _status(check, layer, eligible, picked, pattern),
+                str(check.get("likely_to_pay", "")) if check.get("required") else "",
+                str(check.get("pay_reason", "")) if check.get("required") else "",
             )
         )
     return rows
 
 
+def rule_agreement(rows: Iterable[LayerRow]) -> tuple[int, int, list[str]]:
+    """How often the likely-to-pay rule matched TensorRT's pick: (agreed, judged, the layers it got wrong).
+
+    Only layers with a firm guess (yes / no) and a known pick count; "maybe" is no guess."""
+    agreed = judged = 0
+    wrong = []
+    for row in rows:
+        if row.picked is None or row.likely_to_pay not in ("yes", "no"):
+            continue
+        judged += 1
+        if (row.likely_to_pay == "yes") == row.picked:
+            agreed += 1
+        else:
+            wrong.append(row.weight)
+    return agreed, judged, wrong
+
+
 def format_rows(rows: list[LayerRow]) -> str:
-    """A plain-text table: weight, engine layer, precision, status."""
-    header = ("weight", "engine layer", "precision", "status")
-    table = [header] + [(r.weight, r.engine_layer or "-", r.precision or "-", r.status) for r in rows]
-    widths = [min(48, max(len(str(row[i])) for row in table)) for i in range(3)]
-    return "\n".join("  ".join([*(str(row[i])[:48].ljust(widths[i]) for i in range(3)), row[3]]) for row in table)
+    """A plain-text table: weight, engine layer, precision, the rule's guess, status; then how often
+    the guess matched what TensorRT picked."""
+    header = ("weight", "engine layer", "precision", "likely to pay", "status")
+    table = [header] + [
+        (r.weight, r.engine_layer or "-", r.precision or "-", r.likely_to_pay or "-", r.status) for r in rows
+    ]
+    widths = [min(48, max(len(str(row[i])) for row in table)) for i in range(4)]
+    lines = ["  ".join([*(str(row[i])[:48].ljust(widths[i]) for i in range(4)), row[4]]) for row in table]
+    agreed, judged, wrong = rule_agreement(rows)
+    if judged:
+        lines.append(
+            f"likely-to-pay rule vs TensorRT's pick: {agreed} of {judged} layer(s) agree"
+            + (f"; wrong on {', '.join(wrong)}" if wrong else "")
+        )
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ returns a structured report and fails (exit code 1) when a required layer is not
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from nmdeploy import schemas
 from nmdeploy._onnx import attr
 from nmdeploy.errors import InputError, PatternError
 from nmdeploy.export.nmcheck import check_tensor
+from nmdeploy.export.payoff import judge_payoff
 from nmdeploy.sparsity.pattern import Pattern, parse_pattern
 
 __all__ = ["LayerCheck", "SkippedInput", "VerifyReport", "verify_onnx", "verify_model"]
@@ -64,6 +66,9 @@ class LayerCheck:
     hw_2of4: bool
     required: bool
     note: str = ""
+    likely_to_pay: str = ""  # yes / maybe / no: will TensorRT's sparse kernel beat the dense one (export.payoff)
+    pay_reason: str = ""
+    gemm: str = ""  # the layer as a GEMM: "M=batch×196 N=64 K=576"
 
     @property
     def ok(self) -> bool:
@@ -111,10 +116,18 @@ class VerifyReport:
 
 
 class _Scope:
-    """Constants and producers visible in one graph (outer graphs' too, for subgraphs)."""
+    """Constants and producers visible in one graph (outer graphs' too, for subgraphs), and the dims
+    shape inference found for its values (what the GEMM shapes of the payoff rule need)."""
 
-    def __init__(self, graph: onnx.GraphProto, outer: _Scope | None = None, base_dir: str = "") -> None:
+    def __init__(
+        self,
+        graph: onnx.GraphProto,
+        outer: _Scope | None = None,
+        base_dir: str = "",
+        dims: dict[str, tuple[int | str, ...]] | None = None,
+    ) -> None:
         self.base_dir = outer.base_dir if outer else base_dir  # where external data lives: read a tensor at a time
+        self.dims: dict[str, tuple[int | str, ...]] = outer.dims if outer else dict(dims or {})
         self.constants: dict[str, onnx.TensorProto] = dict(outer.constants) if outer else {}
         self.producers: dict[str, onnx.NodeProto] = dict(outer.producers) if outer else {}
         for init in graph.initializer:
@@ -182,6 +195,42 @@ def _note(op: str, shape: tuple[int, ...], axis: int, hw: bool, node: onnx.NodeP
     return ""
 
 
+def _inferred_dims(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...]]:
+    """name -> dims (int, or the symbol) of every value ONNX shape inference can say; {} when it fails.
+
+    The weights' data is never needed (a model past 2 GB is inferred without its external data)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # an op shape inference does not know: the payoff rule goes without M
+        return {}
+    dims = {}
+    for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        kind = value.type.tensor_type
+        if kind.HasField("shape"):
+            dims[value.name] = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in kind.shape.dim
+            )
+    return dims
+
+
+def _positions(node: onnx.NodeProto, weight_index: int, scope: _Scope) -> tuple[int | str | None, bool]:
+    """(output positions per sample, whether the activation is [batch, tokens, features])."""
+    if node.op_type in ("Conv", "ConvTranspose"):
+        spatial = scope.dims.get(node.output[0], ())[2:]
+        if spatial and all(isinstance(d, int) and d > 0 for d in spatial):
+            return math.prod(spatial), False
+        return None, False
+    if node.op_type == "Gemm":
+        return 1, False
+    other = node.input[1 - weight_index] if len(node.input) > 1 else ""
+    dims = scope.dims.get(other)
+    if dims is None:
+        return None, False
+    if len(dims) >= 3:
+        return dims[-2] if weight_index == 1 else dims[-1], True
+    return 1, False
+
+
 def _walk(
     graph: onnx.GraphProto,
     scope: _Scope,
@@ -223,6 +272,10 @@ def _walk(
             else:
                 required = bool(re.search(require, name) or re.search(require, weight))
             note = _note(node.op_type, tuple(values.shape), axis, result.hw_2of4, node)
+            positions, tokens = _positions(node, input_index, scope)
+            pay = judge_payoff(
+                node.op_type, values.shape, axis, result.hw_2of4, attr(node, "group", 1), positions, tokens
+            )
             layers.append(
                 LayerCheck(
                     name,
@@ -239,6 +292,9 @@ def _walk(
                     result.hw_2of4,
                     required,
                     note,
+                    pay.likely,
+                    pay.reason,
+                    f"M={pay.m} N={pay.n} K={pay.k}",
                 )
             )
 
@@ -261,7 +317,8 @@ def verify_model(
             ) from None
     layers: list[LayerCheck] = []
     skipped: list[SkippedInput] = []
-    _walk(model.graph, _Scope(model.graph, base_dir=str(base_dir)), "", nm, require, layers, skipped)
+    scope = _Scope(model.graph, base_dir=str(base_dir), dims=_inferred_dims(model))
+    _walk(model.graph, scope, "", nm, require, layers, skipped)
     return VerifyReport(name, str(nm), require or "sparse-layers", tuple(layers), tuple(skipped))
 
 

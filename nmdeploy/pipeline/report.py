@@ -255,7 +255,7 @@ def write_report(out: Path, manifest: Mapping[str, Any], verify: Mapping[str, An
     if verify and verify.get("layers"):
         lines += ["", f"## Layers of model.onnx ({verify.get('pattern')} verifier)", ""]
         lines += _table(
-            ["weight", "op", "shape", "zeros", "status", "2:4 kernel eligible", "note"],
+            ["weight", "op", "shape", "zeros", "status", "2:4 kernel eligible", "likely to pay", "note"],
             [
                 [
                     layer["weight"],
@@ -266,6 +266,9 @@ def write_report(out: Path, manifest: Mapping[str, Any], verify: Mapping[str, An
                     if layer["required"]
                     else "dense",
                     "yes" if layer["hw_2of4"] and layer["required"] else "no",
+                    f"{layer['likely_to_pay']}: {layer['pay_reason']} ({layer['gemm']})"
+                    if layer.get("likely_to_pay") and layer["required"]
+                    else "",
                     layer.get("note", ""),
                 ]
                 for layer in verify["layers"]

@@ -28,6 +28,8 @@ VERIFY = {
             "required": True,
             "ok": True,
             "note": SMALL,
+            "likely_to_pay": "no",
+            "pay_reason": "16 channels is below 256: TensorRT usually keeps the dense kernel",
         },
         {
             "node": "node_Conv_152",
@@ -36,6 +38,8 @@ VERIFY = {
             "required": True,
             "ok": True,
             "note": "",
+            "likely_to_pay": "yes",
+            "pay_reason": "256 in, 256 out: at least 256 channels each way",
         },
         {
             "node": "node_Conv_154",
@@ -123,10 +127,31 @@ def test_join_with_verify_reads_side_by_side(schema):
         (None, None),
         (False, False),
     ]
+    assert [row.likely_to_pay for row in rows] == ["", "no", "yes", "", ""]  # from verify.json; older ones lack it
     table = format_rows(rows)
-    assert table.splitlines()[0].split() == ["weight", "engine", "layer", "precision", "status"]
+    assert table.splitlines()[0].split() == ["weight", "engine", "layer", "precision", "likely", "to", "pay", "status"]
     assert "blocks.0.conv1.weight" in table and table.splitlines()[2].endswith(
-        "2:4 verified, eligible, not picked (too few channels)"
+        "no             2:4 verified, eligible, not picked (too few channels)"
+    )
+    assert table.splitlines()[-1] == "likely-to-pay rule vs TensorRT's pick: 2 of 2 layer(s) agree"
+
+
+def test_the_rule_is_scored_against_what_tensorrt_picked():
+    from nmdeploy.engine.layers import LayerRow, rule_agreement
+
+    def row(weight, likely, picked):
+        return LayerRow("n", weight, (), True, "l", "INT8", "", True, picked, "", likely, "")
+
+    rows = [
+        row("a", "yes", True),
+        row("b", "yes", False),
+        row("c", "no", False),
+        row("d", "maybe", True),
+        row("e", "no", None),
+    ]
+    assert rule_agreement(rows) == (2, 3, ["b"])  # maybe and an unknown pick are not scored
+    assert (
+        format_rows(rows).splitlines()[-1] == "likely-to-pay rule vs TensorRT's pick: 2 of 3 layer(s) agree; wrong on b"
     )
 
 

@@ -246,8 +246,24 @@ def test_json_report_schema():
         "hw_2of4": True,
         "required": True,
         "note": "2:4, but small (16 in, 8 out): TensorRT often keeps dense kernels below ~256",
+        "likely_to_pay": "no",
+        "pay_reason": "8 channels is below 256: TensorRT usually keeps the dense kernel",
+        "gemm": "M=batch N=8 K=16",
         "ok": True,
     }
+
+
+def test_each_layer_is_a_gemm_with_its_output_positions():
+    conv = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", pads=[1, 1, 1, 1], strides=[2, 2])
+    m = model([conv], {"W": sparse_24((256, 256, 3, 3), axis=1)}, [("x", ["batch", 256, 14, 14])], ["y"])
+    (layer,) = verify_model(m).layers
+    assert (layer.gemm, layer.likely_to_pay) == ("M=batch×49 N=256 K=2304", "yes")
+    assert layer.pay_reason == "256 in, 256 out: at least 256 channels each way"
+    matmul = helper.make_node("MatMul", ["x", "W"], ["y"], name="ffn")
+    m = model([matmul], {"W": sparse_24((768, 3072), axis=0)}, [("x", ["batch", "sequence", 768])], ["y"])
+    (layer,) = verify_model(m).layers
+    assert (layer.gemm, layer.likely_to_pay) == ("M=batch×sequence N=3072 K=768", "maybe")
+    assert "MatMul on tokens often runs inside a fused (Myelin) region" in layer.pay_reason
 
 
 # ---- the counting maths against a brute-force reference ----------------------------------
