@@ -12,7 +12,8 @@ when ``nvidia-modelopt`` is importable, which it is only in a separate benchmark
       .venv-bench/bin/python -m benchmarks
 
 ``--only NAME[,NAME]`` runs a subset (names: overhead, verify_speed, streaming, int8_accuracy, build_example,
-accuracy, maxq_ablations, distill, scratch, permutation, minilm, zoo).
+accuracy, maxq_ablations, distill, scratch, permutation, minilm, zoo, gpu_proof). gpu_proof only renders the JSON
+that ``bash benchmarks/gpu_proof.sh`` wrote on a GPU machine.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ ORDER = (
     "permutation",
     "minilm",
     "zoo",
+    "gpu_proof",
 )
 
 

@@ -200,3 +200,86 @@ def test_distillation_and_permutation_benchmarks_run_small(tmp_path, capsys):
     row = measure("mlp", FashionMLP(), (x[:8],), "2:4", (x, y))
     assert row["permuted_layers"] == 2 and row["layers"] == 2 and row["permuted_kept"] > row["plain_kept"]
     assert 0 <= row["plain_top1"] <= 1 and 0 <= row["permuted_top1"] <= 1
+
+
+def test_the_gpu_proof_dry_run_takes_every_step_but_the_timing(tmp_path):
+    """bash benchmarks/gpu_proof.sh --dry-run: the GPU script checked on the CPU."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    ran = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu_proof.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OUT": str(tmp_path)},
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "tests collected" in ran.stdout and ran.stdout.rstrip().endswith("(status 0)")
+    result = json.loads((tmp_path / "dry_run.json").read_text())
+    shapes = json.loads((root / "benchmarks" / "gpu_shapes.json").read_text())
+    assert result["dry_run"] is True and result["device"] == "cpu (dry run)"
+    expected = sum(len(entries) for entries in shapes["models"].values()) * 2  # fp16 and int8
+    assert len(result["rows"]) == expected
+    assert all("dense_ms" in row and "speedup" not in row and "error" not in row for row in result["rows"])
+
+
+def test_the_gpu_shapes_are_the_sparsified_layers_of_each_model():
+    import json
+    from pathlib import Path
+
+    shapes = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_shapes.json").read_text())
+    layers = {model: sum(len(e["layers"]) for e in entries) for model, entries in shapes["models"].items()}
+    # every conv but the stem of ResNet-50; every Linear of BERT-base's 12 blocks and its pooler, not the classifier
+    assert layers == {"fashion-resnet": 8, "minilm-l6": 36, "resnet-50": 52, "bert-base": 73}
+    resnet = {(e["m"], e["n"], e["k"]) for e in shapes["models"]["resnet-50"]}
+    assert (32 * 56 * 56, 64, 64 * 9) in resnet and (32 * 7 * 7, 2048, 512) in resnet  # a 3x3 and an expansion 1x1
+    bert = {(e["m"], e["n"], e["k"]) for e in shapes["models"]["bert-base"]}
+    assert bert == {(32 * 128, 768, 768), (32 * 128, 3072, 768), (32 * 128, 768, 3072), (32, 768, 768)}
+
+
+def test_the_gpu_proof_section_reads_the_json():
+    from benchmarks.gpu_proof import render
+
+    assert "Not run on a GPU yet" in render(None)
+    result = {
+        "device": "NVIDIA H200",
+        "torch": "2.13.0",
+        "cuda": "13.0",
+        "batch": 32,
+        "tokens": 128,
+        "tests": {"tests": 13, "failures": 0, "errors": 0, "skipped": 1, "seconds": 50.2},
+        "rows": [
+            {
+                "model": "bert-base",
+                "layers": ["a", "b", "c"],
+                "m": 4096,
+                "n": 3072,
+                "k": 768,
+                "dtype": "fp16",
+                "dense_ms": 0.2,
+                "sparse_ms": 0.125,
+                "speedup": 1.6,
+            },
+            {
+                "model": "bert-base",
+                "layers": ["a", "b", "c"],
+                "m": 4096,
+                "n": 3072,
+                "k": 768,
+                "dtype": "int8",
+                "dense_ms": 0.1,
+                "error": "sparse: not supported",
+            },
+        ],
+    }
+    text = render(result)
+    assert (
+        "Device: NVIDIA H200 (torch 2.13.0, CUDA 13.0); batch 32, 128 tokens. tests/gpu: 13 tests, 0 failed, 0 errors, 1 skipped (50.2 s)."
+        in text
+    )
+    assert "| bert-base | 4096 | 3072 | 768 | a, b (+1) | 0.200 | 1.60x | 0.100 | sparse: not supported |" in text
+    assert text.endswith("fp16: 2:4 faster on 1 of 1 layer shapes (median speed-up 1.60x).")

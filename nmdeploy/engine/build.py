@@ -189,13 +189,16 @@ def build_engine(
     max_shapes: Mapping[str, Shape] | None = None,
     verify: str | Path | Mapping[str, Any] | None = None,
     report_path: str | Path | None = None,
+    samples: str | Path | None = None,
 ) -> EngineReport:
     """Build ``onnx`` into the plan ``out`` with ``config`` and write ``engine_report.json`` beside it.
 
     Shapes: explicit ``min/opt/max_shapes`` per input, else the config's batch range on a
     dynamic dim 0. The config's timing cache is read when present and saved after the
     build; its ``dense_twin`` also builds ``<out>.dense.plan`` without SPARSE_WEIGHTS for
-    ``nmdeploy bench``. No ``config``: the defaults. Raises
+    ``nmdeploy bench``. ``samples``: a folder that also gets TensorRT's raw inspector JSON and
+    build log (``engine_info_<version>.json``, ``build_<version>.log``), the texts the layer-report
+    tests are checked against. No ``config``: the defaults. Raises
     :class:`~nmdeploy.errors.EngineUnavailable` where TensorRT or a GPU is missing.
     """
     config = config or EngineConfig()
@@ -215,8 +218,13 @@ def build_engine(
     plan_bytes, lines = _build_once(trt, onnx_path, profile, plan, config, cache)
     seconds = time.perf_counter() - began
     write_atomic(out, plan_bytes)
-    schema, layers = parse_inspector(_inspect(trt, plan_bytes))
+    inspector = _inspect(trt, plan_bytes)
+    schema, layers = parse_inspector(inspector)
     sparsity = parse_build_log(lines)
+    if samples is not None:
+        Path(samples).mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(samples) / f"engine_info_{caps.version}.json", inspector)
+        write_atomic(Path(samples) / f"build_{caps.version}.log", "\n".join(lines) + "\n")
     twin = None
     files = engine_files(out, config)
     if "twin" in files:
