@@ -111,6 +111,7 @@ the GPU's compute capability and to the TensorRT version). Shapes min/opt/max: {
     python3 build_engine.py            # model.plan and engine_report.json; with the dense twin (bundle.json's
                                        # dense_twin, or --dense-twin) also model.dense.plan and sparse vs dense timing
     bash build_engine.sh               # the same with trtexec; then: python3 build_engine.py --from-trtexec layers.json build.log
+    python3 build_engine.py --triton ../triton   # in a build folder: also put the plan into its Triton repository
 
 `build_engine.py` needs `tensorrt`, `onnx` and `numpy` (timing also `polygraphy`); the engine code
 is in `nmdeploy/` beside it. `engine_report.json` lists per layer: 2:4 verified, eligible for sparse
