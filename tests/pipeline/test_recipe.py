@@ -58,7 +58,7 @@ def test_yaml_loader_stays_safe():
     [
         (
             {"sparsty": {}},
-            "unknown recipe section 'sparsty'; a recipe has: model, data, task, dense, sparsity, finetune, export, quantize, engine, output, device",
+            "unknown recipe section 'sparsty'; a recipe has: model, data, task, dense, sparsity, finetune, export, quantize, engine, serve, output, device",
         ),
         (
             {"sparsity": {"lambda": 1}},
