@@ -26,6 +26,7 @@ from pathlib import Path
 from nmdeploy.errors import OutputError
 
 __all__ = [
+    "staged_folder",
     "atomic_output",
     "check_writable",
     "make_folders",
@@ -206,6 +207,33 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         raise output_error(path, exc) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        if not published:
+            remove_folders(created)
+
+
+@contextlib.contextmanager
+def staged_folder(dest: str | Path) -> Iterator[Path]:
+    """A private folder beside ``dest`` to fill; on a clean exit it becomes ``dest`` whole
+    (:func:`publish_folder`, readable by all), on an exception it is deleted, ``dest`` is left as it
+    was, and the folders created above it are removed again."""
+    dest = Path(dest)
+    created: list[Path] = []
+    try:
+        created = make_folders(dest.parent)
+        stage = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    except OSError as exc:
+        remove_folders(created)
+        raise output_error(dest, exc) from None
+    published = False
+    try:
+        yield stage
+        for folder in (stage, *(p for p in stage.rglob("*") if p.is_dir())):
+            folder.chmod(0o755)  # mkdtemp makes the stage private; the folder it becomes is not
+        publish_folder(stage, dest)
+        published = True
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
         if not published:
             remove_folders(created)
 

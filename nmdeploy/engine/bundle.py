@@ -15,12 +15,11 @@ import json
 import os
 import shlex
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nmdeploy._atomic import make_folders, publish_folder, remove_folders
+from nmdeploy._atomic import staged_folder
 from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.shapes import ShapeProfile
 from nmdeploy.outputs import onnx_files
@@ -162,10 +161,7 @@ def write_bundle(
     ``EngineConfig`` the target builds with), the batch range and the shape profile.
     """
     dest, onnx = Path(dest), Path(onnx)
-    created = make_folders(dest.parent)
-    stage = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    published = False
-    try:
+    with staged_folder(dest) as stage:
         shutil.copyfile(onnx, stage / onnx.name)
         for data in onnx_files(onnx)[1:]:  # external data (a model past 2 GB) travels with it; copied, since
             shutil.copyfile(data, stage / data.name)  # onnx refuses a data file with several hard links
@@ -184,12 +180,4 @@ def write_bundle(
         os.chmod(stage / "build_engine.sh", 0o755)
         (stage / "README.md").write_text(_readme(onnx.name, profile))
         _copy_code(stage)
-        os.chmod(stage, 0o755)
-        publish_folder(stage, dest)
-        published = True
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
-        if not published:
-            remove_folders(created)
     return sorted(p for p in dest.rglob("*") if p.is_file())

@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nmdeploy._atomic import make_folders, publish_folder, remove_folders
+from nmdeploy._atomic import staged_folder
 from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.shapes import make_profile
 from nmdeploy.engine.triton import PENDING_SUFFIX, ServeConfig, TensorSpec, check_model_name, render_config
@@ -321,11 +320,8 @@ def write_repository(
     header = [f"written by nmdeploy from {onnx.name}"]
     onnx_name = f"{name}_onnx"
     check_model_name(onnx_name, "the ONNX model's name")
-    created = make_folders(dest.parent)
-    stage = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    published = False
     models = [onnx_name]
-    try:
+    with staged_folder(dest) as stage:
         accelerator = _accelerator(onnx, inputs, onnx_name, max_batch, serve, engine)
         (stage / onnx_name / "1").mkdir(parents=True)
         for file in onnx_files(onnx):  # a model past 2 GB keeps its external data beside it
@@ -349,14 +345,5 @@ def write_repository(
         (stage / "README.md").write_text(
             repository_readme(models, pending, onnx_name, max_batch, serve, dict(facts or {}))
         )
-        for folder in (stage, *[p for p in stage.rglob("*") if p.is_dir()]):
-            folder.chmod(0o755)
-        publish_folder(stage, dest)
-        published = True
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
-        if not published:
-            remove_folders(created)
     files = tuple(sorted(p for p in dest.rglob("*") if p.is_file()))
     return Repository(dest, tuple(models), pending, files)

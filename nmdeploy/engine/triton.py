@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from nmdeploy._atomic import publish_folder
+from nmdeploy._atomic import staged_folder
 from nmdeploy.config import check_types, setting
 from nmdeploy.errors import ConfigError, InputError
 
@@ -204,16 +203,10 @@ def install_plan(repo: str | Path, plan: str | Path) -> list[Path]:
     for config in pending_configs(repo):
         name = config.name[: -len(PENDING_SUFFIX)]
         dest = config.parent / name
-        stage = Path(tempfile.mkdtemp(dir=config.parent, prefix=f".{name}-"))
-        try:
+        with staged_folder(dest) as stage:
             (stage / "1").mkdir()
             shutil.copyfile(plan, stage / "1" / "model.plan")
             shutil.copyfile(config, stage / "config.pbtxt")
-            stage.chmod(0o755)
-            publish_folder(stage, dest)
-        finally:
-            if stage.exists():
-                shutil.rmtree(stage)
         config.unlink()
         written += [dest / "config.pbtxt", dest / "1" / "model.plan"]
     return written
