@@ -175,6 +175,17 @@ def write_atomic(path: str | Path, payload: bytes | str) -> None:
     write_all_atomic([(path, payload)])
 
 
+def _folder_beside(path: Path) -> tuple[Path, list[Path]]:
+    """A new private folder beside ``path`` (its parents made as needed), and the parents it made."""
+    created: list[Path] = []
+    try:
+        created = make_folders(path.parent)
+        return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-")), created
+    except OSError as exc:
+        remove_folders(created)
+        raise output_error(path, exc) from None
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """A private temporary folder beside ``path``; write ``<folder>/<path.name>`` (and siblings) there.
@@ -185,13 +196,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     created for it are removed again).
     """
     path = Path(path)
-    created: list[Path] = []
-    try:
-        created = make_folders(path.parent)
-        folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
-    except OSError as exc:
-        remove_folders(created)
-        raise output_error(path, exc) from None
+    folder, created = _folder_beside(path)
     published = False
     try:
         yield folder
@@ -217,13 +222,7 @@ def staged_folder(dest: str | Path) -> Iterator[Path]:
     (:func:`publish_folder`, readable by all), on an exception it is deleted, ``dest`` is left as it
     was, and the folders created above it are removed again."""
     dest = Path(dest)
-    created: list[Path] = []
-    try:
-        created = make_folders(dest.parent)
-        stage = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    except OSError as exc:
-        remove_folders(created)
-        raise output_error(dest, exc) from None
+    stage, created = _folder_beside(dest)
     published = False
     try:
         yield stage
