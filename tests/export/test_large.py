@@ -58,6 +58,13 @@ def test_external_data_goes_through_every_stage(tmp_path, monkeypatch):
         bundled = tmp_path / "bundle"
         assert (bundled / "mlp.int8.onnx.data").read_bytes() == (tmp_path / "mlp.int8.onnx.data").read_bytes()
         assert verify_onnx(bundled / "mlp.int8.onnx").ok
+    from nmdeploy.engine.repository import write_repository
+    from nmdeploy.engine.triton import ServeConfig
+
+    repo = write_repository(tmp_path / "triton", tmp_path / "mlp.int8.onnx", ServeConfig(), name="mlp")
+    served = repo.path / "mlp_onnx" / "1"  # Triton's onnxruntime backend reads the data file beside model.onnx
+    assert (served / "mlp.int8.onnx.data").read_bytes() == (tmp_path / "mlp.int8.onnx.data").read_bytes()
+    assert verify_onnx(served / "model.onnx").ok
 
 
 _GENERATE = """

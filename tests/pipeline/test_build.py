@@ -122,6 +122,10 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
         "triton/out_onnx/1/model.onnx",
         "triton/out_onnx/config.pbtxt",
     ]
+    from tests.engine.triton_schema import io_of, parse_config
+
+    config = parse_config(out / "triton" / "out_onnx" / "config.pbtxt")  # Triton's own schema reads it
+    assert config.max_batch_size == 256 and io_of(config)[0] == [("x", "TYPE_FP32", [1, 28, 28])]
 
 
 def test_the_artifacts_are_sparse_where_they_should_be(built):
