@@ -66,6 +66,7 @@ def _arms() -> dict[str, tuple[str, dict, str]]:
     for method in accuracy.METHODS:
         arms[f"{method}+kd"] = (method, {}, f"{method}, sweep settings, + distillation")
     arms["srste-tuned"] = ("srste", {"options": {"decay": 2e-3}}, "srste with the default's λ = 2e-3, + distillation")
+    arms["srste-decay5e-3"] = ("srste", {"options": {"decay": 5e-3}}, "srste with λ = 5e-3, + distillation")
     for w, t in ((0.9, 4.0), (0.5, 2.0), (0.9, 1.0)):
         arms[f"kd-w{w:g}-t{t:g}"] = ("srste", {"kd": (w, t)}, f"srste + distillation w {w:g}, T {t:g}")
     return arms

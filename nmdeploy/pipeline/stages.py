@@ -499,9 +499,11 @@ def _plan_state(ctx: BuildContext) -> str:
 
 
 def _serve_name(ctx: BuildContext) -> str:
+    """``serve.name``, else the model's: ``fashion-resnet``, an ``hf:`` folder's name, a factory's name."""
     from nmdeploy.engine.repository import default_name
 
-    return ctx.recipe.serve.name or default_name(ctx.out.resolve())
+    spec = ctx.recipe.model.spec.removeprefix("hf:").rstrip("/")
+    return ctx.recipe.serve.name or default_name(spec.rsplit("/", 1)[-1].rsplit(":", 1)[-1])
 
 
 def _serve_reads(ctx: BuildContext) -> StageInputs:

@@ -104,10 +104,14 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
     assert lines[-2].startswith("engine: bundled for target in target-bundle/" if NO_TRT else "engine: model.plan")
     if NO_TRT:  # the repository's plan model waits for the target bundle to build its plan
         assert lines[-1] == (
-            "serve: Triton model repository triton/ with out, out_onnx; out waits for its plan "
+            "serve: Triton model repository triton/ with fashion-resnet, fashion-resnet_onnx; fashion-resnet waits for its plan "
             "(python3 target-bundle/build_engine.py --triton triton)"
         )
-        assert stages["serve"]["metrics"] == {"repository": "triton", "models": ["out", "out_onnx"], "pending": "out"}
+        assert stages["serve"]["metrics"] == {
+            "repository": "triton",
+            "models": ["fashion-resnet", "fashion-resnet_onnx"],
+            "pending": "fashion-resnet",
+        }
         assert set(stages["serve"]["inputs"]) == {
             "file:model.int8.onnx",
             "recipe:engine",
@@ -118,13 +122,17 @@ def test_a_build_writes_every_artifact_and_its_manifest(built):
     assert sorted(stages["serve"]["outputs"]) == [
         "triton/README.md",
         "triton/client.py",
-        *(["triton/out.tensorrt_plan.pbtxt"] if NO_TRT else ["triton/out/1/model.plan", "triton/out/config.pbtxt"]),
-        "triton/out_onnx/1/model.onnx",
-        "triton/out_onnx/config.pbtxt",
+        *(
+            ["triton/fashion-resnet.tensorrt_plan.pbtxt"]
+            if NO_TRT
+            else ["triton/fashion-resnet/1/model.plan", "triton/fashion-resnet/config.pbtxt"]
+        ),
+        "triton/fashion-resnet_onnx/1/model.onnx",
+        "triton/fashion-resnet_onnx/config.pbtxt",
     ]
     from tests.engine.triton_schema import io_of, parse_config
 
-    config = parse_config(out / "triton" / "out_onnx" / "config.pbtxt")  # Triton's own schema reads it
+    config = parse_config(out / "triton" / "fashion-resnet_onnx" / "config.pbtxt")  # Triton's own schema reads it
     assert config.max_batch_size == 256 and io_of(config)[0] == [("x", "TYPE_FP32", [1, 28, 28])]
 
 

@@ -61,7 +61,7 @@ def test_a_text_classifier_builds_end_to_end(hf_text, tmp_path):
     # the Triton repository: the three int64 token inputs, the token range in the accelerator's profile
     from tests.engine.triton_schema import accelerator, io_of, parse_config
 
-    config = parse_config(out / "triton" / "out_onnx" / "config.pbtxt")
+    config = parse_config(out / "triton" / "bert_onnx" / "config.pbtxt")
     assert io_of(config) == (
         [(name, "TYPE_INT64", [-1]) for name in ("input_ids", "attention_mask", "token_type_ids")],
         [("logits", "TYPE_FP32", [3])],  # the tiny BERT's three colour classes
@@ -69,7 +69,7 @@ def test_a_text_classifier_builds_end_to_end(hf_text, tmp_path):
     params = accelerator(config)
     assert params["precision_mode"] == "INT8"
     assert params["trt_profile_max_shapes"] == "input_ids:256x16,attention_mask:256x16,token_type_ids:256x16"
-    assert parse_config(out / "triton" / "out.tensorrt_plan.pbtxt").platform == "tensorrt_plan"
+    assert parse_config(out / "triton" / "bert.tensorrt_plan.pbtxt").platform == "tensorrt_plan"
     evaluated = CliRunner().invoke(
         main, ["eval", str(out / "model.int8.onnx"), "--data", str(hf_text["val"]), "--tokenizer",
                str(hf_text["model"]), "--max-length", "16", "--json", "-"],
