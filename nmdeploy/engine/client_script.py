@@ -171,8 +171,9 @@ def repository_readme(
         "## Check it answers",
         "",
         '    pip install "tritonclient[http]" numpy',
-        f"    python3 client.py                        # one request to {models[0]}",
-        f"    python3 client.py --model {onnx_model}",
+        f"    python3 client.py                        # one request to {onnx_model if pending else models[0]}",
+        f"    python3 client.py --model {plan_model if pending else onnx_model}"
+        + ("                # once its plan is in" if pending else ""),
         "    python3 client.py --dry-run              # the request only, no server needed",
         "",
     ]

@@ -341,7 +341,8 @@ def write_repository(
                 (stage / f"{name}{PENDING_SUFFIX}").write_text(text)
             models.insert(0, name)
         described = {m: (inputs, outputs, max_batch) for m in models}
-        (stage / "client.py").write_text(client_script(_client_models(described), models[0]))
+        first = onnx_name if pending else models[0]  # a model that loads as it is
+        (stage / "client.py").write_text(client_script(_client_models(described), first))
         (stage / "README.md").write_text(
             repository_readme(models, pending, onnx_name, max_batch, serve, dict(facts or {}))
         )

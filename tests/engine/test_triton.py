@@ -265,14 +265,16 @@ def test_the_client_script_builds_its_request_with_tritonclient(int8_cnn, tmp_pa
 
     ran = client(repo.path, "--dry-run", "--batch", "4")
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout == "would send x FP32 [4, 1, 28, 28] to fashion at localhost:8000\n"
+    assert ran.stdout == "would send x FP32 [4, 1, 28, 28] to fashion_onnx at localhost:8000\n"  # the plan waits
+    ran = client(repo.path, "--dry-run", "--model", "fashion")
+    assert ran.stdout == "would send x FP32 [1, 1, 28, 28] to fashion at localhost:8000\n"
     ran = client(text.path, "--dry-run", "--length", "7", "--url", "gpu:8000")
     assert ran.stdout == (
         "would send input_ids INT64 [1, 7] to bert_onnx at gpu:8000\n"
         "would send attention_mask INT64 [1, 7] to bert_onnx at gpu:8000\n"
     )
     refused = client(repo.path, "--dry-run", "--batch", "9")
-    assert refused.returncode == 2 and refused.stderr.endswith("error: --batch 9: fashion takes 1..8\n")
+    assert refused.returncode == 2 and refused.stderr.endswith("error: --batch 9: fashion_onnx takes 1..8\n")
     unreachable = client(repo.path, "--url", "127.0.0.1:9")  # nothing listens there
     assert unreachable.returncode == 1 and unreachable.stderr.startswith("cannot reach Triton at 127.0.0.1:9 (")
 
