@@ -25,6 +25,10 @@ def test_defaults_are_the_built_in_example():
     )
     assert (recipe.sparsity.method, recipe.sparsity.pattern, recipe.quantize.method) == ("maxq", "2:4", "minmax")
     assert recipe.sparsity.end_epoch < recipe.finetune.epochs  # the last epoch trains the final mask
+    # λ by pattern: 2e-3 at the built-in 2:4, 5e-3 when the pattern is overridden to 1:16
+    assert recipe.sparsity.decay is None and recipe.sparsity.method_options().decay == 2e-3
+    sparser = load_recipe(None, ["sparsity.pattern=1:16", "sparsity.end_epoch=2"])
+    assert sparser.sparsity.method_options().decay == 5e-3
 
 
 def test_dump_parses_back_to_the_same_recipe(tmp_path):

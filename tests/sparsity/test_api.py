@@ -420,3 +420,24 @@ def test_finalizing_a_deep_copy_leaves_the_original_working():
     torch.testing.assert_close(twin(x), expected, rtol=1e-5, atol=1e-6)
     nmdeploy.finalize(model)
     torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_null_decay_goes_by_pattern():
+    """The build's sparsity.decay: null: λ 2e-3 where at least half the weights stay, 5e-3 below."""
+    from nmdeploy.sparsity.config import SparsityConfig, pattern_decay
+
+    assert [pattern_decay(p) for p in ("2:4", "4:8", "1:2", "1:4", "2:8", "1:16")] == [
+        2e-3,
+        2e-3,
+        2e-3,
+        5e-3,
+        5e-3,
+        5e-3,
+    ]
+    for method, pattern, want in (("maxq", "1:16", 5e-3), ("srste", "2:4", 2e-3)):
+        model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.Linear(32, 32), torch.nn.Linear(32, 4))
+        config = SparsityConfig(pattern=pattern, method=method, decay=None, end_epoch=0)
+        assert config.decay is None  # kept null, so a later pattern override still decides it
+        sp = nmdeploy.sparsify(model, config=config)
+        assert sp.options["decay"] == want
+    assert SparsityConfig().method_options().decay == 2e-4  # the library's default stays the papers'
