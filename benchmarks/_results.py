@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import re
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -36,3 +37,13 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(text.rstrip() + "\n")
     os.replace(tmp, path)
+
+
+def mean_cell(values: list[float], scale: float = 1.0, count: bool = False) -> str:
+    """``"92.29 ± 0.12"`` (with ``count``: ``"... (3)"``): mean and sample spread of ``values`` times
+    ``scale`` (100 turns fractions into percent); ``–`` for none, a spread of 0 for one."""
+    if not values:
+        return "–"
+    scaled = [scale * v for v in values]
+    spread = statistics.stdev(scaled) if len(scaled) > 1 else 0.0
+    return f"{statistics.fmean(scaled):.2f} ± {spread:.2f}" + (f" ({len(scaled)})" if count else "")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._results import write_section
+from benchmarks._results import mean_cell, write_section
 from nmdeploy.data import ArrayData
 from nmdeploy.train import TrainConfig, fit, top1_accuracy
 
@@ -202,14 +202,6 @@ def run_one(
     return summary
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "–"
-    mean = 100 * statistics.fmean(values)
-    spread = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.2f} ± {spread:.2f}"
-
-
 def summarise(runs: Path, dense: dict, methods: list[str], patterns: list[str]) -> tuple[str, dict]:
     rows = [json.loads(p.read_text()) for p in sorted(runs.glob("*-s*.json"))]
     by = {}
@@ -236,7 +228,9 @@ def summarise(runs: Path, dense: dict, methods: list[str], patterns: list[str]) 
             fp32, int8 = [r["fp32_top1"] for r in got], [r["int8_top1"] for r in got]
             means[(method, pattern)] = statistics.fmean(fp32)
             sparsity = "0%" if method == "dense" else f"{SPARSITY[pattern]:g}%"
-            lines.append(f"| {label} | {pattern} | {sparsity} | {len(got)} | {_cell(fp32)} | {_cell(int8)} |")
+            lines.append(
+                f"| {label} | {pattern} | {sparsity} | {len(got)} | {mean_cell(fp32, 100)} | {mean_cell(int8, 100)} |"
+            )
     return "\n".join(lines), means
 
 

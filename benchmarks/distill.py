@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import accuracy
-from benchmarks._results import write_section
+from benchmarks._results import mean_cell, write_section
 from benchmarks.maxq_ablations import prepare
 
 ROOT = Path(__file__).with_name("runs") / "accuracy-distill"
@@ -97,13 +97,6 @@ def _recorded(folder: Path, method: str, pattern: str) -> dict[int, dict]:
     return {r["seed"]: r for r in (json.loads(p.read_text()) for p in sorted(folder.glob(f"{method}-{tag}-s*.json")))}
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "–"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {spread:.2f} ({len(values)})"
-
-
 def summarise(arms: list[str], patterns: list[str]) -> tuple[str, dict]:
     lines = [
         "| arm | what | pattern | FP32 top-1 (%) | without distillation, same seeds | paired diff (pt) | INT8 top-1 (%) |",
@@ -123,8 +116,8 @@ def summarise(arms: list[str], patterns: list[str]) -> tuple[str, dict]:
             diffs = [100 * (mine[s]["fp32_top1"] - base[s]["fp32_top1"]) for s in seeds]
             means[(arm, pattern)] = (statistics.fmean(fp32), statistics.fmean(int8))
             lines.append(
-                f"| {arm} | {what} | {pattern} | {_cell(fp32)} | {_cell([100 * base[s]['fp32_top1'] for s in seeds])} | "
-                f"{', '.join(f'{d:+.2f}' for d in diffs) or '–'} | {_cell(int8)} |"
+                f"| {arm} | {what} | {pattern} | {mean_cell(fp32, count=True)} | {mean_cell([base[s]['fp32_top1'] for s in seeds], 100, True)} | "
+                f"{', '.join(f'{d:+.2f}' for d in diffs) or '–'} | {mean_cell(int8, count=True)} |"
             )
     return "\n".join(lines), means
 

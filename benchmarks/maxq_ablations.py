@@ -38,14 +38,13 @@ import argparse
 import contextlib
 import json
 import shutil
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 from benchmarks import accuracy
-from benchmarks._results import write_section
+from benchmarks._results import mean_cell, write_section
 
 ROOT = Path(__file__).with_name("runs") / "accuracy-ablations"
 
@@ -134,14 +133,6 @@ def start_shock(data, pattern: str, options: dict | None = None, method: str = "
     return as_is, top1_accuracy(model, *data["test"])
 
 
-def _mean(rows: list[dict], key: str) -> str:
-    values = [100 * r[key] for r in rows]
-    if not values:
-        return "–"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {spread:.2f} ({len(values)})"
-
-
 def _recorded(folder: Path, method: str, pattern: str) -> list[dict]:
     tag = pattern.replace(":", "of")
     return [json.loads(p.read_text()) for p in sorted(folder.glob(f"{method}-{tag}-s*.json"))]
@@ -155,13 +146,15 @@ def summarise(pattern: str, names: list[str]) -> str:
     for method in ("srste", "maxq"):
         rows = _recorded(accuracy.RUNS, method, pattern)
         lines.append(
-            f"| sweep (reference) | 12 epochs, defaults | {method} | {_mean(rows, 'fp32_top1')} | {_mean(rows, 'int8_top1')} |"
+            f"| sweep (reference) | 12 epochs, defaults | {method} | {mean_cell([r['fp32_top1'] for r in rows], 100, True)} | {mean_cell([r['int8_top1'] for r in rows], 100, True)} |"
         )
     for name in names:
         methods, _, what = ABLATIONS[name]
         for method in methods:
             rows = _recorded(ROOT / name, method, pattern)
-            lines.append(f"| `{name}` | {what} | {method} | {_mean(rows, 'fp32_top1')} | {_mean(rows, 'int8_top1')} |")
+            lines.append(
+                f"| `{name}` | {what} | {method} | {mean_cell([r['fp32_top1'] for r in rows], 100, True)} | {mean_cell([r['int8_top1'] for r in rows], 100, True)} |"
+            )
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import accuracy
-from benchmarks._results import write_section
+from benchmarks._results import mean_cell, write_section
 from benchmarks.maxq_ablations import _without_multipliers
 
 ROOT = Path(__file__).with_name("runs") / "scratch"
@@ -57,13 +57,6 @@ def _recorded(arm: str, pattern: str) -> dict[int, dict]:
     method = "srste" if arm == "srste" else "maxq"
     rows = [json.loads(p.read_text()) for p in sorted((ROOT / arm).glob(f"{method}-{tag}-s*.json"))]
     return {r["seed"]: r for r in rows}
-
-
-def _mean(values: list[float]) -> str:
-    if not values:
-        return "–"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {spread:.2f}"
 
 
 def paired(pattern: str, arm: str, key: str = "fp32_top1") -> list[tuple[int, float]]:
@@ -95,7 +88,7 @@ def summarise(patterns: list[str], seeds: int) -> str:
             fp32 = [100 * r["fp32_top1"] for r in rows]
             int8 = [100 * r["int8_top1"] for r in rows]
             diffs = "" if arm == "srste" else ", ".join(f"s{s} {d:+.2f}" for s, d in paired(pattern, arm))
-            lines.append(f"| {pattern} | {arm} | {len(rows)} | {_mean(fp32)} | {_mean(int8)} | {diffs} |")
+            lines.append(f"| {pattern} | {arm} | {len(rows)} | {mean_cell(fp32)} | {mean_cell(int8)} | {diffs} |")
         for arm in ARMS[1:]:
             checks.append(f"{pattern}, {arm} − SR-STE: {verdict([d for _, d in paired(pattern, arm)])}")
     done = sum(len(_recorded(a, p)) for a in ARMS for p in patterns)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -244,26 +244,42 @@ def permute_channels(
                 rows[name] = PermutationRow(name, False, "no order keeps more magnitude", before, before)
                 continue
             producer = names.get(id(link.producer))
-            plans.append((name, weight, link, order, before, after, producer))
+            plans.append(_Plan(name, weight, link, order, before, after, producer))
         del trace
         saved = {k: v.clone() for k, v in model.state_dict().items()}
         for plan in plans:
-            _apply(*plan[1:4])
+            _apply(plan.weight, plan.link, plan.order)
         if not _same(reference, _outputs(model, example_inputs)):
             model.load_state_dict(saved)  # one of them is not safe: find which, one at a time
             for plan in plans:
-                _apply(*plan[1:4])
+                _apply(plan.weight, plan.link, plan.order)
                 if not _same(reference, _outputs(model, example_inputs)):
-                    _apply(plan[1], plan[2], plan[3].argsort())
-                    name = plan[0]
-                    rows[name] = PermutationRow(
-                        name, False, "permuting it changed the model's outputs", plan[4], plan[4], plan[6]
+                    _apply(plan.weight, plan.link, plan.order.argsort())
+                    rows[plan.name] = PermutationRow(
+                        plan.name,
+                        False,
+                        "permuting it changed the model's outputs",
+                        plan.before,
+                        plan.before,
+                        plan.producer,
                     )
-        for name, _w, _l, _o, before, after, producer in plans:
-            rows.setdefault(name, PermutationRow(name, True, None, before, after, producer))
+        for plan in plans:
+            rows.setdefault(plan.name, PermutationRow(plan.name, True, None, plan.before, plan.after, plan.producer))
     finally:
         model.train(was_training)
     return PermutationReport(f"{n}:{m}", tuple(rows[name] for name, _ in layers), time.perf_counter() - began)
+
+
+class _Plan(NamedTuple):
+    """One layer's reorder, ready to apply: the order found and the magnitude it keeps."""
+
+    name: str
+    weight: torch.Tensor
+    link: Any
+    order: torch.Tensor
+    before: float
+    after: float
+    producer: str | None
 
 
 def _apply(weight: torch.Tensor, link: Any, order: torch.Tensor) -> None:

@@ -34,9 +34,8 @@ Key = tuple[int, int]  # (id of the tensor, its version counter)
 
 _LAYER_OPS = {"linear", "conv1d", "conv2d", "conv3d"}
 # Ops that act on each channel alone, so a permutation of their input is one of their output.
-_PER_CHANNEL = {
-    "relu", "relu_", "relu6", "gelu", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_",
-    "hardswish", "hardsigmoid", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu", "elu_",
+_PER_CHANNEL = {  # names without their underscores (_base_name): relu covers relu_ too
+    "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "hardtanh", "leaky_relu", "elu",
     "selu", "celu", "mish", "softplus", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
     "clone", "contiguous", "detach", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
     "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
@@ -207,7 +206,7 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
             return Link(producer, bias if isinstance(bias, torch.Tensor) else None, tuple(norms))
         if op.name == "batch_norm":
             norms.extend(t for t in (_arg(op, i, n) for i, n in enumerate(_BN_ARGS, 1)) if isinstance(t, torch.Tensor))
-        elif op.name in _PER_CHANNEL or name in _PER_CHANNEL:
+        elif name in _PER_CHANNEL:
             pass
         elif op.name in _SCALAR_BINARY:
             others = [t for t in tensors[1:] if t.numel() != 1]
