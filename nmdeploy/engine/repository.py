@@ -151,8 +151,8 @@ def _plan_with_tensorrt(plan: Path) -> dict[str, dict[str, Any]] | None:
             "dims": tuple(engine.get_tensor_shape(name)),
         }
         if is_input:
-            low, _, high = engine.get_tensor_profile_shape(name, 0)
-            entry.update(min=tuple(low), max=tuple(high))
+            low, opt, high = engine.get_tensor_profile_shape(name, 0)
+            entry.update(min=tuple(low), opt=tuple(opt), max=tuple(high))
         found[name] = entry
     return found
 
@@ -174,15 +174,21 @@ def _plan_from_report(plan: Path) -> dict[str, dict[str, Any]] | None:
         )
     profile = report.get("profile") or {}
     return {
-        name: {"input": True, "min": tuple(s["min"]), "max": tuple(s["max"]), "dims": tuple(s["min"])}
+        name: {
+            "input": True,
+            "min": tuple(s["min"]),
+            "opt": tuple(s.get("opt", s["min"])),
+            "max": tuple(s["max"]),
+            "dims": tuple(s["min"]),
+        }
         for name, s in profile.items()
     }
 
 
-def check_plan(plan: str | Path, onnx: str | Path, max_batch: int | None) -> tuple[str, int]:
+def check_plan(plan: str | Path, onnx: str | Path, max_batch: int | None) -> tuple[str, int, dict]:
     """Raise :class:`InputError` unless ``plan`` serves the inputs (and outputs) of ``onnx`` at batch
     1..``max_batch`` (None: its own largest batch, 0: a fixed batch); returns how it was checked
-    (``tensorrt`` or ``engine_report.json``) and the max batch."""
+    (``tensorrt`` or ``engine_report.json``), the max batch, and the plan's inputs (name -> min/opt/max)."""
     plan, onnx = Path(plan), Path(onnx)
     if not plan.is_file():
         raise InputError(f"{plan}: no such TensorRT plan; build it with nmdeploy engine, or drop --plan")
@@ -233,16 +239,25 @@ def check_plan(plan: str | Path, onnx: str | Path, max_batch: int | None) -> tup
                 f"(serve.max_batch); rebuild with engine.min_batch 1 and engine.max_batch >= {max_batch}, or lower "
                 "serve.max_batch"
             )
-    return how, max_batch
+    return how, max_batch, {name: entry for name, entry in found.items() if entry["input"]}
 
 
 # -- the repository --------------------------------------------------------------------------------------
 
 
 def _accelerator(
-    onnx: Path, inputs: tuple[OnnxTensor, ...], name: str, max_batch: int, serve: ServeConfig, engine: EngineConfig
+    onnx: Path,
+    inputs: tuple[OnnxTensor, ...],
+    name: str,
+    max_batch: int,
+    serve: ServeConfig,
+    engine: EngineConfig,
+    plan_inputs: Mapping[str, Mapping[str, tuple[int, ...]]] | None = None,
 ) -> dict[str, str]:
-    """The onnxruntime backend's TensorRT parameters (the backend's names; it maps them to trt_* options)."""
+    """The onnxruntime backend's TensorRT parameters (the backend's names; it maps them to trt_* options).
+
+    The optimisation profile comes from ``engine.shapes`` (a build's token range), else from the
+    plan's own profile (``plan_inputs``), else it is left out."""
     from nmdeploy.engine.build import has_qdq
 
     params = {"precision_mode": "INT8" if has_qdq(onnx) else ("FP16" if engine.fp16 else "FP32")}
@@ -259,13 +274,16 @@ def _accelerator(
     if max_batch > 0:  # one profile for every batch Triton may send, so no request rebuilds the engine
         batch = (1, max(1, min(engine.opt_batch, max_batch)), max_batch)
         try:
-            profile = make_profile({t.name: t.dims for t in inputs}, batch, dims=engine.shapes)
+            shapes = make_profile({t.name: t.dims for t in inputs}, batch, dims=engine.shapes).inputs
         except ConfigError:
-            return params  # other dims without a range: the accelerator builds per shape it meets
+            if not plan_inputs:
+                return params  # other dims without a range: the accelerator builds per shape it meets
+            shapes = {  # the plan's ranges of the other dims, over the batches Triton sends
+                t.name: tuple((b, *plan_inputs[t.name][key][1:]) for b, key in zip(batch, ("min", "opt", "max")))
+                for t in inputs
+            }
         for key, k in (("min", 0), ("opt", 1), ("max", 2)):
-            params[f"trt_profile_{key}_shapes"] = ",".join(
-                f"{n}:{'x'.join(map(str, s[k]))}" for n, s in profile.inputs.items()
-            )
+            params[f"trt_profile_{key}_shapes"] = ",".join(f"{n}:{'x'.join(map(str, s[k]))}" for n, s in shapes.items())
     return params
 
 
@@ -311,8 +329,9 @@ def write_repository(
     check_model_name(name)
     inputs, outputs = onnx_io(onnx)
     max_batch = _batch_of(inputs, outputs, serve.max_batch, engine.max_batch, onnx)
+    plan_inputs = None
     if plan is not None:
-        _, max_batch = check_plan(plan, onnx, serve.max_batch if max_batch else 0)
+        _, max_batch, plan_inputs = check_plan(plan, onnx, serve.max_batch if max_batch else 0)
     preferred = serve.preferred_batch if serve.preferred_batch is not None else (engine.opt_batch,)
     preferred = tuple(b for b in preferred if b <= max_batch)
     batched = max_batch > 0
@@ -322,7 +341,7 @@ def write_repository(
     check_model_name(onnx_name, "the ONNX model's name")
     models = [onnx_name]
     with staged_folder(dest) as stage:
-        accelerator = _accelerator(onnx, inputs, onnx_name, max_batch, serve, engine)
+        accelerator = _accelerator(onnx, inputs, onnx_name, max_batch, serve, engine, plan_inputs)
         (stage / onnx_name / "1").mkdir(parents=True)
         for file in onnx_files(onnx):  # a model past 2 GB keeps its external data beside it
             shutil.copyfile(file, stage / onnx_name / "1" / ("model.onnx" if file == onnx else file.name))

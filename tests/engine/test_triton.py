@@ -151,6 +151,20 @@ def test_a_two_input_text_model(tmp_path):
     assert params["trt_profile_max_shapes"] == "input_ids:8x128,attention_mask:8x128"
 
 
+def test_a_text_plan_gives_the_accelerator_its_token_range(tmp_path):
+    model = text_onnx(tmp_path / "text.onnx")
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"plan")
+    ranges = {"min": [1, 1], "opt": [8, 64], "max": [16, 128]}
+    _report(plan, {"input_ids": ranges, "attention_mask": ranges})
+    repo = write_repository(tmp_path / "repo", model, ServeConfig(), name="bert", plan=plan)
+    params = accelerator(parse_config(repo.path / "bert_onnx/config.pbtxt"))
+    assert params["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
+    assert params["trt_profile_opt_shapes"] == "input_ids:16x64,attention_mask:16x64"  # opt batch 32, capped at 16
+    assert params["trt_profile_max_shapes"] == "input_ids:16x128,attention_mask:16x128"
+    assert parse_config(repo.path / "bert/config.pbtxt").max_batch_size == 16
+
+
 def test_a_fixed_batch_model_is_served_without_batching(tmp_path):
     model = text_onnx(tmp_path / "fixed.onnx", fixed_batch=4)
     repo = write_repository(tmp_path / "repo", model, ServeConfig(), name="fixed")
