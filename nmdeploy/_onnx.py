@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import onnx
 
-__all__ = ["GraphIndex", "SINGLE_FILE_LIMIT", "attr"]
+__all__ = ["GraphIndex", "SINGLE_FILE_LIMIT", "attr", "graph_has_qdq", "has_qdq"]
 
 SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf caps a file at 2 GB; above this, weights go to external data
 
 _PASS = ("Cast", "Identity", "Transpose")
+
+
+def graph_has_qdq(model: onnx.ModelProto) -> bool:
+    """Whether the graph carries Q/DQ nodes (an explicitly quantized model)."""
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
+
+
+def has_qdq(path: str | Path) -> bool:
+    """:func:`graph_has_qdq` of an ONNX file (its weights are not read)."""
+    return graph_has_qdq(onnx.load(str(path), load_external_data=False))
 
 
 def attr(node: onnx.NodeProto, name: str, default: Any) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 
 from nmdeploy import schemas
 from nmdeploy._atomic import write_atomic
+from nmdeploy._onnx import has_qdq
 from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.layers import LayerRow, join_layers, parse_build_log, parse_inspector
 from nmdeploy.engine.plan import BuildPlan, plan_build
@@ -71,13 +72,6 @@ def engine_files(plan: str | Path, config: EngineConfig) -> dict[str, Path]:
     if config.dense_twin and config.sparse:
         files["twin"] = plan.with_name(plan.stem + ".dense" + plan.suffix)
     return files
-
-
-def has_qdq(path: str | Path) -> bool:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
 
 
 def load_verify(verify: str | Path | Mapping[str, Any] | None, onnx_path: Path) -> Mapping[str, Any]:

@@ -36,6 +36,7 @@ BUNDLED_CODE = (
     "schemas.py",
     "timing.py",
     "_atomic.py",
+    "_onnx.py",
     "engine/__init__.py",
     "engine/config.py",
     "engine/trt.py",

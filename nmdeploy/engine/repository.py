@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nmdeploy._atomic import staged_folder
+from nmdeploy._onnx import graph_has_qdq
 from nmdeploy.engine.config import EngineConfig
 from nmdeploy.engine.shapes import make_profile
 from nmdeploy.engine.triton import PENDING_SUFFIX, ServeConfig, TensorSpec, check_model_name, render_config
@@ -82,18 +83,31 @@ def _tensor(value: Any, path: Path) -> OnnxTensor:
     return OnnxTensor(value.name, _TYPES[kind.elem_type][1], _TYPES[kind.elem_type][0], dims)
 
 
-def onnx_io(path: str | Path) -> tuple[tuple[OnnxTensor, ...], tuple[OnnxTensor, ...]]:
-    """The graph's inputs (initializers excluded) and outputs."""
+@dataclass(frozen=True)
+class _Graph:
+    """What the repository needs of an ONNX file, read once (a model under 2 GB is one big file)."""
+
+    inputs: tuple[OnnxTensor, ...]
+    outputs: tuple[OnnxTensor, ...]
+    qdq: bool
+
+
+def _read(path: Path) -> _Graph:
     import onnx
 
-    path = Path(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise InputError(f"{path} is not a readable ONNX model ({type(exc).__name__}); pass a .onnx file") from None
     weights = {init.name for init in model.graph.initializer}
     inputs = tuple(_tensor(v, path) for v in model.graph.input if v.name not in weights)
-    return inputs, tuple(_tensor(v, path) for v in model.graph.output)
+    return _Graph(inputs, tuple(_tensor(v, path) for v in model.graph.output), graph_has_qdq(model))
+
+
+def onnx_io(path: str | Path) -> tuple[tuple[OnnxTensor, ...], tuple[OnnxTensor, ...]]:
+    """The graph's inputs (initializers excluded) and outputs."""
+    graph = _read(Path(path))
+    return graph.inputs, graph.outputs
 
 
 def default_name(onnx: str | Path) -> str:
@@ -131,7 +145,9 @@ def _specs(tensors: tuple[OnnxTensor, ...], batched: bool) -> tuple[TensorSpec, 
 
 
 def _plan_with_tensorrt(plan: Path) -> dict[str, dict[str, Any]] | None:
-    """name -> {mode, dtype, dims, min, max} read from the engine, or None where TensorRT cannot open it here."""
+    """name -> {mode, dtype, dims, min, opt, max} read from the engine, or None where TensorRT cannot open it here."""
+    import numpy as np
+
     from nmdeploy.engine.trt import import_tensorrt
 
     try:
@@ -147,7 +163,7 @@ def _plan_with_tensorrt(plan: Path) -> dict[str, dict[str, Any]] | None:
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         entry = {
             "input": is_input,
-            "dtype": str(__import__("numpy").dtype(trt.nptype(engine.get_tensor_dtype(name)))),
+            "dtype": str(np.dtype(trt.nptype(engine.get_tensor_dtype(name)))),
             "dims": tuple(engine.get_tensor_shape(name)),
         }
         if is_input:
@@ -185,14 +201,18 @@ def _plan_from_report(plan: Path) -> dict[str, dict[str, Any]] | None:
     }
 
 
-def check_plan(plan: str | Path, onnx: str | Path, max_batch: int | None) -> tuple[str, int, dict]:
+def check_plan(
+    plan: str | Path, onnx: str | Path, max_batch: int | None, graph: _Graph | None = None
+) -> tuple[str, int, dict]:
     """Raise :class:`InputError` unless ``plan`` serves the inputs (and outputs) of ``onnx`` at batch
     1..``max_batch`` (None: its own largest batch, 0: a fixed batch); returns how it was checked
-    (``tensorrt`` or ``engine_report.json``), the max batch, and the plan's inputs (name -> min/opt/max)."""
+    (``tensorrt`` or ``engine_report.json``), the max batch, and the plan's inputs (name -> min/opt/max).
+    ``graph``: ``onnx`` already read (so the repository reads it once)."""
     plan, onnx = Path(plan), Path(onnx)
     if not plan.is_file():
         raise InputError(f"{plan}: no such TensorRT plan; build it with nmdeploy engine, or drop --plan")
-    inputs, outputs = onnx_io(onnx)
+    graph = graph or _read(onnx)
+    inputs, outputs = graph.inputs, graph.outputs
     found, how = _plan_with_tensorrt(plan), "tensorrt"
     if found is None:
         found, how = _plan_from_report(plan), "engine_report.json"
@@ -246,7 +266,7 @@ def check_plan(plan: str | Path, onnx: str | Path, max_batch: int | None) -> tup
 
 
 def _accelerator(
-    onnx: Path,
+    qdq: bool,
     inputs: tuple[OnnxTensor, ...],
     name: str,
     max_batch: int,
@@ -258,9 +278,7 @@ def _accelerator(
 
     The optimisation profile comes from ``engine.shapes`` (a build's token range), else from the
     plan's own profile (``plan_inputs``), else it is left out."""
-    from nmdeploy.engine.build import has_qdq
-
-    params = {"precision_mode": "INT8" if has_qdq(onnx) else ("FP16" if engine.fp16 else "FP32")}
+    params = {"precision_mode": "INT8" if qdq else ("FP16" if engine.fp16 else "FP32")}
     params["trt_sparsity_enable"] = "1" if engine.sparse else "0"
     if engine.workspace_mb:
         params["max_workspace_size_bytes"] = str(engine.workspace_mb << 20)
@@ -287,24 +305,6 @@ def _accelerator(
     return params
 
 
-def _client_models(models: Mapping[str, tuple[tuple[OnnxTensor, ...], tuple[OnnxTensor, ...], int]]) -> dict:
-    return {
-        name: {
-            "max_batch": batch,
-            "inputs": [
-                {
-                    "name": t.name,
-                    "dtype": t.dtype,
-                    "dims": [d if isinstance(d, int) and d > 0 else -1 for d in t.dims[int(batch > 0) :]],
-                }
-                for t in ins
-            ],
-            "outputs": [t.name for t in outs],
-        }
-        for name, (ins, outs, batch) in models.items()
-    }
-
-
 def write_repository(
     dest: str | Path,
     onnx: str | Path,
@@ -327,11 +327,12 @@ def write_repository(
     dest, onnx = Path(dest), Path(onnx)
     engine = engine or EngineConfig()
     check_model_name(name)
-    inputs, outputs = onnx_io(onnx)
+    graph = _read(onnx)
+    inputs, outputs = graph.inputs, graph.outputs
     max_batch = _batch_of(inputs, outputs, serve.max_batch, engine.max_batch, onnx)
     plan_inputs = None
     if plan is not None:
-        _, max_batch, plan_inputs = check_plan(plan, onnx, serve.max_batch if max_batch else 0)
+        _, max_batch, plan_inputs = check_plan(plan, onnx, serve.max_batch if max_batch else 0, graph)
     preferred = serve.preferred_batch if serve.preferred_batch is not None else (engine.opt_batch,)
     preferred = tuple(b for b in preferred if b <= max_batch)
     batched = max_batch > 0
@@ -341,7 +342,7 @@ def write_repository(
     check_model_name(onnx_name, "the ONNX model's name")
     models = [onnx_name]
     with staged_folder(dest) as stage:
-        accelerator = _accelerator(onnx, inputs, onnx_name, max_batch, serve, engine, plan_inputs)
+        accelerator = _accelerator(graph.qdq, inputs, onnx_name, max_batch, serve, engine, plan_inputs)
         (stage / onnx_name / "1").mkdir(parents=True)
         for file in onnx_files(onnx):  # a model past 2 GB keeps its external data beside it
             shutil.copyfile(file, stage / onnx_name / "1" / ("model.onnx" if file == onnx else file.name))
@@ -359,9 +360,13 @@ def write_repository(
                 pending = name
                 (stage / f"{name}{PENDING_SUFFIX}").write_text(text)
             models.insert(0, name)
-        described = {m: (inputs, outputs, max_batch) for m in models}
+        described = {  # what client.py sends: every model takes the same inputs
+            "max_batch": max_batch,
+            "inputs": [{"name": s.name, "dtype": t.dtype, "dims": list(s.dims)} for t, s in zip(inputs, ins)],
+            "outputs": [t.name for t in outputs],
+        }
         first = onnx_name if pending else models[0]  # a model that loads as it is
-        (stage / "client.py").write_text(client_script(_client_models(described), first))
+        (stage / "client.py").write_text(client_script({m: described for m in models}, first))
         (stage / "README.md").write_text(
             repository_readme(models, pending, onnx_name, max_batch, serve, dict(facts or {}))
         )

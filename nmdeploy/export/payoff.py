@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 __all__ = ["SMALL_CHANNELS", "Payoff", "judge_payoff"]
 
-SMALL_CHANNELS = 256
+SMALL_CHANNELS = 256  # below this TensorRT usually keeps dense kernels (docs/design/tensorrt.md §4)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from nmdeploy import schemas
 from nmdeploy._onnx import attr
 from nmdeploy.errors import InputError, PatternError
 from nmdeploy.export.nmcheck import check_tensor
-from nmdeploy.export.payoff import judge_payoff
+from nmdeploy.export.payoff import SMALL_CHANNELS, judge_payoff
 from nmdeploy.sparsity.pattern import Pattern, parse_pattern
 
 __all__ = ["LayerCheck", "SkippedInput", "VerifyReport", "verify_onnx", "verify_model"]
@@ -44,7 +44,6 @@ _WEIGHT_INPUTS: dict[str, dict[int, tuple[int, str | None]]] = {
     "MatMul": {0: (-1, None), 1: (-2, None)},
 }
 _PASS_THROUGH = ("Cast", "Identity", "QuantizeLinear", "DequantizeLinear", "Transpose")
-_SMALL_CHANNELS = 256  # below this TensorRT usually keeps dense kernels (docs/design/tensorrt.md §4)
 _MAX_HOPS = 64  # pass-through ops followed before giving up (a malformed graph may loop)
 
 
@@ -190,7 +189,7 @@ def _note(op: str, shape: tuple[int, ...], axis: int, hw: bool, node: onnx.NodeP
     if op == "MatMul" and len(shape) > 2:
         return "2:4, but batched MatMul weights are not on TensorRT's sparse path"
     outputs = shape[0] if op == "Conv" else shape[1 - axis]
-    if min(shape[axis], outputs) < _SMALL_CHANNELS:
+    if min(shape[axis], outputs) < SMALL_CHANNELS:
         return f"2:4, but small ({shape[axis]} in, {outputs} out): TensorRT often keeps dense kernels below ~256"
     return ""
 

@@ -31,13 +31,6 @@ _NEEDS = {
 }
 
 
-def _has_qdq(path: str | Path) -> bool:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
-
-
 def provider_options(provider: str, path: str | Path, cache: str | Path | None = None) -> list[Any]:
     """onnxruntime's ``providers=`` list for ``provider``, best first, the CPU last (for the ops the
     GPU providers leave to it)."""
@@ -47,9 +40,11 @@ def provider_options(provider: str, path: str | Path, cache: str | Path | None =
         return [_NAMES["cpu"]]
     chain: list[Any] = [_NAMES["cuda"], _NAMES["cpu"]]
     if provider == "tensorrt":
+        from nmdeploy._onnx import has_qdq  # onnx, loaded only for this provider
+
         folder = str(cache or Path(tempfile.gettempdir()) / "nmdeploy-ort-trt")
         options = {
-            "trt_int8_enable": _has_qdq(path),  # a Q/DQ graph: the scales are in it, no calibration table
+            "trt_int8_enable": has_qdq(path),  # a Q/DQ graph: the scales are in it, no calibration table
             "trt_sparsity_enable": True,
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": folder,

@@ -18,6 +18,7 @@ from nmdeploy.errors import InputError
 
 __all__ = [
     "ACTIVATION_BUDGET",
+    "ORT_DTYPES",
     "BoundInputs",
     "CalibrationReader",
     "activation_bytes",
@@ -28,7 +29,7 @@ __all__ = [
     "ort_session",
 ]
 
-_ORT_DTYPES = {
+ORT_DTYPES = {
     "tensor(float)": np.float32,
     "tensor(double)": np.float64,
     "tensor(float16)": np.float16,
@@ -117,7 +118,7 @@ def bind_inputs(data: ArrayData, model_inputs: list, what: str = "data") -> Boun
     max_batch = None
     for meta in model_inputs:
         array = arrays[meta.name]
-        want = _ORT_DTYPES.get(meta.type)
+        want = ORT_DTYPES.get(meta.type)
         if want is not None and array.dtype != want:
             raise InputError(
                 f"{what} {data.source!r}: input {meta.name!r} is {array.dtype}, the model wants {np.dtype(want).name}; "

@@ -17,20 +17,10 @@ import numpy as np
 
 from nmdeploy.errors import ConfigError
 from nmdeploy.quant.providers import start_session
+from nmdeploy.quant.reader import ORT_DTYPES
 from nmdeploy.timing import BenchRow, latency_stats
 
 __all__ = ["bench_onnx", "random_feed"]
-
-_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
 
 
 def random_feed(session: Any, batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -38,10 +28,10 @@ def random_feed(session: Any, batch: int, length: int, seed: int = 0) -> dict[st
     rng = np.random.default_rng(seed)
     feed = {}
     for meta in session.get_inputs():
-        if meta.type not in _DTYPES:
+        if meta.type not in ORT_DTYPES:
             raise ConfigError(f"input {meta.name!r} is {meta.type}, which bench cannot fill; time this model elsewhere")
         dims = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else length) for i, d in enumerate(meta.shape)]
-        dtype = _DTYPES[meta.type]
+        dtype = ORT_DTYPES[meta.type]
         if np.issubdtype(dtype, np.floating):
             feed[meta.name] = rng.standard_normal(dims).astype(dtype)
         else:

@@ -24,7 +24,7 @@ def test_engine_without_tensorrt_writes_the_bundle(tmp_path, cnn_onnx):
     assert result.output == (
         "Error: TensorRT is not importable here (No module named 'tensorrt'); pip install 'nmdeploy[trt]' (the tensorrt wheel) "
         "on an x86_64/SBSA server with an NVIDIA GPU, or use the TensorRT that JetPack ships on Jetson Orin. "
-        f"Wrote the target bundle {bundle}/ (22 files); on the target GPU run: python3 {bundle}/build_engine.py\n"
+        f"Wrote the target bundle {bundle}/ (23 files); on the target GPU run: python3 {bundle}/build_engine.py\n"
     )
     assert (bundle / "build_engine.py").is_file() and not (tmp_path / "cnn.plan").exists()
     assert '"batch": [\n    1,\n    4,\n    16\n  ]' in (bundle / "bundle.json").read_text()
