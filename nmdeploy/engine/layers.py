@@ -10,7 +10,7 @@ Two sources, both read here without TensorRT (docs/design/tensorrt.md §4):
   ``I/O Tensors`` objects and separate format and type fields. Both are accepted.
 
 :func:`join_layers` puts them beside ``verify.json`` so that a user reads, per layer, "2:4
-verified, eligible, not picked (too few channels)".
+verified, eligible, not picked (dense faster, as the rule expected)".
 """
 
 from __future__ import annotations
@@ -174,8 +174,9 @@ def _status(
         return f"{head}, eligible, kernel choice unknown"
     if picked:
         return f"{head}, eligible, sparse kernel picked"
-    small = "small" in str(check.get("note", ""))
-    return f"{head}, eligible, not picked ({'too few channels' if small else 'the dense kernel was faster'})"
+    if check.get("likely_to_pay") == "no":  # verify's pay_reason says why (export.payoff)
+        return f"{head}, eligible, not picked (dense faster, as the rule expected)"
+    return f"{head}, eligible, not picked (the dense kernel was faster)"
 
 
 def join_layers(verify: Mapping[str, Any], layers: list[EngineLayer], log: SparsityLog) -> list[LayerRow]:

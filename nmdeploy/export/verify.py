@@ -31,7 +31,7 @@ from nmdeploy import schemas
 from nmdeploy._onnx import attr
 from nmdeploy.errors import InputError, PatternError
 from nmdeploy.export.nmcheck import check_tensor
-from nmdeploy.export.payoff import SMALL_CHANNELS, judge_payoff
+from nmdeploy.export.payoff import judge_payoff
 from nmdeploy.sparsity.pattern import Pattern, parse_pattern
 
 __all__ = ["LayerCheck", "SkippedInput", "VerifyReport", "verify_onnx", "verify_model"]
@@ -64,7 +64,6 @@ class LayerCheck:
     sparsity: float
     hw_2of4: bool
     required: bool
-    note: str = ""
     likely_to_pay: str = ""  # yes / maybe / no: will TensorRT's sparse kernel beat the dense one (export.payoff)
     pay_reason: str = ""
     gemm: str = ""  # the layer as a GEMM: "M=batch×196 N=64 K=576"
@@ -180,20 +179,6 @@ def _source_axis(op_axis: int, rank: int, chain: list[onnx.NodeProto]) -> int:
     return axis
 
 
-def _note(op: str, shape: tuple[int, ...], axis: int, hw: bool, node: onnx.NodeProto) -> str:
-    """Why a 2:4 layer may still get a dense kernel (docs/design/tensorrt.md §3-4); empty when none applies."""
-    if not hw:
-        return ""
-    if op == "ConvTranspose" or (op == "Conv" and attr(node, "group", 1) > 1):
-        return "2:4, but TensorRT sparse kernels for grouped/transposed conv are unverified"
-    if op == "MatMul" and len(shape) > 2:
-        return "2:4, but batched MatMul weights are not on TensorRT's sparse path"
-    outputs = shape[0] if op == "Conv" else shape[1 - axis]
-    if min(shape[axis], outputs) < SMALL_CHANNELS:
-        return f"2:4, but small ({shape[axis]} in, {outputs} out): TensorRT often keeps dense kernels below ~256"
-    return ""
-
-
 def _inferred_dims(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...]]:
     """name -> dims (int, or the symbol) of every value ONNX shape inference can say; {} when it fails.
 
@@ -270,7 +255,6 @@ def _walk(
                 required = True
             else:
                 required = bool(re.search(require, name) or re.search(require, weight))
-            note = _note(node.op_type, tuple(values.shape), axis, result.hw_2of4, node)
             positions, tokens = _positions(node, input_index, scope)
             pay = judge_payoff(
                 node.op_type, values.shape, axis, result.hw_2of4, attr(node, "group", 1), positions, tokens
@@ -290,7 +274,6 @@ def _walk(
                     round(result.sparsity, 6),
                     result.hw_2of4,
                     required,
-                    note,
                     pay.likely,
                     pay.reason,
                     f"M={pay.m} N={pay.n} K={pay.k}",

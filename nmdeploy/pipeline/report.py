@@ -117,7 +117,7 @@ def _layers_plot(plt: Any, verify: Mapping[str, Any]) -> bytes | None:
         ax.text(
             1,
             i,
-            status + (" · small" if "small" in layer.get("note", "") else ""),
+            status + (f" · pays: {layer['likely_to_pay']}" if layer.get("likely_to_pay") and layer["required"] else ""),
             va="center",
             fontsize=7,
             color="black" if status == "dense" else "white",
@@ -255,7 +255,7 @@ def write_report(out: Path, manifest: Mapping[str, Any], verify: Mapping[str, An
     if verify and verify.get("layers"):
         lines += ["", f"## Layers of model.onnx ({verify.get('pattern')} verifier)", ""]
         lines += _table(
-            ["weight", "op", "shape", "zeros", "status", "2:4 kernel eligible", "likely to pay", "note"],
+            ["weight", "op", "shape", "zeros", "status", "2:4 kernel eligible", "likely to pay"],
             [
                 [
                     layer["weight"],
@@ -269,7 +269,6 @@ def write_report(out: Path, manifest: Mapping[str, Any], verify: Mapping[str, An
                     f"{layer['likely_to_pay']}: {layer['pay_reason']} ({layer['gemm']})"
                     if layer.get("likely_to_pay") and layer["required"]
                     else "",
-                    layer.get("note", ""),
                 ]
                 for layer in verify["layers"]
             ],

@@ -9,7 +9,6 @@ import pytest
 from nmdeploy.engine.layers import SparsityLog, format_rows, join_layers, parse_build_log, parse_inspector
 
 SAMPLES = Path(__file__).with_name("samples")
-SMALL = "2:4, but small (16 in, 16 out): TensorRT often keeps dense kernels below ~256"
 VERIFY = {
     "pattern": "2:4",
     "layers": [
@@ -19,7 +18,6 @@ VERIFY = {
             "shape": [16, 1, 3, 3],
             "required": False,
             "ok": True,
-            "note": "",
         },
         {
             "node": "node_Conv_140",
@@ -27,7 +25,6 @@ VERIFY = {
             "shape": [16, 16, 3, 3],
             "required": True,
             "ok": True,
-            "note": SMALL,
             "likely_to_pay": "no",
             "pay_reason": "16 channels is below 256: TensorRT usually keeps the dense kernel",
         },
@@ -37,7 +34,6 @@ VERIFY = {
             "shape": [256, 256, 3, 3],
             "required": True,
             "ok": True,
-            "note": "",
             "likely_to_pay": "yes",
             "pay_reason": "256 in, 256 out: at least 256 channels each way",
         },
@@ -47,7 +43,6 @@ VERIFY = {
             "shape": [256, 128, 1, 1],
             "required": True,
             "ok": True,
-            "note": "",
         },
         {
             "node": "node_linear",
@@ -56,13 +51,12 @@ VERIFY = {
             "required": True,
             "ok": False,
             "violations": 3,
-            "note": "",
         },
     ],
 }
 STATUSES = [
     "dense weights",
-    "2:4 verified, eligible, not picked (too few channels)",
+    "2:4 verified, eligible, not picked (dense faster, as the rule expected)",
     "2:4 verified, eligible, sparse kernel picked",
     "2:4 verified, not found in the engine (fused away or inside a Myelin region)",
     "NOT 2:4 (3 bad group(s))",
@@ -131,7 +125,7 @@ def test_join_with_verify_reads_side_by_side(schema):
     table = format_rows(rows)
     assert table.splitlines()[0].split() == ["weight", "engine", "layer", "precision", "likely", "to", "pay", "status"]
     assert "blocks.0.conv1.weight" in table and table.splitlines()[2].endswith(
-        "no             2:4 verified, eligible, not picked (too few channels)"
+        "no             2:4 verified, eligible, not picked (dense faster, as the rule expected)"
     )
     assert table.splitlines()[-1] == "likely-to-pay rule vs TensorRT's pick: 2 of 2 layer(s) agree"
 

@@ -29,7 +29,11 @@ def test_conv_weight_is_checked_along_input_channels():
     assert (layer.node, layer.op, layer.weight, layer.shape, layer.axis) == ("conv", "Conv", "W", (8, 16, 3, 3), 1)
     assert (layer.groups, layer.violations, layer.first_violation) == (8 * 4 * 9, 0, None)
     assert (layer.observed, layer.sparsity, layer.hw_2of4, layer.required) == ("2:4", 0.5, True, True)
-    assert layer.note == "2:4, but small (16 in, 8 out): TensorRT often keeps dense kernels below ~256"
+    assert (layer.likely_to_pay, layer.pay_reason, layer.gemm) == (
+        "no",
+        "8 channels is below 256: TensorRT usually keeps the dense kernel",
+        "M=batch×36 N=8 K=144",  # 8x8 input, 3x3 kernel, no padding: 6x6 outputs
+    )
 
 
 def test_one_bad_group_is_found_exactly():
@@ -76,7 +80,7 @@ def test_matmul_constant_b_and_a():
     m = model([helper.make_node("MatMul", ["x", "B"], ["y"])], {"B": batched}, [("x", [3, 2, 16])], ["y"])
     layer = _one(verify_model(m))
     assert (layer.axis, layer.violations) == (1, 0)
-    assert layer.note == "2:4, but batched MatMul weights are not on TensorRT's sparse path"
+    assert (layer.likely_to_pay, layer.pay_reason) == ("no", "batched MatMul weights are not on TensorRT's sparse path")
     a = sparse_24((8, 16), axis=1)
     m = model([helper.make_node("MatMul", ["A", "x"], ["y"])], {"A": a}, [("x", [16, 2])], ["y"])
     assert (_one(verify_model(m)).axis, _one(verify_model(m)).violations) == (1, 0)
@@ -125,7 +129,10 @@ def test_constant_node_conv_transpose_and_activations():
     ]
     layer = _one(verify_model(model(nodes, {}, [("x", [1, 16, 4, 4])], ["y"])))
     assert (layer.node, layer.axis, layer.violations) == ("up", 0, 0)
-    assert layer.note == "2:4, but TensorRT sparse kernels for grouped/transposed conv are unverified"
+    assert (layer.likely_to_pay, layer.pay_reason) == (
+        "no",
+        "grouped or transposed conv: TensorRT has no sparse kernels for it",
+    )
 
 
 def test_subgraphs_are_checked():
@@ -245,7 +252,6 @@ def test_json_report_schema():
         "sparsity": 0.5,
         "hw_2of4": True,
         "required": True,
-        "note": "2:4, but small (16 in, 8 out): TensorRT often keeps dense kernels below ~256",
         "likely_to_pay": "no",
         "pay_reason": "8 channels is below 256: TensorRT usually keeps the dense kernel",
         "gemm": "M=batch N=8 K=16",
