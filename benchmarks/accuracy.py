@@ -132,13 +132,15 @@ def run_one(
     lr: float = 0.02,
     init_seed: int = 0,
     distill: object = None,
+    permute: bool = False,
 ) -> dict:
     """Fine-tune the dense model with ``method`` at ``pattern``; resumable through its checkpoint.
 
     ``options`` go to the method (e.g. ``{"tau": 1e-3}``); ``scratch`` starts from the untrained
     model drawn from ``init_seed`` instead of the converged dense one (the setting of the MaxQ and
     SR-STE papers). ``distill`` (a :class:`nmdeploy.train.Distill`) trains towards the dense
-    start's logits as well as the labels.
+    start's logits as well as the labels. ``permute``: channel permutation before the first mask
+    (``sparsity.permute``), searched on 16 held-out images.
     """
     import nmdeploy
 
@@ -154,7 +156,17 @@ def run_one(
     if method == "modelopt":
         model = _sparsify_peer(model)
     elif method != "dense":
-        sp = nmdeploy.sparsify(model, pattern, method, "linear", 0, end, options=options)
+        sp = nmdeploy.sparsify(
+            model,
+            pattern,
+            method,
+            "linear",
+            0,
+            end,
+            options=options,
+            permute=permute,
+            example_inputs=(data["val"][0][:16],) if permute else None,
+        )
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     teacher = None
     if distill is not None:
@@ -191,6 +203,7 @@ def run_one(
         **({"options": options} if options else {}),
         **({"scratch": True, "lr": lr} if scratch else {}),
         **({"distill": dataclasses.asdict(distill)} if distill is not None else {}),  # type: ignore[call-overload]
+        **({"permuted_layers": sum(r.permuted for r in sp.permutation)} if permute and sp else {}),
         "fp32_top1": fp32,
         "onnx_top1": onnx_top1,
         "int8_top1": int8_top1,

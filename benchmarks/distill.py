@@ -11,6 +11,8 @@ loss ``(1 - w)·CE + w·T²·KL`` (``task.distill``). Arms:
   ``default-w0.9`` / ``default-t2`` / ``default-decay5e-3`` the same with distillation weight
   0.9, temperature 2, or λ = 5e-3; ``srste-tuned`` SR-STE given the same
   λ and distillation, so that the baseline is not left behind by the tuning;
+- ``default+permute`` / ``asp+kd+permute``: the same with ``sparsity.permute`` (channel
+  permutation before the first mask), to see whether the magnitude it keeps survives fine-tuning;
 - ``kd-w<w>-t<T>``: SR-STE at other distillation settings, the sweep that chose them.
 
 Each arm's numbers sit next to the sweep's own run of the method without distillation (same
@@ -68,6 +70,12 @@ def _arms() -> dict[str, tuple[str, dict, str]]:
             "the default with distillation temperature 2",
         ),
     }
+    arms["default+permute"] = (
+        "maxq",
+        {"end_fraction": 0.25, "options": {"decay": 5e-3}, "permute": True},
+        "the 1:16 default (λ 5e-3) with channel permutation",
+    )
+    arms["asp+kd+permute"] = ("asp", {"permute": True}, "asp + distillation with channel permutation")
     for method in accuracy.METHODS:
         arms[f"{method}+kd"] = (method, {}, f"{method}, sweep settings, + distillation")
     arms["srste-tuned"] = ("srste", {"options": {"decay": 2e-3}}, "srste with the default's λ = 2e-3, + distillation")
@@ -120,6 +128,26 @@ def summarise(arms: list[str], patterns: list[str]) -> tuple[str, dict]:
                 f"{', '.join(f'{d:+.2f}' for d in diffs) or '–'} | {mean_cell(int8, count=True)} |"
             )
     return "\n".join(lines), means
+
+
+PERMUTED = {"default+permute": "default-decay5e-3", "asp+kd+permute": "asp+kd"}  # arm: the same without permute
+
+
+def permutation_lines(patterns: list[str]) -> list[str]:
+    """What channel permutation changed after fine-tuning: each permuted arm against its plain twin, seed by seed."""
+    out = []
+    for arm, plain in PERMUTED.items():
+        method = ARMS[arm][0]
+        for pattern in patterns:
+            mine, base = _recorded(ROOT / arm, method, pattern), _recorded(ROOT / plain, method, pattern)
+            seeds = sorted(set(mine) & set(base))
+            if seeds:
+                diffs = [100 * (mine[s]["fp32_top1"] - base[s]["fp32_top1"]) for s in seeds]
+                out.append(
+                    f"{arm} − {plain} at {pattern}, FP32: {', '.join(f'{d:+.2f}' for d in diffs)} "
+                    f"(mean {statistics.fmean(diffs):+.2f} pt over {len(seeds)} seed(s))"
+                )
+    return out
 
 
 def goals(means: dict) -> list[str]:
@@ -175,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             table,
             "",
-            *(f"- {g}" for g in goals(means)),
+            *(f"- {g}" for g in goals(means) + permutation_lines(patterns)),
         ]
     )
     print(text)
