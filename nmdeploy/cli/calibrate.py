@@ -8,7 +8,7 @@ import click
 
 from nmdeploy.cli._data import DATA_OPTIONS, data_config
 from nmdeploy.cli._outputs import FORCE, claim_outputs
-from nmdeploy.quant.config import QuantizeConfig
+from nmdeploy.quant.config import DEFAULT_COUNT, QuantizeConfig
 
 
 @click.command()
@@ -22,7 +22,7 @@ from nmdeploy.quant.config import QuantizeConfig
     "--count",
     type=int,
     default=None,
-    help=f"Samples to draw (class-balanced when labelled).  [default: {QuantizeConfig.count}]",
+    help=f"Samples to draw (class-balanced when labelled).  [default: {DEFAULT_COUNT}]",
 )
 @click.option(
     "--seed",
@@ -80,7 +80,7 @@ def calibrate(
         seed = plan.seed if seed is None else seed
     elif not spec or output is None:
         raise InputError("give --data SPEC and -o FILE.npz (or --definition NAME.yaml)")
-    count = QuantizeConfig.count if count is None else count
+    count = DEFAULT_COUNT if count is None else count
     seed = QuantizeConfig.seed if seed is None else seed
     check_draw(count, seed)
     check_set_path(output)

@@ -9,7 +9,7 @@ import click
 from nmdeploy.cli._data import DATA_OPTIONS, data_config
 from nmdeploy.cli._outputs import FORCE, claim_outputs, onnx_inputs
 from nmdeploy.cli._settings import config_from, setting_option
-from nmdeploy.quant.config import QuantizeConfig
+from nmdeploy.quant.config import DEFAULT_COUNT, QuantizeConfig
 from nmdeploy.sparsity.config import SparsityConfig
 
 
@@ -27,7 +27,15 @@ from nmdeploy.sparsity.config import SparsityConfig
     help="Calibration set (.npz from nmdeploy calibrate, used whole) or any data SPEC (its train split): arrays "
     "are used whole, an image folder or a plug-in's dataset gives a class-balanced draw of --count samples.",
 )
-@setting_option(QuantizeConfig, "count", "--count", type=click.IntRange(1))
+@setting_option(
+    QuantizeConfig,
+    "count",
+    "--count",
+    type=click.IntRange(1),
+    default=DEFAULT_COUNT,
+    help="Samples drawn from a --calibration that is not a calibration set (at most what it holds).",
+    show_default=True,
+)
 @setting_option(QuantizeConfig, "seed", "--seed", type=click.IntRange(0))
 @setting_option(QuantizeConfig, "method", "--method")
 @setting_option(QuantizeConfig, "percentile", "--percentile")

@@ -293,7 +293,7 @@ def _check_calibration(ctx: BuildContext, shape: list[int]) -> None:
         if isinstance(data, ArrayData) and data.labels is not None:
             data.class_labels()  # the draw is class-balanced: one integer class per sample
         available = None if isinstance(data, Stream) else len(data)
-    if available is not None and q.count > available:
+    if available is not None and q.count is not None and q.count > available:  # null: all, when fewer
         where = (
             f"quantize.calibration = {q.calibration!r}" if q.calibration else f"data.train = {ctx.recipe.data.train!r}"
         )

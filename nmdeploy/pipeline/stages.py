@@ -33,6 +33,7 @@ from nmdeploy.pipeline.context import BuildContext
 from nmdeploy.pipeline.manifest import StageRecord, inputs_key
 from nmdeploy.pipeline.recipe import Recipe
 from nmdeploy.quant.calibset import make_calibration_set
+from nmdeploy.quant.config import DEFAULT_COUNT
 from nmdeploy.train.loop import EpochMetrics, fit
 from nmdeploy.train.tasks import Classification
 
@@ -254,7 +255,7 @@ def _sparse_reads(ctx: BuildContext) -> StageInputs:
 def _sparse_run(ctx: BuildContext, key: str) -> StageResult:
     from nmdeploy.sparsity import finalize, sparsify
 
-    s = ctx.recipe.sparsity
+    s = ctx.recipe.sparsity.with_end_for(ctx.recipe.finetune.epochs)
     model = load_checkpoint(ctx.new_model(), ctx.out / "dense.pt")
     examples = tuple(torch.from_numpy(a) for a in ctx.sample("val", 8).inputs.values()) if s.permute else None
     sp = sparsify(model, config=s, example_inputs=examples)
@@ -392,7 +393,12 @@ def _quantize_run(ctx: BuildContext, key: str) -> StageResult:
     from nmdeploy.data.loader import resolve_workers
 
     source = open_data(_calibration_spec(ctx.recipe), "train", ctx.recipe.data)  # all of it, not augmented
-    calib, _ = make_calibration_set(source, q.count, q.seed, resolve_workers(ctx.recipe.data.workers, source))
+    workers = resolve_workers(ctx.recipe.data.workers, source)
+    calib, _ = make_calibration_set(source, q.count or DEFAULT_COUNT, q.seed, workers, at_most=q.count is None)
+    if q.count is None and len(calib) < DEFAULT_COUNT:
+        ctx.say(
+            f"quantize: calibrating on all {len(calib)} samples of the calibration data (fewer than {DEFAULT_COUNT})"
+        )
     report = quantize_int8(
         ctx.out / "model.onnx", ctx.out / "model.int8.onnx", calib, config=q, pattern=pattern, progress=ctx.progress
     )

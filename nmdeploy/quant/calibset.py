@@ -126,12 +126,14 @@ def _labels_for_draw(data: Source) -> np.ndarray | None:
 
 
 def make_calibration_set(
-    data: Source | Stream, count: int, seed: int = 0, workers: int = 0
+    data: Source | Stream, count: int, seed: int = 0, workers: int = 0, at_most: bool = False
 ) -> tuple[ArrayData, dict[str, Any]]:
     """Draw the set from ``data``, reading only the drawn samples; returns it and the manifest fields.
 
     The draw is class-balanced where the labels are known without reading (arrays, image
     folders, a dataset with ``targets``), uniform otherwise; a stream gives its first ``count``.
+    ``at_most``: a source holding fewer than ``count`` samples gives all of them (a build's default
+    count on a small dataset) instead of an error.
     """
     from nmdeploy.data.loader import read_items
     from nmdeploy.data.streams import read_stream
@@ -139,14 +141,14 @@ def make_calibration_set(
     check_draw(count, seed)
     if isinstance(data, Stream):
         subset = read_stream(data, count, f"data {data.source!r}")
-        if len(subset) < count:
+        if len(subset) < count and not at_most:
             raise InputError(
                 f"asked for {count} calibration samples but the stream {data.source!r} has only {len(subset)}; lower -n"
             )
         labels = None
     else:
         labels = _labels_for_draw(data)
-        index = draw_indices(count, len(data), labels, seed)
+        index = draw_indices(min(count, len(data)) if at_most else count, len(data), labels, seed)
         subset = read_items(data, index, workers, f"data {data.source!r}")
     per_class: dict[str, int] = {}
     if subset.has_class_labels:

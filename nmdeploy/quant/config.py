@@ -14,6 +14,9 @@ __all__ = ["METHODS", "QuantizeConfig"]
 METHODS = ("minmax", "entropy", "percentile")
 
 
+DEFAULT_COUNT = 512  # calibration samples: ample for min-max ranges on ImageNet-size CNNs and BERT
+
+
 @dataclass(frozen=True)
 class QuantizeConfig:
     """INT8 Q/DQ settings; ``enabled``, ``calibration``, ``count`` and ``seed`` are for a build,
@@ -26,7 +29,11 @@ class QuantizeConfig:
         "minmax", "Calibration method (onnxruntime's): `minmax`, `entropy` or `percentile`.", choices=METHODS
     )
     calibration: str | None = setting(None, "Data SPEC the calibration set is drawn from (none: `data.train`).")
-    count: int = setting(512, "Calibration samples (class-balanced draw).")
+    count: int | None = setting(
+        None,
+        f"Calibration samples (class-balanced draw); null = {DEFAULT_COUNT}, or every sample when the "
+        "calibration data holds fewer. A number larger than the data is an error.",
+    )
     seed: int = setting(0, "Seed of the calibration draw.")
     percentile: float = setting(99.999, "Cut-off of the `percentile` method, in percent.")
     per_channel: bool = setting(True, "Per-output-channel weight scales (else one scale per layer).")
@@ -60,7 +67,7 @@ class QuantizeConfig:
             )
         if self.seed < 0:
             raise ConfigError.setting(self.SECTION, f"seed = {self.seed}: use an integer >= 0")
-        if self.count < 1:
+        if self.count is not None and self.count < 1:
             raise ConfigError.setting(
                 self.SECTION, f"count = {self.count}: give a positive number of samples, e.g. 512"
             )

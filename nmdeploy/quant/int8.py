@@ -78,13 +78,15 @@ def resolve_data(
 
 def calibration_arrays(source: Source | Stream, config: QuantizeConfig, workers: int = 0) -> ArrayData:
     """What calibrates: arrays in memory whole (a calibration set is drawn already); from any
-    other source (an image folder, a plug-in's dataset, a stream) a draw of ``config.count``."""
+    other source (an image folder, a plug-in's dataset, a stream) a draw of ``config.count``
+    (null: 512), at most what it holds; only a stream given an exact count must hold it."""
     if isinstance(source, ArrayData):
         return source
     from nmdeploy.quant.calibset import make_calibration_set
+    from nmdeploy.quant.config import DEFAULT_COUNT
 
-    count = config.count if isinstance(source, Stream) else min(config.count, len(source))
-    return make_calibration_set(source, count, config.seed, workers)[0]
+    exact = isinstance(source, Stream) and config.count is not None
+    return make_calibration_set(source, config.count or DEFAULT_COUNT, config.seed, workers, at_most=not exact)[0]
 
 
 def _weighted(model: onnx.ModelProto) -> list[onnx.NodeProto]:

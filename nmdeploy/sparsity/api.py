@@ -246,6 +246,11 @@ def sparsify(
         )
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if config.end_epoch is None:
+        raise ConfigError(
+            "sparsity end_epoch is null, which only a recipe resolves (a quarter of finetune.epochs); give the "
+            "epoch, or config.with_end_for(epochs)"
+        )
     nm = parse_pattern(config.pattern)
     spec = get_method(config.method)
     already = [n for n, mod in model.named_modules() if _has_nm_parametrization(mod)]

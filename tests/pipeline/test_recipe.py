@@ -24,11 +24,30 @@ def test_defaults_are_the_built_in_example():
         "fashion-mnist:test",
     )
     assert (recipe.sparsity.method, recipe.sparsity.pattern, recipe.quantize.method) == ("maxq", "2:4", "minmax")
-    assert recipe.sparsity.end_epoch < recipe.finetune.epochs  # the last epoch trains the final mask
+    # the ramp ends at a quarter of the fine-tune (6 epochs -> 2), so the last epochs train the final mask
+    assert recipe.sparsity.end_epoch is None and recipe.sparsity.with_end_for(recipe.finetune.epochs).end_epoch == 2
     # λ by pattern: 2e-3 at the built-in 2:4, 5e-3 when the pattern is overridden to 1:16
     assert recipe.sparsity.decay is None and recipe.sparsity.method_options().decay == 2e-3
     sparser = load_recipe(None, ["sparsity.pattern=1:16", "sparsity.end_epoch=2"])
     assert sparser.sparsity.method_options().decay == 5e-3
+
+
+def test_a_null_end_epoch_follows_the_fine_tune():
+    from nmdeploy.sparsity.config import quarter_end
+
+    assert [quarter_end(0, e) for e in (1, 2, 3, 4, 5, 6, 12, 30)] == [0, 1, 1, 1, 1, 2, 3, 8]
+    assert quarter_end(4, 12) == 4  # never before start_epoch
+    short = load_recipe(None, ["finetune.epochs=2"])  # a fixed end of 2 would refuse this fine-tune
+    assert short.sparsity.with_end_for(2).end_epoch == 1
+    assert load_recipe(None, ["finetune.epochs=1"]).sparsity.with_end_for(1).end_epoch == 0
+    fixed = load_recipe(None, ["sparsity.end_epoch=3"])
+    assert fixed.sparsity.with_end_for(6) is fixed.sparsity
+    with pytest.raises(ConfigError) as err:
+        load_recipe(None, ["sparsity.start_epoch=6"])
+    assert str(err.value) == (
+        "recipe key sparsity.start_epoch = 6 must be below finetune.epochs = 6, so that the last fine-tune epoch "
+        "trains the final N:M mask"
+    )
 
 
 def test_dump_parses_back_to_the_same_recipe(tmp_path):

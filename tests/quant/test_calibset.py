@@ -134,3 +134,31 @@ def test_committed_fashion_mnist_set_matches_its_manifest_and_definition():
     )
     assert data.inputs["x"].shape == (512, 1, 28, 28) and data.inputs["x"].dtype == np.float32
     assert np.bincount(data.labels).tolist() == [52, 52, 51, 51, 51, 51, 51, 51, 51, 51]
+
+
+def test_at_most_gives_a_small_source_whole_and_exact_counts_stay_strict():
+    source = _source(60)
+    subset, fields = make_calibration_set(source, 512, seed=0, at_most=True)  # a build's default on small data
+    assert (len(subset), fields["count"]) == (60, 60)
+    assert fields["per_class"] == {"0": 20, "1": 20, "2": 20}
+    assert sorted(subset.inputs["x"][:, 0, 0, 0].tolist()) == sorted(source.inputs["x"][:, 0, 0, 0].tolist())
+    assert len(make_calibration_set(source, 30, seed=0, at_most=True)[0]) == 30  # at most: never more
+    with pytest.raises(InputError, match="asked for 61 calibration samples but the source has only 60; lower -n"):
+        make_calibration_set(source, 61, seed=0)
+
+
+def test_at_most_reads_a_short_stream_to_its_end():
+    import torch
+
+    from nmdeploy.data import Stream
+
+    class Counting(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for i in range(7):
+                yield {"ids": np.full(3, i, np.int64)}, i % 2
+
+    stream = Stream(Counting(), "count", "train", ("ids",))
+    subset, _ = make_calibration_set(stream, 512, at_most=True)
+    assert subset.inputs["ids"][:, 0].tolist() == list(range(7))
+    with pytest.raises(InputError, match="asked for 8 calibration samples but the stream 'count' has only 7; lower -n"):
+        make_calibration_set(stream, 8)

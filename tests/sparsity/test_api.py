@@ -441,3 +441,16 @@ def test_a_null_decay_goes_by_pattern():
         sp = nmdeploy.sparsify(model, config=config)
         assert sp.options["decay"] == want
     assert SparsityConfig().method_options().decay == 2e-4  # the library's default stays the papers'
+
+
+def test_a_null_end_epoch_is_resolved_before_sparsify():
+    from nmdeploy.sparsity.config import SparsityConfig
+
+    config = SparsityConfig(end_epoch=None)  # what a recipe holds by default
+    with pytest.raises(ConfigError) as err:
+        nmdeploy.sparsify(nn.Linear(16, 8), config=config)
+    assert str(err.value).startswith("sparsity end_epoch is null, which only a recipe resolves")
+    sp = nmdeploy.sparsify(
+        nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 8)), config=config.with_end_for(12)
+    )
+    assert (sp.start_epoch, sp.end_epoch) == (0, 3)
