@@ -69,7 +69,8 @@ class ServeConfig:
     name: str | None = setting(
         None,
         "Model name in Triton (the plan's model; the ONNX one is NAME_onnx); null = the model's: `model.spec`'s "
-        "name (`fashion-resnet`), an `hf:` folder's or a factory's name.",
+        "name (`fashion-resnet`), an `hf:` folder's, or a factory's (its module's for a generic `build`, "
+        "`create_model` and the like).",
     )
     max_batch: int | None = setting(
         None, "Triton's max_batch_size; null = engine.max_batch; 0 = no batching (dims include the batch)."

@@ -504,12 +504,30 @@ def _plan_state(ctx: BuildContext) -> str:
     return "bundled" if (ctx.out / BUNDLE / "bundle.json").is_file() else "none"
 
 
-def _serve_name(ctx: BuildContext) -> str:
-    """``serve.name``, else the model's: ``fashion-resnet``, an ``hf:`` folder's name, a factory's name."""
+# factory names that say nothing of the model: its module names it instead (mymodels:build -> mymodels)
+_GENERIC_FACTORIES = frozenset(
+    f"{verb}{noun}"
+    for verb in ("build", "create", "make", "get", "load", "new")
+    for noun in ("", "_model", "_net", "_network")
+) | {"model", "main", "factory", "net", "network"}
+
+
+def serve_name(spec: str, name: str | None = None) -> str:
+    """``serve.name``, else the model's: ``fashion-resnet``, an ``hf:`` folder's name, a factory's name
+    (its module's last part when the factory is called ``build``, ``create_model`` and the like)."""
     from nmdeploy.engine.repository import default_name
 
-    spec = ctx.recipe.model.spec.removeprefix("hf:").rstrip("/")
-    return ctx.recipe.serve.name or default_name(spec.rsplit("/", 1)[-1].rsplit(":", 1)[-1])
+    if name:
+        return name
+    spec = spec.removeprefix("hf:").rstrip("/").rsplit("/", 1)[-1]
+    module, _, factory = spec.rpartition(":")
+    if module and factory.lower() in _GENERIC_FACTORIES:
+        factory = module.rsplit(".", 1)[-1]
+    return default_name(factory or module)
+
+
+def _serve_name(ctx: BuildContext) -> str:
+    return serve_name(ctx.recipe.model.spec, ctx.recipe.serve.name)
 
 
 def _serve_reads(ctx: BuildContext) -> StageInputs:

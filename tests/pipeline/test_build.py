@@ -370,3 +370,18 @@ def test_force_builds_into_a_folder_with_other_files_which_then_counts_as_a_buil
     assert (out / "notes.txt").read_text() == "mine" and (out / "dense.pt").is_file()
     again = build(recipe, out, stages=("dense",), say=lambda line: None)  # its manifest marks it as a build now
     assert again.manifest["stages"]["dense"]["status"] == "skipped"
+
+
+def test_the_served_model_is_named_after_the_model():
+    from nmdeploy.pipeline.stages import serve_name
+
+    assert serve_name("fashion-resnet") == "fashion-resnet"
+    assert serve_name("hf:/models/bert-base-uncased/") == "bert-base-uncased"
+    assert serve_name("mypkg.nets:resnet_small") == "resnet_small"
+    # a generic factory name says nothing: the module names the model
+    assert [serve_name(s) for s in ("mymodels:build", "mypkg.vision:create_model", "zoo.cat:Model")] == [
+        "mymodels",
+        "vision",
+        "cat",
+    ]
+    assert serve_name("mymodels:build", "shop-classifier") == "shop-classifier"
