@@ -17,6 +17,8 @@ swaps, not the exact optimum.
 :func:`permute_channels` finds the producer of each sparse layer's input in a dataflow trace
 (:mod:`nmdeploy.sparsity.trace`), permutes both, and checks on the example inputs that the
 outputs are unchanged; a layer it cannot carry back to a producer keeps its order, with the reason.
+Sibling layers that read the same channels get one order, searched on the sparse ones' weights
+stacked (what the N:M masks of all of them keep), and a dense sibling follows it.
 """
 
 from __future__ import annotations
@@ -39,13 +41,19 @@ _PATIENCE = 5  # rounds whose summed gain must reach the tolerance for the searc
 _TOLERANCE = 1e-4  # of the kept magnitude
 
 
-def _columns(weight: torch.Tensor) -> torch.Tensor:
-    """``|weight|`` as ``[rows, in]``: one row per output channel and kernel position (fp32)."""
+Weights = torch.Tensor | Sequence[torch.Tensor]  # one layer's, or sibling layers' that read the same channels
+
+
+def _columns(weight: Weights) -> torch.Tensor:
+    """``|weight|`` as ``[rows, in]``: one row per output channel and kernel position (fp32); sibling
+    layers' weights (the same input channels) stacked, so that one order serves them all."""
+    if not isinstance(weight, torch.Tensor):
+        return torch.cat([_columns(w) for w in weight])
     a = weight.detach().abs().float()
     return a.movedim(1, -1).reshape(-1, a.shape[1])
 
 
-def kept_magnitude(weight: torch.Tensor, n: int, m: int, order: torch.Tensor | None = None) -> float:
+def kept_magnitude(weight: Weights, n: int, m: int, order: torch.Tensor | None = None) -> float:
     """Share of ``|weight|`` an N:M mask keeps, with the input channels in ``order`` (default: as they are)."""
     a = _columns(weight)
     if order is not None:
@@ -97,8 +105,9 @@ def _best_swaps(
     return torch.cat(gains), flat // m, flat % m
 
 
-def find_permutation(weight: torch.Tensor, n: int, m: int, *, max_rounds: int = 500, seed: int = 0) -> torch.Tensor:
-    """An order of ``weight``'s input channels (dim 1) under which an N:M mask keeps more magnitude.
+def find_permutation(weight: Weights, n: int, m: int, *, max_rounds: int = 500, seed: int = 0) -> torch.Tensor:
+    """An order of ``weight``'s input channels (dim 1) under which an N:M mask keeps more magnitude;
+    given several weights with the same input channels, one order for all of them together.
 
     Deterministic for a given ``seed`` (its own generator: the global RNG is not touched).
     """
@@ -224,7 +233,8 @@ def permute_channels(
     try:
         trace = trace_forward(model, example_inputs)
         reference = [t.detach().clone() for t in trace.returned]  # the outputs to keep, from the traced forward
-        plans, rows = [], {}
+        rows: dict[str, PermutationRow] = {}
+        links: dict[int, Link] = {}  # id(producer) -> its link: sibling layers share one order
         for name, weight in layers:
             before = kept_magnitude(weight, n, m)
             link = find_producer(trace, weight)
@@ -232,60 +242,79 @@ def permute_channels(
                 link = Link(reason="the model's outputs hold no tensor to check the permutation against")
             if link.reason is not None:
                 rows[name] = PermutationRow(name, False, link.reason, before, before)
-                continue
-            if weight.shape[1] < 2 * m:
+            elif weight.shape[1] < 2 * m:
                 rows[name] = PermutationRow(
                     name, False, f"one group of {m} input channels: nothing to swap", before, before
                 )
-                continue
-            order = find_permutation(weight, n, m, seed=seed)
-            after = kept_magnitude(weight, n, m, order)
-            if after <= before:
-                rows[name] = PermutationRow(name, False, "no order keeps more magnitude", before, before)
-                continue
-            producer = names.get(id(link.producer))
-            plans.append(_Plan(name, weight, link, order, before, after, producer))
+            else:
+                links.setdefault(id(link.producer), link)
         del trace
+        plans = [_plan(link, layers, names, n, m, seed, rows) for link in links.values()]
+        plans = [p for p in plans if p is not None]
         saved = {k: v.clone() for k, v in model.state_dict().items()}
         for plan in plans:
-            _apply(plan.weight, plan.link, plan.order)
+            _apply(plan.link, plan.order)
         if not _same(reference, _outputs(model, example_inputs)):
             model.load_state_dict(saved)  # one of them is not safe: find which, one at a time
             for plan in plans:
-                _apply(plan.weight, plan.link, plan.order)
+                _apply(plan.link, plan.order)
                 if not _same(reference, _outputs(model, example_inputs)):
-                    _apply(plan.weight, plan.link, plan.order.argsort())
-                    rows[plan.name] = PermutationRow(
-                        plan.name,
-                        False,
-                        "permuting it changed the model's outputs",
-                        plan.before,
-                        plan.before,
-                        plan.producer,
-                    )
+                    _apply(plan.link, plan.order.argsort())
+                    for name, before, _ in plan.layers:
+                        rows[name] = PermutationRow(
+                            name, False, "permuting it changed the model's outputs", before, before, plan.producer
+                        )
         for plan in plans:
-            rows.setdefault(plan.name, PermutationRow(plan.name, True, None, plan.before, plan.after, plan.producer))
+            for name, before, after in plan.layers:
+                rows.setdefault(name, PermutationRow(name, True, None, before, after, plan.producer))
     finally:
         model.train(was_training)
     return PermutationReport(f"{n}:{m}", tuple(rows[name] for name, _ in layers), time.perf_counter() - began)
 
 
 class _Plan(NamedTuple):
-    """One layer's reorder, ready to apply: the order found and the magnitude it keeps."""
+    """One producer's reorder, ready to apply: the order found, and per sparse layer that reads the
+    channels, (name, kept before, kept after)."""
 
-    name: str
-    weight: torch.Tensor
-    link: Any
+    link: Link
     order: torch.Tensor
-    before: float
-    after: float
+    layers: tuple[tuple[str, float, float], ...]
     producer: str | None
 
 
-def _apply(weight: torch.Tensor, link: Any, order: torch.Tensor) -> None:
-    """Reorder ``weight``'s input channels and the producer's outputs (weight, bias, BatchNorm) by ``order``."""
+def _plan(
+    link: Link,
+    layers: Sequence[tuple[str, nn.Parameter]],
+    names: dict[int, str],
+    n: int,
+    m: int,
+    seed: int,
+    rows: dict[str, PermutationRow],
+) -> _Plan | None:
+    """The order for the layers reading ``link``'s channels (one layer, or siblings searched together:
+    the sparse ones make the objective, a dense sibling just follows); None, with rows, when no order
+    keeps more magnitude."""
+    sparse = {id(w): name for name, w in layers}
+    readers = [w for w in _consumers(link) if id(w) in sparse]
+    order = find_permutation(readers, n, m, seed=seed)
+    kept = tuple((sparse[id(w)], kept_magnitude(w, n, m), kept_magnitude(w, n, m, order)) for w in readers)
+    if kept_magnitude(readers, n, m, order) <= kept_magnitude(readers, n, m):
+        for name, before, _ in kept:
+            rows[name] = PermutationRow(name, False, "no order keeps more magnitude", before, before)
+        return None
+    return _Plan(link, order, kept, names.get(id(link.producer)))
+
+
+def _consumers(link: Link) -> list[torch.Tensor]:
+    """The weights whose input channels ``link`` carries: the layer it was found from and its siblings."""
+    return [link.consumer, *link.siblings]  # type: ignore[list-item]
+
+
+def _apply(link: Link, order: torch.Tensor) -> None:
+    """Reorder the readers' input channels and the producer's outputs (weight, bias, BatchNorm) by ``order``."""
     with torch.no_grad():
-        weight.copy_(weight[:, order])
+        for weight in _consumers(link):
+            weight.copy_(weight[:, order])
         for t in (link.producer, link.bias, *link.norms):
             if t is not None:
                 t.copy_(t[order])

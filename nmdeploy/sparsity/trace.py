@@ -143,13 +143,17 @@ class Link:
     """What carries a layer's input channels back to the layer that makes them.
 
     ``producer`` is that layer's weight, ``bias`` its bias, ``norms`` the BatchNorm tensors on
-    the way (running mean and variance, scale, shift). ``reason`` says why there is none.
+    the way (running mean and variance, scale, shift), ``siblings`` the weights of the other
+    layers that read the same channels (branches of an Inception-style block), whose input
+    channels must take the same order. ``reason`` says why there is none.
     """
 
     producer: nn.Parameter | None = None
     bias: torch.Tensor | None = None
     norms: tuple[torch.Tensor, ...] = ()
     reason: str | None = None
+    siblings: tuple[nn.Parameter, ...] = ()  # other layers that read the same channels: they take the same order
+    consumer: nn.Parameter | None = None  # the weight the link was found from
 
 
 def _arg(op: Op, index: int, name: str) -> Any:
@@ -170,7 +174,8 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
 
     Walks back from the op that reads ``weight`` through ops that act per channel and
     BatchNorms, and stops with a reason at anything else: a residual add, a concatenation, a
-    second reader of an intermediate (the producer's output shared), a model input.
+    model input, a second reader of an intermediate (the producer's output shared) unless that
+    reader is itself a layer of the same kind, reached through per-channel ops (a sibling branch).
     """
     uses = trace.by_param.get(id(weight), [])
     if not uses:
@@ -184,12 +189,18 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
         return Link(reason="a grouped convolution (its channels are permuted within groups only)")
     current, key = uses[0], consumer.reads[0]
     norms: list[torch.Tensor] = []
+    siblings: list[nn.Parameter] = []
     for _ in range(len(trace.ops)):
         if key in trace.outputs:
             return Link(reason="an intermediate tensor on the way is also a model output")
         readers = trace.readers.get(key, [])
         if readers != [current]:
-            return Link(reason="its input is also read by another op (the producer's output is shared)")
+            others = [_sibling(trace, r, key, consumer, weight) for r in readers if r != current]
+            if readers.count(current) != 1 or not all(isinstance(o, tuple) for o in others):
+                return Link(reason="its input is also read by another op (the producer's output is shared)")
+            for sibling, branch_norms in others:  # type: ignore[misc]
+                siblings.append(sibling)
+                norms.extend(branch_norms)
         if key not in trace.writer:
             return Link(reason="its input is a model input (no layer makes those channels)")
         current = trace.writer[key]
@@ -203,7 +214,9 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
             if _groups(op) != 1:
                 return Link(reason="made by a grouped or depthwise convolution")
             bias = _arg(op, 2, "bias")
-            return Link(producer, bias if isinstance(bias, torch.Tensor) else None, tuple(norms))
+            return Link(
+                producer, bias if isinstance(bias, torch.Tensor) else None, tuple(norms), None, tuple(siblings), weight
+            )
         if op.name == "batch_norm":
             norms.extend(t for t in (_arg(op, i, n) for i, n in enumerate(_BN_ARGS, 1)) if isinstance(t, torch.Tensor))
         elif name in _PER_CHANNEL:
@@ -222,3 +235,42 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
 
 
 _BN_ARGS = ("running_mean", "running_var", "weight", "bias")
+
+
+def _sibling(
+    trace: Trace, index: int, key: Key, consumer: Op, weight: nn.Parameter
+) -> tuple[nn.Parameter, list[torch.Tensor]] | None:
+    """The weight of the layer that op ``index`` leads to from tensor ``key``, and the BatchNorm tensors
+    on that branch, when the branch only acts per channel and ends in a layer of ``consumer``'s kind
+    with as many input channels; else None."""
+    norms: list[torch.Tensor] = []
+    for _ in range(len(trace.ops)):
+        op = trace.ops[index]
+        if not op.reads or op.reads[0] != key:
+            return None  # the channels arrive as another argument (a weight, a second operand)
+        if op.name in _LAYER_OPS:
+            found = _arg(op, 1, "weight")
+            if (
+                op.name != consumer.name
+                or not isinstance(found, nn.Parameter)
+                or found is weight
+                or len(trace.by_param.get(id(found), [])) != 1
+                or _groups(op) != 1
+                or found.shape[1] != weight.shape[1]
+            ):
+                return None
+            return found, norms
+        tensors = [t for t in pytree.tree_leaves((op.args, op.kwargs)) if isinstance(t, torch.Tensor)]
+        if op.name == "batch_norm":
+            norms.extend(t for t in (_arg(op, i, n) for i, n in enumerate(_BN_ARGS, 1)) if isinstance(t, torch.Tensor))
+        elif op.name in _SCALAR_BINARY:
+            if any(t.numel() != 1 for t in tensors[1:]):
+                return None
+        elif not (_base_name(op.name) in _PER_CHANNEL or (op.name in _FLATTENS and _keeps_channels(op, tensors[0]))):
+            return None
+        key = op.writes[0]
+        readers = trace.readers.get(key, [])
+        if key in trace.outputs or len(readers) != 1:
+            return None
+        index = readers[0]
+    return None

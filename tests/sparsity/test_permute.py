@@ -68,13 +68,86 @@ def test_a_residual_cnn_computes_the_same_after_permutation_and_names_what_it_le
     model = _with_statistics(FashionResNet())
     report = _check_function(model, torch.randn(6, 1, 28, 28))
     assert report.permuted == ("blocks.0.conv2", "blocks.1.conv2", "blocks.2.conv2")
-    shared = "its input is also read by another op (the producer's output is shared)"
-    for name in ("blocks.0.conv1", "blocks.1.conv1", "blocks.1.shortcut.0", "blocks.2.conv1", "blocks.2.shortcut.0"):
-        assert report[name].reason == shared and report[name].kept_after == report[name].kept_before
+    # block 0's input is read by its conv1 and by the residual add; blocks 1 and 2 read theirs with two
+    # sibling convs (conv1, shortcut), which could share one order, but the channels come from an add
+    reasons = {"blocks.0.conv1": "its input is also read by another op (the producer's output is shared)"}
+    reasons |= {f"blocks.{b}.{c}": "a residual add on the way" for b in (1, 2) for c in ("conv1", "shortcut.0")}
+    for name, reason in reasons.items():
+        assert report[name].reason == reason and report[name].kept_after == report[name].kept_before
     for name in report.permuted:
         row = report[name]
         assert row.producer == name.replace("conv2", "conv1") and row.gain > 0
         assert row.kept_after > row.kept_before
+
+
+class Branches(nn.Module):
+    """An Inception-style block: one conv's output read by three sibling convs, one through its own
+    BatchNorm and ReLU, one kept dense; then a head that reads a concatenation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.trunk = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU())
+        self.a = nn.Conv2d(64, 32, 1)
+        self.bn_b = nn.BatchNorm2d(64)
+        self.b = nn.Conv2d(64, 32, 3, padding=1)
+        self.c = nn.Conv2d(64, 16, 1)  # excluded from the sparse layers: it follows the order, dense
+        self.mix = nn.Conv2d(80, 32, 1)
+        self.out = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(torch.relu(self.stem(x)))
+        h = torch.cat([self.a(h), self.b(torch.relu(self.bn_b(h))), self.c(h)], 1)
+        return self.out(self.mix(h).mean((2, 3)))
+
+
+def test_sibling_layers_that_read_the_same_channels_share_one_order():
+    torch.manual_seed(0)
+    model = _with_statistics(Branches())
+    layers = [(name, w) for name, w in _layers(model) if name != "c"]
+    x = torch.randn(4, 3, 12, 12)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    a0, b0, c0 = (w.detach().clone() for w in (model.a.weight, model.b.weight, model.c.weight))
+    report = permute_channels(model, layers, 2, 4, (x,))
+    with torch.no_grad():
+        after = model(x)
+    assert float((after - before).abs().max()) <= 1e-5 * max(1.0, float(before.abs().max()))
+    assert report.permuted == ("trunk.0", "a", "b")
+    assert report["a"].producer == report["b"].producer == "trunk.0"
+    assert report["mix"].reason == "a concatenation on the way"
+    # the dense sibling c followed the order, and a and b took exactly the same one
+    order = (model.c.weight[:, :, 0, 0].T[:, None] == c0[:, :, 0, 0].T[None]).all(-1).float().argmax(1)
+    assert sorted(order.tolist()) == list(range(64)) and order.tolist() != list(range(64))
+    assert torch.equal(model.c.weight, c0[:, order])
+    assert torch.equal(model.a.weight, a0[:, order]) and torch.equal(model.b.weight, b0[:, order])
+    # searched on a and b together: their joint kept magnitude rises; each row reports its own share
+    assert kept_magnitude([model.a.weight, model.b.weight], 2, 4) > kept_magnitude([a0, b0], 2, 4)
+    for name, start in (("a", a0), ("b", b0)):
+        row = report[name]
+        assert row.kept_before == pytest.approx(kept_magnitude(start, 2, 4))
+        assert row.kept_after == pytest.approx(kept_magnitude(getattr(model, name).weight, 2, 4))
+
+
+def test_a_sibling_of_another_kind_blocks_the_permutation():
+    class TwoKinds(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(16, 32)
+            self.left = nn.Linear(32, 32)
+            self.right = nn.Linear(32, 32)
+            self.out = nn.Linear(32, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.fc(x))
+            return self.out(self.left(h) + h @ self.right.weight.T)  # right's weight read by a matmul
+
+    torch.manual_seed(0)
+    model = TwoKinds()
+    report = _check_function(model, torch.randn(8, 16))
+    shared = "its input is also read by another op (the producer's output is shared)"
+    assert report["left"].reason == shared
 
 
 def test_an_mlp_with_batchnorm_and_in_place_activations_computes_the_same():
@@ -108,7 +181,19 @@ def test_hugging_face_models_keep_their_function():
     before = resnet(x).logits
     report = permute_channels(resnet, _layers(resnet), 2, 4, (x,))
     assert float((resnet(x).logits - before).abs().max()) <= 1e-5 * max(1.0, float(before.abs().max()))
-    assert [n.split(".")[-2:] for n in report.permuted] == [["1", "convolution"], ["2", "convolution"]] * 2
+    # stage 0's first convs read the stem's channels as siblings (its shortcut and layer.0), stage 1's an add
+    assert [n.removeprefix("resnet.encoder.stages.").removesuffix(".convolution") for n in report.permuted] == [
+        "0.layers.0.shortcut",
+        "0.layers.0.layer.0",
+        "0.layers.0.layer.1",
+        "0.layers.0.layer.2",
+        "1.layers.0.layer.1",
+        "1.layers.0.layer.2",
+    ]
+    assert (
+        report["resnet.encoder.stages.0.layers.0.shortcut.convolution"].producer
+        == "resnet.embedder.embedder.convolution"
+    )
     bert = transformers.BertModel(
         transformers.BertConfig(
             vocab_size=64, hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=128
