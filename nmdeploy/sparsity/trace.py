@@ -164,6 +164,18 @@ def _groups(op: Op) -> int:
     return int(_arg(op, 6, "groups") or 1) if op.name.startswith("conv") else 1
 
 
+def _depthwise(op: Op) -> bool:
+    """A convolution with one filter per channel, ``[C, 1, k...]`` with ``groups = C``: it acts per
+    channel, so a reorder of its channels is one of its weight's rows (and bias)."""
+    weight = _arg(op, 1, "weight")
+    return (
+        op.name.startswith("conv")
+        and isinstance(weight, torch.Tensor)
+        and weight.shape[1] == 1
+        and _groups(op) == weight.shape[0] > 1
+    )
+
+
 def _keeps_channels(op: Op, source: torch.Tensor) -> bool:
     """A flatten of ``[batch, C, 1, ...]`` to ``[batch, C]`` keeps the channel order (a pooled head)."""
     return source.ndim >= 2 and math.prod(source.shape[2:]) == 1 and op.shape == tuple(source.shape[:2])
@@ -172,8 +184,8 @@ def _keeps_channels(op: Op, source: torch.Tensor) -> bool:
 def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
     """The layer whose output channels are the input channels of the layer with ``weight``.
 
-    Walks back from the op that reads ``weight`` through ops that act per channel and
-    BatchNorms, and stops with a reason at anything else: a residual add, a concatenation, a
+    Walks back from the op that reads ``weight`` through ops that act per channel (depthwise
+    convolutions too) and BatchNorms, and stops with a reason at anything else: a residual add, a concatenation, a
     model input, a second reader of an intermediate (the producer's output shared) unless that
     reader is itself a layer of the same kind, reached through per-channel ops (a sibling branch).
     """
@@ -211,8 +223,12 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
             producer = _arg(op, 1, "weight")
             if not isinstance(producer, nn.Parameter) or len(trace.by_param.get(id(producer), [])) != 1:
                 return Link(reason="made by a layer whose weight is not a parameter used once")
+            if _depthwise(op):  # one filter per channel (MobileNet's): it carries the order on to its input
+                norms.extend(t for t in (producer, _arg(op, 2, "bias")) if isinstance(t, torch.Tensor))
+                key = op.reads[0]
+                continue
             if _groups(op) != 1:
-                return Link(reason="made by a grouped or depthwise convolution")
+                return Link(reason="made by a grouped convolution")
             bias = _arg(op, 2, "bias")
             return Link(
                 producer, bias if isinstance(bias, torch.Tensor) else None, tuple(norms), None, tuple(siblings), weight
@@ -248,8 +264,12 @@ def _sibling(
         op = trace.ops[index]
         if not op.reads or op.reads[0] != key:
             return None  # the channels arrive as another argument (a weight, a second operand)
-        if op.name in _LAYER_OPS:
-            found = _arg(op, 1, "weight")
+        found = _arg(op, 1, "weight")
+        if op.name in _LAYER_OPS and _depthwise(op):  # per channel: the branch goes on through it
+            if not isinstance(found, nn.Parameter) or len(trace.by_param.get(id(found), [])) != 1:
+                return None
+            norms.extend(t for t in (found, _arg(op, 2, "bias")) if isinstance(t, torch.Tensor))
+        elif op.name in _LAYER_OPS:
             if (
                 op.name != consumer.name
                 or not isinstance(found, nn.Parameter)
@@ -261,7 +281,9 @@ def _sibling(
                 return None
             return found, norms
         tensors = [t for t in pytree.tree_leaves((op.args, op.kwargs)) if isinstance(t, torch.Tensor)]
-        if op.name == "batch_norm":
+        if op.name in _LAYER_OPS:
+            pass
+        elif op.name == "batch_norm":
             norms.extend(t for t in (_arg(op, i, n) for i, n in enumerate(_BN_ARGS, 1)) if isinstance(t, torch.Tensor))
         elif op.name in _SCALAR_BINARY:
             if any(t.numel() != 1 for t in tensors[1:]):

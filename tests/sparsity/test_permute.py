@@ -130,6 +130,24 @@ def test_sibling_layers_that_read_the_same_channels_share_one_order():
         assert row.kept_after == pytest.approx(kept_magnitude(getattr(model, name).weight, 2, 4))
 
 
+def test_a_depthwise_conv_carries_the_order_to_the_layer_before_it():
+    # MobileNet's inverted residual without the residual: expand 1x1, depthwise 3x3, project 1x1
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.Conv2d(16, 64, 1), nn.BatchNorm2d(64), nn.ReLU6(),
+        nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.BatchNorm2d(64), nn.ReLU6(),
+        nn.Conv2d(64, 32, 1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1, groups=8),  # grouped, not depthwise: channels mix within groups
+        nn.Conv2d(32, 32, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    _with_statistics(model)
+    report = _check_function(model, torch.randn(4, 3, 10, 10))
+    assert report["7"].permuted and report["7"].producer == "1"  # through the depthwise conv and its BatchNorm
+    assert report["11"].reason == "made by a grouped convolution"
+    assert "4" not in [row.layer for row in report]  # the depthwise conv itself is no N:M candidate
+
+
 def test_a_sibling_of_another_kind_blocks_the_permutation():
     class TwoKinds(nn.Module):
         def __init__(self) -> None:
