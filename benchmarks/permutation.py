@@ -6,8 +6,9 @@ magnitude a magnitude N:M mask keeps in the channel order as it is, and after
 is over all its sparse layers (the layers left in order count with no gain), so it is what the
 whole model keeps. On the trained models (the accuracy sweep's converged Fashion-MNIST CNN, and
 an MLP trained here for 6 epochs), one-shot ASP is then scored on the 10,000 test images, with no
-fine-tune, with and without the permutation. ResNet-50 and BERT-base are built from their default
-``transformers`` configs with random weights, so only magnitude is measured there.
+fine-tune, with and without the permutation. ResNet-50, BERT-base and MobileNetV2 (depthwise
+convolutions, TensorFlow-style padding) are built from their default ``transformers`` configs
+with random weights, so only magnitude is measured there.
 
     python -m benchmarks.permutation --write     # about 10 min on 2 cores
     python -m benchmarks.permutation --small     # the CNN and the MLP only
@@ -146,12 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         resnet = transformers.ResNetForImageClassification(transformers.ResNetConfig()).eval()
         bert = transformers.BertModel(transformers.BertConfig()).eval()
+        mobilenet = transformers.MobileNetV2Model(transformers.MobileNetV2Config()).eval()
         ids = torch.randint(0, 30000, (2, 128), generator=torch.Generator().manual_seed(0))
         for pattern in patterns[:1]:  # 2:4, the pattern TensorRT runs
             rows.append(
                 measure("ResNet-50 from its config (random weights)", resnet, (torch.randn(2, 3, 224, 224),), pattern)
             )
             rows.append(measure("BERT-base from its config (random weights)", bert, (ids,), pattern))
+            rows.append(
+                measure(
+                    "MobileNetV2 from its config (random weights)", mobilenet, (torch.randn(2, 3, 224, 224),), pattern
+                )
+            )
     shown = " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join(
         [

@@ -176,6 +176,15 @@ def _depthwise(op: Op) -> bool:
     )
 
 
+def _pads_space(op: Op, source: torch.Tensor, consumer: Op) -> bool:
+    """A pad of the spatial dims only, on the way to a convolution (channels at dim 1): it does the
+    same to every channel, whatever its mode."""
+    if _base_name(op.name) not in ("pad", "constant_pad_nd") or not consumer.name.startswith("conv"):
+        return False
+    pad = _arg(op, 1, "pad")
+    return isinstance(pad, (list, tuple)) and len(pad) <= 2 * (source.ndim - 2)
+
+
 def _keeps_channels(op: Op, source: torch.Tensor) -> bool:
     """A flatten of ``[batch, C, 1, ...]`` to ``[batch, C]`` keeps the channel order (a pooled head)."""
     return source.ndim >= 2 and math.prod(source.shape[2:]) == 1 and op.shape == tuple(source.shape[:2])
@@ -242,6 +251,8 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
             if others or not tensors:
                 label = name.removeprefix("r").removeprefix("i")
                 return Link(reason=f"{_BLOCKERS.get(label, 'an op with another tensor')} on the way")
+        elif _pads_space(op, tensors[0], consumer):
+            pass  # TensorFlow-style "same" padding before a conv (Hugging Face's MobileNet, EfficientNet)
         elif op.name in _FLATTENS and not _keeps_channels(op, tensors[0]):
             return Link(reason=f"a {op.name} that moves channels on the way")
         elif op.name not in _FLATTENS:
@@ -288,7 +299,11 @@ def _sibling(
         elif op.name in _SCALAR_BINARY:
             if any(t.numel() != 1 for t in tensors[1:]):
                 return None
-        elif not (_base_name(op.name) in _PER_CHANNEL or (op.name in _FLATTENS and _keeps_channels(op, tensors[0]))):
+        elif not (
+            _base_name(op.name) in _PER_CHANNEL
+            or _pads_space(op, tensors[0], consumer)
+            or (op.name in _FLATTENS and _keeps_channels(op, tensors[0]))
+        ):
             return None
         key = op.writes[0]
         readers = trace.readers.get(key, [])

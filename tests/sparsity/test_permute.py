@@ -135,7 +135,7 @@ def test_a_depthwise_conv_carries_the_order_to_the_layer_before_it():
     model = nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1),
         nn.Conv2d(16, 64, 1), nn.BatchNorm2d(64), nn.ReLU6(),
-        nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.BatchNorm2d(64), nn.ReLU6(),
+        nn.ZeroPad2d(1), nn.Conv2d(64, 64, 3, groups=64), nn.BatchNorm2d(64), nn.ReLU6(),  # "same" padding, TF-style
         nn.Conv2d(64, 32, 1), nn.BatchNorm2d(32), nn.ReLU(),
         nn.Conv2d(32, 32, 3, padding=1, groups=8),  # grouped, not depthwise: channels mix within groups
         nn.Conv2d(32, 32, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
@@ -143,9 +143,10 @@ def test_a_depthwise_conv_carries_the_order_to_the_layer_before_it():
     torch.manual_seed(0)
     _with_statistics(model)
     report = _check_function(model, torch.randn(4, 3, 10, 10))
-    assert report["7"].permuted and report["7"].producer == "1"  # through the depthwise conv and its BatchNorm
-    assert report["11"].reason == "made by a grouped convolution"
-    assert "4" not in [row.layer for row in report]  # the depthwise conv itself is no N:M candidate
+    # through the pad, the depthwise conv and the BatchNorms to the expand conv
+    assert report["8"].permuted and report["8"].producer == "1"
+    assert report["12"].reason == "made by a grouped convolution"
+    assert "5" not in [row.layer for row in report]  # the depthwise conv itself is no N:M candidate
 
 
 def test_a_sibling_of_another_kind_blocks_the_permutation():
