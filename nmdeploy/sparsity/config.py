@@ -51,9 +51,9 @@ class SparsityConfig:
         False,
         "Before the first mask, reorder each sparse layer's input channels (and the outputs of the layer "
         "that makes them) so that the N:M mask keeps more weight magnitude; the model computes the same "
-        "function. Layers that read the same channels share one order. Layers whose channels cannot be "
-        "carried back (residual adds, concatenations, inputs also read by other ops) keep their order; the "
-        "report says why.",
+        "function. Layers that read the same channels share one order; a concatenation gets one per part. "
+        "Layers whose channels cannot be carried back (residual adds, inputs also read by other ops) keep "
+        "their order; the report says why.",
     )
     include: tuple[str, ...] | None = setting(None, "Globs on module names to sparsify (none: every eligible layer).")
     exclude: str | tuple[str, ...] = setting(

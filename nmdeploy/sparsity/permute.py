@@ -18,7 +18,9 @@ swaps, not the exact optimum.
 (:mod:`nmdeploy.sparsity.trace`), permutes both, and checks on the example inputs that the
 outputs are unchanged; a layer it cannot carry back to a producer keeps its order, with the reason.
 Sibling layers that read the same channels get one order, searched on the sparse ones' weights
-stacked (what the N:M masks of all of them keep), and a dense sibling follows it.
+stacked (what the N:M masks of all of them keep), and a dense sibling follows it. Behind a
+concatenation along the channels each part has its own producer, so the order is searched part
+by part (every part a multiple of m, so that no group straddles two).
 """
 
 from __future__ import annotations
@@ -246,8 +248,17 @@ def permute_channels(
                 rows[name] = PermutationRow(
                     name, False, f"one group of {m} input channels: nothing to swap", before, before
                 )
+            elif _misaligned(link, m):
+                sizes = " + ".join(str(size) for size in _part_sizes(link))
+                rows[name] = PermutationRow(
+                    name,
+                    False,
+                    f"a concatenation of {sizes} channels: each part must be a multiple of {m}",
+                    before,
+                    before,
+                )
             else:
-                links.setdefault(id(link.producer), link)
+                links.setdefault(_identity(link), link)
         del trace
         plans = [_plan(link, layers, names, n, m, seed, rows) for link in links.values()]
         plans = [p for p in plans if p is not None]
@@ -296,13 +307,47 @@ def _plan(
     keeps more magnitude."""
     sparse = {id(w): name for name, w in layers}
     readers = [w for w in _consumers(link) if id(w) in sparse]
-    order = find_permutation(readers, n, m, seed=seed)
+    order = _order(link, readers, n, m, seed)
     kept = tuple((sparse[id(w)], kept_magnitude(w, n, m), kept_magnitude(w, n, m, order)) for w in readers)
     if kept_magnitude(readers, n, m, order) <= kept_magnitude(readers, n, m):
         for name, before, _ in kept:
             rows[name] = PermutationRow(name, False, "no order keeps more magnitude", before, before)
         return None
-    return _Plan(link, order, kept, names.get(id(link.producer)))
+    return _Plan(link, order, kept, _producer_name(link, names))
+
+
+def _identity(link: Link) -> Any:
+    """What makes a link's channels: its producer, or the producers of a concatenation's parts."""
+    return id(link.producer) if not link.parts else tuple(_identity(part) for _, _, part in link.parts)
+
+
+def _producer_name(link: Link, names: dict[int, str]) -> str | None:
+    if not link.parts:
+        return names.get(id(link.producer))
+    found = [_producer_name(part, names) for _, _, part in link.parts]
+    return " + ".join(name or "?" for name in found)
+
+
+def _misaligned(link: Link, m: int) -> bool:
+    """A concatenation whose parts would split groups of m (their orders stay within each part)."""
+    return any(size % m or _misaligned(part, m) for _, size, part in link.parts)
+
+
+def _part_sizes(link: Link) -> list[int]:
+    """The channel counts of a concatenation's innermost parts, in order."""
+    return [x for _, size, part in link.parts for x in (_part_sizes(part) if part.parts else [size])]
+
+
+def _order(link: Link, readers: Sequence[torch.Tensor], n: int, m: int, seed: int) -> torch.Tensor:
+    """The readers' input-channel order: one search, or one per part of a concatenation (its producers
+    can only reorder their own channels), put together."""
+    if not link.parts:
+        return find_permutation(readers, n, m, seed=seed)
+    pieces = [
+        offset + _order(part, [w[:, offset : offset + size] for w in readers], n, m, seed)
+        for offset, size, part in link.parts
+    ]
+    return torch.cat(pieces)
 
 
 def _consumers(link: Link) -> list[torch.Tensor]:
@@ -315,6 +360,12 @@ def _apply(link: Link, order: torch.Tensor) -> None:
     with torch.no_grad():
         for weight in _consumers(link):
             weight.copy_(weight[:, order])
-        for t in (link.producer, link.bias, *link.norms):
-            if t is not None:
-                t.copy_(t[order])
+        _reorder_producers(link, order)
+
+
+def _reorder_producers(link: Link, order: torch.Tensor) -> None:
+    for t in (link.producer, link.bias, *link.norms):
+        if t is not None:
+            t.copy_(t[order])
+    for offset, size, part in link.parts:  # each part's order, in its own channel numbers
+        _reorder_producers(part, order[offset : offset + size] - offset)

@@ -154,6 +154,9 @@ class Link:
     reason: str | None = None
     siblings: tuple[nn.Parameter, ...] = ()  # other layers that read the same channels: they take the same order
     consumer: nn.Parameter | None = None  # the weight the link was found from
+    # a concatenation on the way: (offset, size, link) per part, each part's channels made by its own
+    # producer; the order is then one per part (``producer`` is None)
+    parts: tuple[tuple[int, int, Link], ...] = ()
 
 
 def _arg(op: Op, index: int, name: str) -> Any:
@@ -194,8 +197,8 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
     """The layer whose output channels are the input channels of the layer with ``weight``.
 
     Walks back from the op that reads ``weight`` through ops that act per channel (depthwise
-    convolutions too) and BatchNorms, and stops with a reason at anything else: a residual add, a concatenation, a
-    model input, a second reader of an intermediate (the producer's output shared) unless that
+    convolutions too) and BatchNorms, splits at a concatenation along the channels (each part
+    walked back on its own), and stops with a reason at anything else: a residual add, a model input, a second reader of an intermediate (the producer's output shared) unless that
     reader is itself a layer of the same kind, reached through per-channel ops (a sibling branch).
     """
     uses = trace.by_param.get(id(weight), [])
@@ -208,16 +211,25 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
         return Link(reason=f"computed by {consumer.name}, not a plain linear or convolution")
     if _groups(consumer) != 1:
         return Link(reason="a grouped convolution (its channels are permuted within groups only)")
-    current, key = uses[0], consumer.reads[0]
+    return _walk(trace, consumer.reads[0], uses[0], consumer, weight, True)
+
+
+_CATS = {"cat", "concat", "concatenate"}
+
+
+def _walk(trace: Trace, key: Key, current: int, consumer: Op, weight: nn.Parameter, branches: bool) -> Link:
+    """find_producer's walk back from tensor ``key``, read by op ``current``; ``branches``: whether
+    sibling readers may share the channels (not inside a part of a concatenation)."""
     norms: list[torch.Tensor] = []
     siblings: list[nn.Parameter] = []
+    flattened = False  # a flatten passed: a Linear's channels are dim 1 of the tensors before it
     for _ in range(len(trace.ops)):
         if key in trace.outputs:
             return Link(reason="an intermediate tensor on the way is also a model output")
         readers = trace.readers.get(key, [])
         if readers != [current]:
             others = [_sibling(trace, r, key, consumer, weight) for r in readers if r != current]
-            if readers.count(current) != 1 or not all(isinstance(o, tuple) for o in others):
+            if not branches or readers.count(current) != 1 or not all(isinstance(o, tuple) for o in others):
                 return Link(reason="its input is also read by another op (the producer's output is shared)")
             for sibling, branch_norms in others:  # type: ignore[misc]
                 siblings.append(sibling)
@@ -242,6 +254,8 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
             return Link(
                 producer, bias if isinstance(bias, torch.Tensor) else None, tuple(norms), None, tuple(siblings), weight
             )
+        if op.name in _CATS:
+            return _concatenation(trace, op, current, consumer, weight, flattened, tuple(norms), tuple(siblings))
         if op.name == "batch_norm":
             norms.extend(t for t in (_arg(op, i, n) for i, n in enumerate(_BN_ARGS, 1)) if isinstance(t, torch.Tensor))
         elif name in _PER_CHANNEL:
@@ -257,8 +271,39 @@ def find_producer(trace: Trace, weight: nn.Parameter) -> Link:
             return Link(reason=f"a {op.name} that moves channels on the way")
         elif op.name not in _FLATTENS:
             return Link(reason=f"{_BLOCKERS.get(name, f'a {op.name} op')} on the way")
+        flattened = flattened or op.name in _FLATTENS
         key = op.reads[0]
     return Link(reason="no producer found")
+
+
+def _concatenation(
+    trace: Trace,
+    op: Op,
+    index: int,
+    consumer: Op,
+    weight: nn.Parameter,
+    flattened: bool,
+    norms: tuple[torch.Tensor, ...],
+    siblings: tuple[nn.Parameter, ...],
+) -> Link:
+    """A concatenation along the channels: each part walked back to its own producer (DenseNet's and
+    Inception's blocks); the link carries the parts, or the reason one of them cannot be carried."""
+    pieces = op.args[0] if op.args else op.kwargs.get("tensors")
+    if not isinstance(pieces, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in pieces):
+        return Link(reason="a concatenation on the way")
+    ndim = len(op.shape)
+    dim = int(_arg(op, 1, "dim") or 0) % max(1, ndim)
+    channels = 1 if consumer.name.startswith("conv") or flattened or ndim == 2 else ndim - 1
+    if dim != channels:
+        return Link(reason="a concatenation on the way (not along the channels)")
+    parts, offset = [], 0
+    for i, (piece, key) in enumerate(zip(pieces, op.reads)):
+        part = _walk(trace, key, index, consumer, weight, False)
+        if part.reason is not None:
+            return Link(reason=f"a concatenation on the way, whose part {i + 1}: {part.reason}")
+        parts.append((offset, int(piece.shape[dim]), part))
+        offset += int(piece.shape[dim])
+    return Link(None, None, norms, None, siblings, weight, tuple(parts))
 
 
 _BN_ARGS = ("running_mean", "running_var", "weight", "bias")

@@ -104,7 +104,8 @@ class Branches(nn.Module):
 def test_sibling_layers_that_read_the_same_channels_share_one_order():
     torch.manual_seed(0)
     model = _with_statistics(Branches())
-    layers = [(name, w) for name, w in _layers(model) if name != "c"]
+    # c dense; mix left out here so that the convs' output channels stay put (concatenations: below)
+    layers = [(name, w) for name, w in _layers(model) if name not in ("c", "mix")]
     x = torch.randn(4, 3, 12, 12)
     model.eval()
     with torch.no_grad():
@@ -116,7 +117,6 @@ def test_sibling_layers_that_read_the_same_channels_share_one_order():
     assert float((after - before).abs().max()) <= 1e-5 * max(1.0, float(before.abs().max()))
     assert report.permuted == ("trunk.0", "a", "b")
     assert report["a"].producer == report["b"].producer == "trunk.0"
-    assert report["mix"].reason == "a concatenation on the way"
     # the dense sibling c followed the order, and a and b took exactly the same one
     order = (model.c.weight[:, :, 0, 0].T[:, None] == c0[:, :, 0, 0].T[None]).all(-1).float().argmax(1)
     assert sorted(order.tolist()) == list(range(64)) and order.tolist() != list(range(64))
@@ -147,6 +147,84 @@ def test_a_depthwise_conv_carries_the_order_to_the_layer_before_it():
     assert report["8"].permuted and report["8"].producer == "1"
     assert report["12"].reason == "made by a grouped convolution"
     assert "5" not in [row.layer for row in report]  # the depthwise conv itself is no N:M candidate
+
+
+class Dense(nn.Module):
+    """DenseNet-style: each conv reads the concatenation of everything before it."""
+
+    def __init__(self, growth: int = 16, extra: int = 0) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.c1 = nn.Conv2d(32, growth, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(32 + growth)
+        self.c2 = nn.Conv2d(32 + growth, growth + extra, 3, padding=1)
+        self.c3 = nn.Conv2d(32 + 2 * growth + extra, 32, 1)
+        self.out = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0 = torch.relu(self.stem(x))
+        h1 = torch.cat([h0, torch.relu(self.c1(h0))], 1)
+        h2 = torch.cat([h1, self.c2(torch.relu(self.bn1(h1)))], dim=1)  # nested: h1 is a concatenation too
+        return self.out(self.c3(h2).mean((2, 3)))
+
+
+class Nested(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.p, self.q, self.r = nn.Conv2d(32, 16, 1), nn.Conv2d(32, 16, 3, padding=1), nn.Conv2d(32, 8, 1)
+        self.mix = nn.Conv2d(40, 32, 1)
+        self.out = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        u = torch.cat([torch.cat([self.p(h), torch.relu(self.q(h))], 1), self.r(h)], 1)
+        return self.out(self.mix(u).flatten(2).mean(-1))
+
+
+def test_a_concatenation_takes_one_order_per_part():
+    torch.manual_seed(0)
+    # the Inception-style block: mix reads a, b and the dense c side by side
+    report = _check_function(_with_statistics(Branches()), torch.randn(4, 3, 12, 12))
+    assert report["mix"].permuted and report["mix"].producer == "a + b + c" and report["mix"].gain > 0
+    report = _check_function(Nested(), torch.randn(2, 3, 8, 8))  # a concatenation inside a concatenation
+    assert report["mix"].permuted and report["mix"].producer == "p + q + r"
+    assert {report[name].producer for name in "pqr"} == {"stem"}  # and the three siblings share an order
+    # DenseNet: every feature map is read again by each later block, so its parts are shared
+    report = _check_function(_with_statistics(Dense()), torch.randn(3, 3, 8, 8))
+    assert not report.permuted
+    assert report["c3"].reason == (
+        "a concatenation on the way, whose part 1: its input is also read by another op (the producer's output is shared)"
+    )
+
+
+def test_a_concatenation_that_splits_groups_is_left_alone():
+    torch.manual_seed(0)
+    model = Nested()
+    # 16 + 14 and 10 channels: still 40 in all, but the parts would straddle groups of 4
+    model.q, model.r = nn.Conv2d(32, 14, 3, padding=1), nn.Conv2d(32, 10, 1)
+    report = _check_function(model, torch.randn(2, 3, 8, 8))
+    assert report["mix"].reason == "a concatenation of 16 + 14 + 10 channels: each part must be a multiple of 4"
+    assert report["mix"].kept_after == report["mix"].kept_before
+
+
+def test_a_concatenation_part_that_cannot_be_carried_names_why():
+    class Tail(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            self.a, self.b = nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 1)
+            self.mix = nn.Conv2d(32, 16, 1)
+            self.out = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.stem(x)
+            u = torch.cat([self.a(h) + h, self.b(h)], 1)  # a residual add makes the first part
+            return self.out(self.mix(u).mean((2, 3)))
+
+    torch.manual_seed(0)
+    report = _check_function(Tail(), torch.randn(2, 3, 8, 8))
+    assert report["mix"].reason == "a concatenation on the way, whose part 1: a residual add on the way"
 
 
 def test_a_sibling_of_another_kind_blocks_the_permutation():
