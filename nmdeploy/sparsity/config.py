@@ -122,7 +122,7 @@ def quarter_end(start_epoch: int, epochs: int) -> int:
 
 def pattern_decay(pattern: str) -> float:
     """The SR decay the build uses when ``sparsity.decay`` is null: chosen by the Fashion-MNIST sweeps
-    (benchmarks/RESULTS.md, distillation): λ 2e-3 scored best at 2:4 (92.52 vs 92.25 % for 5e-3), 5e-3 at
+    (benchmarks/RESULTS.md, distillation): λ 2e-3 scored best at 2:4 (92.42 vs 92.25 % for 5e-3), 5e-3 at
     1:16 (91.55 vs 91.16 %); a pattern that keeps fewer than half the weights needs the stronger pull."""
     from nmdeploy.sparsity.pattern import parse_pattern
 
