@@ -238,16 +238,10 @@ def _walk(trace: Trace, key: Key, current: int, consumer: Op, weight: nn.Paramet
             return Link(reason="its input is a model input (no layer makes those channels)")
         current = trace.writer[key]
         op = trace.ops[current]
-        name = _base_name(op.name)
-        tensors = [t for t in pytree.tree_leaves((op.args, op.kwargs)) if isinstance(t, torch.Tensor)]
-        if op.name in _LAYER_OPS:
+        if op.name in _LAYER_OPS and not _depthwise(op):
             producer = _arg(op, 1, "weight")
             if not isinstance(producer, nn.Parameter) or len(trace.by_param.get(id(producer), [])) != 1:
                 return Link(reason="made by a layer whose weight is not a parameter used once")
-            if _depthwise(op):  # one filter per channel (MobileNet's): it carries the order on to its input
-                norms.extend(t for t in (producer, _arg(op, 2, "bias")) if isinstance(t, torch.Tensor))
-                key = op.reads[0]
-                continue
             if _groups(op) != 1:
                 return Link(reason="made by a grouped convolution")
             bias = _arg(op, 2, "bias")
@@ -256,24 +250,40 @@ def _walk(trace: Trace, key: Key, current: int, consumer: Op, weight: nn.Paramet
             )
         if op.name in _CATS:
             return _concatenation(trace, op, current, consumer, weight, flattened, tuple(norms), tuple(siblings))
-        if op.name == "batch_norm":
-            norms.extend(t for t in (_arg(op, i, n) for i, n in enumerate(_BN_ARGS, 1)) if isinstance(t, torch.Tensor))
-        elif name in _PER_CHANNEL:
-            pass
-        elif op.name in _SCALAR_BINARY:
-            others = [t for t in tensors[1:] if t.numel() != 1]
-            if others or not tensors:
-                label = name.removeprefix("r").removeprefix("i")
-                return Link(reason=f"{_BLOCKERS.get(label, 'an op with another tensor')} on the way")
-        elif _pads_space(op, tensors[0], consumer):
-            pass  # TensorFlow-style "same" padding before a conv (Hugging Face's MobileNet, EfficientNet)
-        elif op.name in _FLATTENS and not _keeps_channels(op, tensors[0]):
-            return Link(reason=f"a {op.name} that moves channels on the way")
-        elif op.name not in _FLATTENS:
-            return Link(reason=f"{_BLOCKERS.get(name, f'a {op.name} op')} on the way")
+        carried, reason = _per_channel(trace, op, consumer)
+        if reason is not None:
+            return Link(reason=reason)
+        norms.extend(carried)
         flattened = flattened or op.name in _FLATTENS
         key = op.reads[0]
     return Link(reason="no producer found")
+
+
+def _per_channel(trace: Trace, op: Op, consumer: Op) -> tuple[list[torch.Tensor], str | None]:
+    """Whether ``op`` (on the way to ``consumer``) acts on each channel of its first input alone, so that
+    a reorder of the channels passes through it: the tensors to reorder with them (a BatchNorm's, a
+    depthwise conv's weight and bias), or the reason it does not."""
+    name = _base_name(op.name)
+    tensors = [t for t in pytree.tree_leaves((op.args, op.kwargs)) if isinstance(t, torch.Tensor)]
+    if op.name in _LAYER_OPS:  # a depthwise conv (MobileNet's): one filter per channel
+        found = _arg(op, 1, "weight")
+        if not isinstance(found, nn.Parameter) or len(trace.by_param.get(id(found), [])) != 1:
+            return [], "made by a layer whose weight is not a parameter used once"
+        return [t for t in (found, _arg(op, 2, "bias")) if isinstance(t, torch.Tensor)], None
+    if op.name == "batch_norm":
+        return [t for t in (_arg(op, i, n) for i, n in enumerate(_BN_ARGS, 1)) if isinstance(t, torch.Tensor)], None
+    if name in _PER_CHANNEL:
+        return [], None
+    if op.name in _SCALAR_BINARY:
+        if not tensors or any(t.numel() != 1 for t in tensors[1:]):
+            label = name.removeprefix("r").removeprefix("i")
+            return [], f"{_BLOCKERS.get(label, 'an op with another tensor')} on the way"
+        return [], None
+    if _pads_space(op, tensors[0], consumer):  # TensorFlow-style "same" padding (Hugging Face's MobileNet)
+        return [], None
+    if op.name in _FLATTENS:
+        return [], None if _keeps_channels(op, tensors[0]) else f"a {op.name} that moves channels on the way"
+    return [], f"{_BLOCKERS.get(name, f'a {op.name} op')} on the way"
 
 
 def _concatenation(
@@ -320,12 +330,8 @@ def _sibling(
         op = trace.ops[index]
         if not op.reads or op.reads[0] != key:
             return None  # the channels arrive as another argument (a weight, a second operand)
-        found = _arg(op, 1, "weight")
-        if op.name in _LAYER_OPS and _depthwise(op):  # per channel: the branch goes on through it
-            if not isinstance(found, nn.Parameter) or len(trace.by_param.get(id(found), [])) != 1:
-                return None
-            norms.extend(t for t in (found, _arg(op, 2, "bias")) if isinstance(t, torch.Tensor))
-        elif op.name in _LAYER_OPS:
+        if op.name in _LAYER_OPS and not _depthwise(op):
+            found = _arg(op, 1, "weight")
             if (
                 op.name != consumer.name
                 or not isinstance(found, nn.Parameter)
@@ -336,20 +342,10 @@ def _sibling(
             ):
                 return None
             return found, norms
-        tensors = [t for t in pytree.tree_leaves((op.args, op.kwargs)) if isinstance(t, torch.Tensor)]
-        if op.name in _LAYER_OPS:
-            pass
-        elif op.name == "batch_norm":
-            norms.extend(t for t in (_arg(op, i, n) for i, n in enumerate(_BN_ARGS, 1)) if isinstance(t, torch.Tensor))
-        elif op.name in _SCALAR_BINARY:
-            if any(t.numel() != 1 for t in tensors[1:]):
-                return None
-        elif not (
-            _base_name(op.name) in _PER_CHANNEL
-            or _pads_space(op, tensors[0], consumer)
-            or (op.name in _FLATTENS and _keeps_channels(op, tensors[0]))
-        ):
+        carried, reason = _per_channel(trace, op, consumer)
+        if reason is not None:
             return None
+        norms.extend(carried)
         key = op.writes[0]
         readers = trace.readers.get(key, [])
         if key in trace.outputs or len(readers) != 1:
