@@ -236,9 +236,11 @@ def permute_channels(
         trace = trace_forward(model, example_inputs)
         reference = [t.detach().clone() for t in trace.returned]  # the outputs to keep, from the traced forward
         rows: dict[str, PermutationRow] = {}
-        links: dict[int, Link] = {}  # id(producer) -> its link: sibling layers share one order
+        links: dict[Any, Link] = {}  # what makes the channels (_identity) -> its link: siblings share one order
+        before_of: dict[int, tuple[str, float]] = {}  # id(weight) -> (name, share the plain mask keeps)
         for name, weight in layers:
             before = kept_magnitude(weight, n, m)
+            before_of[id(weight)] = (name, before)
             link = find_producer(trace, weight)
             if not reference:  # nothing to prove the function unchanged with
                 link = Link(reason="the model's outputs hold no tensor to check the permutation against")
@@ -248,8 +250,8 @@ def permute_channels(
                 rows[name] = PermutationRow(
                     name, False, f"one group of {m} input channels: nothing to swap", before, before
                 )
-            elif _misaligned(link, m):
-                sizes = " + ".join(str(size) for size in _part_sizes(link))
+            elif any(size % m for _, size, _ in _leaves(link)):
+                sizes = " + ".join(str(size) for _, size, _ in _leaves(link))
                 rows[name] = PermutationRow(
                     name,
                     False,
@@ -260,7 +262,7 @@ def permute_channels(
             else:
                 links.setdefault(_identity(link), link)
         del trace
-        plans = [_plan(link, layers, names, n, m, seed, rows) for link in links.values()]
+        plans = [_plan(link, before_of, names, n, m, seed, rows) for link in links.values()]
         plans = [p for p in plans if p is not None]
         saved = {k: v.clone() for k, v in model.state_dict().items()}
         for plan in plans:
@@ -295,7 +297,7 @@ class _Plan(NamedTuple):
 
 def _plan(
     link: Link,
-    layers: Sequence[tuple[str, nn.Parameter]],
+    before_of: dict[int, tuple[str, float]],
     names: dict[int, str],
     n: int,
     m: int,
@@ -305,10 +307,9 @@ def _plan(
     """The order for the layers reading ``link``'s channels (one layer, or siblings searched together:
     the sparse ones make the objective, a dense sibling just follows); None, with rows, when no order
     keeps more magnitude."""
-    sparse = {id(w): name for name, w in layers}
-    readers = [w for w in _consumers(link) if id(w) in sparse]
+    readers = [w for w in _consumers(link) if id(w) in before_of]
     order = _order(link, readers, n, m, seed)
-    kept = tuple((sparse[id(w)], kept_magnitude(w, n, m), kept_magnitude(w, n, m, order)) for w in readers)
+    kept = tuple((*before_of[id(w)], kept_magnitude(w, n, m, order)) for w in readers)
     if kept_magnitude(readers, n, m, order) <= kept_magnitude(readers, n, m):
         for name, before, _ in kept:
             rows[name] = PermutationRow(name, False, "no order keeps more magnitude", before, before)
@@ -316,26 +317,25 @@ def _plan(
     return _Plan(link, order, kept, _producer_name(link, names))
 
 
+def _leaves(link: Link, start: int = 0) -> Iterator[tuple[int, int, Link]]:
+    """A concatenation's innermost parts, in order, as (offset in the readers' channels, size, link):
+    each has one producer; nothing for a link without a concatenation."""
+    for offset, size, part in link.parts:
+        if part.parts:
+            yield from _leaves(part, start + offset)
+        else:
+            yield start + offset, size, part
+
+
 def _identity(link: Link) -> Any:
     """What makes a link's channels: its producer, or the producers of a concatenation's parts."""
-    return id(link.producer) if not link.parts else tuple(_identity(part) for _, _, part in link.parts)
+    return id(link.producer) if not link.parts else tuple(id(part.producer) for _, _, part in _leaves(link))
 
 
 def _producer_name(link: Link, names: dict[int, str]) -> str | None:
     if not link.parts:
         return names.get(id(link.producer))
-    found = [_producer_name(part, names) for _, _, part in link.parts]
-    return " + ".join(name or "?" for name in found)
-
-
-def _misaligned(link: Link, m: int) -> bool:
-    """A concatenation whose parts would split groups of m (their orders stay within each part)."""
-    return any(size % m or _misaligned(part, m) for _, size, part in link.parts)
-
-
-def _part_sizes(link: Link) -> list[int]:
-    """The channel counts of a concatenation's innermost parts, in order."""
-    return [x for _, size, part in link.parts for x in (_part_sizes(part) if part.parts else [size])]
+    return " + ".join(names.get(id(part.producer), "?") for _, _, part in _leaves(link))
 
 
 def _order(link: Link, readers: Sequence[torch.Tensor], n: int, m: int, seed: int) -> torch.Tensor:
@@ -344,8 +344,8 @@ def _order(link: Link, readers: Sequence[torch.Tensor], n: int, m: int, seed: in
     if not link.parts:
         return find_permutation(readers, n, m, seed=seed)
     pieces = [
-        offset + _order(part, [w[:, offset : offset + size] for w in readers], n, m, seed)
-        for offset, size, part in link.parts
+        offset + find_permutation([w[:, offset : offset + size] for w in readers], n, m, seed=seed)
+        for offset, size, _ in _leaves(link)
     ]
     return torch.cat(pieces)
 

@@ -228,9 +228,12 @@ def _walk(trace: Trace, key: Key, current: int, consumer: Op, weight: nn.Paramet
             return Link(reason="an intermediate tensor on the way is also a model output")
         readers = trace.readers.get(key, [])
         if readers != [current]:
+            shared = Link(reason="its input is also read by another op (the producer's output is shared)")
+            if not branches or readers.count(current) != 1:
+                return shared
             others = [_sibling(trace, r, key, consumer, weight) for r in readers if r != current]
-            if not branches or readers.count(current) != 1 or not all(isinstance(o, tuple) for o in others):
-                return Link(reason="its input is also read by another op (the producer's output is shared)")
+            if not all(isinstance(o, tuple) for o in others):
+                return shared
             for sibling, branch_norms in others:  # type: ignore[misc]
                 siblings.append(sibling)
                 norms.extend(branch_norms)
