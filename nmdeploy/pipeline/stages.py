@@ -394,7 +394,7 @@ def _quantize_run(ctx: BuildContext, key: str) -> StageResult:
 
     source = open_data(_calibration_spec(ctx.recipe), "train", ctx.recipe.data)  # all of it, not augmented
     workers = resolve_workers(ctx.recipe.data.workers, source)
-    calib, _ = make_calibration_set(source, q.count or DEFAULT_COUNT, q.seed, workers, at_most=q.count is None)
+    calib, _ = make_calibration_set(source, q.draw_count(), q.seed, workers, at_most=q.count is None)
     if q.count is None and len(calib) < DEFAULT_COUNT:
         ctx.say(
             f"quantize: calibrating on all {len(calib)} samples of the calibration data (fewer than {DEFAULT_COUNT})"

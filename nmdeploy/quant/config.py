@@ -73,3 +73,8 @@ class QuantizeConfig:
             )
         if self.batch_size < 1:
             raise ConfigError.setting(self.SECTION, f"batch_size: batch size {self.batch_size} must be >= 1")
+
+    def draw_count(self) -> int:
+        """The calibration samples to draw: ``count``, or DEFAULT_COUNT when it is null (and then at
+        most what the data holds: ``at_most`` of ``make_calibration_set``)."""
+        return DEFAULT_COUNT if self.count is None else self.count

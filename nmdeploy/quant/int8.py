@@ -83,10 +83,9 @@ def calibration_arrays(source: Source | Stream, config: QuantizeConfig, workers:
     if isinstance(source, ArrayData):
         return source
     from nmdeploy.quant.calibset import make_calibration_set
-    from nmdeploy.quant.config import DEFAULT_COUNT
 
     exact = isinstance(source, Stream) and config.count is not None
-    return make_calibration_set(source, config.count or DEFAULT_COUNT, config.seed, workers, at_most=not exact)[0]
+    return make_calibration_set(source, config.draw_count(), config.seed, workers, at_most=not exact)[0]
 
 
 def _weighted(model: onnx.ModelProto) -> list[onnx.NodeProto]:
